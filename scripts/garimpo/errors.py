@@ -1,0 +1,21 @@
+"""Domain errors: each says what went wrong, where, and what to do about it."""
+
+
+class GarimpoError(Exception):
+    """Base class for errors a user can meet and fix."""
+
+
+class InputDataError(GarimpoError, ValueError):
+    """A user-supplied file (points, polygons, images) cannot be used."""
+
+
+class NoImageryError(GarimpoError, LookupError):
+    """No usable (clear enough) scene covers a requested area and period."""
+
+
+class EmptyRegionError(GarimpoError, ValueError):
+    """A region or sampling area has no room for what was asked."""
+
+
+class ModelLoadError(GarimpoError, FileNotFoundError):
+    """Model weights or configuration cannot be found or loaded."""
