@@ -1,0 +1,31 @@
+# garimpo: find illegal gold mining in the Amazon from Sentinel-2 imagery.
+# Rules live in rules/*.smk by stage; logic lives in the importable package scripts/garimpo.
+from snakemake.utils import min_version, validate
+
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema.yaml")
+
+
+wildcard_constraints:
+    region="[A-Za-z0-9_-]+",
+    cls="positive|negative",
+
+
+include: "rules/common.smk"
+include: "rules/demo.smk"
+include: "rules/weights.smk"
+include: "rules/training_data.smk"
+include: "rules/classifier.smk"
+include: "rules/detection.smk"
+
+
+rule all:
+    input:
+        expand("results/detections/{region}.geojson", region=config["run_regions"]),
+        expand("results/detections/{region}_overview.png", region=config["run_regions"]),

@@ -1,0 +1,36 @@
+# The stage-two classifier: ResNet fine-tuned on the matched, augmented tiles.
+
+
+def imagenet_weights(wildcards):
+    clf = config["classifier"]
+    return [f"resources/weights/{clf['arch']}-imagenet.pth"] if clf["weights"] == "imagenet" else []
+
+
+rule train_classifier:
+    input:
+        split="results/split.csv",
+        stats="results/stats/positive.json",
+        pos_aug="results/tiles/pos_augmented",
+        neg_aug="results/tiles/neg_augmented",
+        weights=imagenet_weights,
+    output:
+        best="results/models/classifier/best_model.pth",
+        final="results/models/classifier/final_model.pth",
+        history="results/models/classifier/training_history.json",
+        config="results/models/classifier/config.json",
+        curves="results/models/classifier/training_curves.png",
+    log:
+        "logs/train_classifier.log",
+    benchmark:
+        "benchmarks/train_classifier.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=720,
+        gpu=1,
+    params:
+        classifier=config["classifier"],
+    conda:
+        "../envs/ml.yaml"
+    script:
+        "../scripts/train_classifier.py"

@@ -1,0 +1,26 @@
+# Helpers shared by the rules: input functions that turn config into file dependencies.
+
+
+def imagery_inputs(wildcards=None):
+    """A local STAC catalog is a file dependency (so the demo world gets built first)."""
+    src = config["imagery"]["source"]
+    return [src["url"]] if src["kind"] == "local" else []
+
+
+def point_files(spec_list):
+    return [spec["path"] for spec in spec_list]
+
+
+def region_file(wildcards):
+    try:
+        return config["regions"][wildcards.region]["path"]
+    except KeyError:
+        raise ValueError(
+            f"region {wildcards.region!r} is not in config 'regions' (has {sorted(config['regions'])}); "
+            "add it there with a polygon file"
+        )
+
+
+def imagery_params():
+    """The imagery block minus nothing: every key shapes the pixels."""
+    return config["imagery"]

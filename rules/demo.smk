@@ -1,0 +1,50 @@
+# The offline demo world: a synthetic Sentinel-2 L2A scene set published as a local STAC catalog.
+
+
+rule make_demo_world:
+    output:
+        catalog="results/demo_world/catalog/catalog.json",
+        mines="results/demo_world/truth/mines.geojson",
+        known_mines="results/demo_world/truth/known_mines.csv",
+        protected="results/demo_world/truth/protected_areas.geojson",
+        urban="results/demo_world/truth/urban.geojson",
+        regions="results/demo_world/truth/regions.geojson",
+        hard_negatives="results/demo_world/truth/hard_negatives.csv",
+    log:
+        "logs/make_demo_world.log",
+    benchmark:
+        "benchmarks/make_demo_world.tsv"
+    threads: 1
+    resources:
+        mem_mb=1500,
+        runtime=10,
+    params:
+        out_dir="results/demo_world",
+        seed=config["demo_world"]["seed"],
+    conda:
+        "../envs/geo.yaml"
+    script:
+        "../scripts/make_demo_world.py"
+
+
+rule evaluate_demo:
+    input:
+        detections="results/detections/demo.geojson",
+        mines="results/demo_world/truth/mines.geojson",
+        regions="results/demo_world/truth/regions.geojson",
+    output:
+        "results/eval/demo.json",
+    log:
+        "logs/evaluate_demo.log",
+    benchmark:
+        "benchmarks/evaluate_demo.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        control=config["demo_world"]["control_region"],
+    conda:
+        "../envs/geo.yaml"
+    script:
+        "../scripts/evaluate_demo.py"

@@ -1,0 +1,153 @@
+# Training data: positive and negative points -> tiles -> statistics -> matching -> split + augmentation.
+
+
+rule positive_points:
+    input:
+        point_files(config["positives"]["points"]),
+    output:
+        points="results/points/positive.csv",
+        rejected="results/points/positive_rejected.csv",
+    log:
+        "logs/positive_points.log",
+    benchmark:
+        "benchmarks/positive_points.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        inputs=config["positives"]["points"],
+        bounds=config["study_bounds"],
+    conda:
+        "../envs/geo.yaml"
+    script:
+        "../scripts/build_points.py"
+
+
+rule negative_points:
+    input:
+        mines="results/points/positive.csv",
+        protected=config["negatives"]["protected_areas"],
+        urban=config["negatives"]["urban_mask"] or [],
+        hard=point_files(config["negatives"]["hard_negative_points"]),
+    output:
+        points="results/points/negative.csv",
+        rejected="results/points/negative_rejected.csv",
+    log:
+        "logs/negative_points.log",
+    benchmark:
+        "benchmarks/negative_points.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        bounds=config["study_bounds"],
+        ratio=config["negatives"]["ratio"],
+        min_distance_m=config["negatives"]["min_distance_m"],
+        hard_points=config["negatives"]["hard_negative_points"],
+        seed=config["negatives"]["seed"],
+    conda:
+        "../envs/geo.yaml"
+    script:
+        "../scripts/sample_negatives.py"
+
+
+rule fetch_tiles:
+    input:
+        points="results/points/{cls}.csv",
+        catalog=imagery_inputs,
+    output:
+        tiles=directory("results/tiles/{cls}"),
+        index="results/tiles/{cls}_index.csv",
+    log:
+        "logs/fetch_tiles_{cls}.log",
+    benchmark:
+        "benchmarks/fetch_tiles_{cls}.tsv"
+    threads: 2
+    resources:
+        mem_mb=1500,
+        runtime=240,
+    params:
+        imagery=config["imagery"],
+        tile_size_m=config["tiles"]["size_m"],
+        local_dirs=lambda w: config[f"{w.cls}s"]["local_dirs"],
+        cache_dir="results/cache/tiles",
+    conda:
+        "../envs/geo.yaml"
+    script:
+        "../scripts/fetch_tiles.py"
+
+
+rule positive_stats:
+    input:
+        index="results/tiles/positive_index.csv",
+        tiles="results/tiles/positive",
+    output:
+        "results/stats/positive.json",
+    log:
+        "logs/positive_stats.log",
+    benchmark:
+        "benchmarks/positive_stats.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    params:
+        statistics=config["statistics"],
+    conda:
+        "../envs/geo.yaml"
+    script:
+        "../scripts/positive_stats.py"
+
+
+rule match_tiles:
+    input:
+        index="results/tiles/{cls}_index.csv",
+        tiles="results/tiles/{cls}",
+        stats="results/stats/positive.json",
+    output:
+        tiles=directory("results/tiles/matched/{cls}"),
+        index="results/tiles/matched/{cls}_index.csv",
+    log:
+        "logs/match_tiles_{cls}.log",
+    benchmark:
+        "benchmarks/match_tiles_{cls}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=60,
+    params:
+        matching=config["matching"],
+    conda:
+        "../envs/geo.yaml"
+    script:
+        "../scripts/match_tiles.py"
+
+
+rule split_and_augment:
+    input:
+        positive="results/tiles/matched/positive_index.csv",
+        negative="results/tiles/matched/negative_index.csv",
+        pos_tiles="results/tiles/matched/positive",
+        neg_tiles="results/tiles/matched/negative",
+        stats="results/stats/positive.json",
+    output:
+        split="results/split.csv",
+        pos_aug=directory("results/tiles/pos_augmented"),
+        neg_aug=directory("results/tiles/neg_augmented"),
+    log:
+        "logs/split_and_augment.log",
+    benchmark:
+        "benchmarks/split_and_augment.tsv"
+    threads: 1
+    resources:
+        mem_mb=1500,
+        runtime=60,
+    params:
+        split=config["split"],
+        augmentation=config["augmentation"],
+    conda:
+        "../envs/geo.yaml"
+    script:
+        "../scripts/split_and_augment.py"

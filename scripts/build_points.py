@@ -1,0 +1,22 @@
+"""Rule positive_points: known mine coordinates -> clean point table + rejected rows."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from garimpo.points import load_point_sources  # noqa: E402
+from garimpo.smk import setup_logging, write_csv  # noqa: E402
+
+
+def main(smk):
+    log = setup_logging(smk)
+    points, rejected = load_point_sources(smk.params.inputs, tuple(smk.params.bounds))
+    before = len(points)
+    points = points.drop_duplicates(subset=["lon", "lat"]).reset_index(drop=True)
+    log.info("%d usable points (%d duplicates dropped), %d rejected", len(points), before - len(points), len(rejected))
+    write_csv(smk.output.points, points)
+    write_csv(smk.output.rejected, rejected)
+
+
+main(snakemake)  # noqa: F821

@@ -1,0 +1,24 @@
+"""Rule evaluate_demo: precision and recall of the demo detections against the synthetic truth."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from garimpo.evaluate import evaluate_detections  # noqa: E402
+from garimpo.geo import read_region  # noqa: E402
+from garimpo.smk import setup_logging, write_json  # noqa: E402
+
+
+def main(smk):
+    log = setup_logging(smk)
+    control = read_region(smk.input.regions, "name", smk.params.control)
+    demo = read_region(smk.input.regions, "name", "demo")
+    result = evaluate_detections(smk.input.detections, smk.input.mines, demo, control)
+    result["note"] = "Synthetic demo world: these scores say nothing about real imagery."
+    log.info("precision %.3f recall %.3f (%d detections, %d truth mines, %d in control)", result["precision"],
+             result["recall"], result["n_detections"], result["n_truth"], result["n_in_control"])
+    write_json(smk.output[0], result)
+
+
+main(snakemake)  # noqa: F821

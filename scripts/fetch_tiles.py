@@ -1,0 +1,28 @@
+"""Rule fetch_tiles: one composite tile per point through STAC, plus local image folders copied in."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import pandas as pd  # noqa: E402
+
+from garimpo.smk import setup_logging, write_csv  # noqa: E402
+from garimpo.stac import ImageryRequest, Source  # noqa: E402
+from garimpo.tiles import fetch_point_tiles, import_local_images  # noqa: E402
+
+
+def main(smk):
+    log = setup_logging(smk)
+    points = pd.read_csv(smk.input.points, keep_default_na=False, na_values=[""])
+    cfg = smk.params.imagery
+    index = fetch_point_tiles(points, Source.from_config(cfg["source"]), ImageryRequest.from_config(cfg),
+                              smk.params.tile_size_m, smk.output.tiles, smk.params.cache_dir)
+    if smk.params.local_dirs:
+        local = import_local_images(smk.params.local_dirs, smk.output.tiles)
+        log.info("%d local images copied in from %s", len(local), smk.params.local_dirs)
+        index = pd.concat([index, local], ignore_index=True)
+    write_csv(smk.output.index, index)
+
+
+main(snakemake)  # noqa: F821

@@ -1,0 +1,170 @@
+"""GeoTIFF I/O and target grids: the georeferenced edge of the package.
+
+Readers return arrays plus CRS and transform; everything in between works on
+plain arrays. Writers are atomic (temporary file, then rename) so a killed job
+never leaves a half-written tile that looks finished.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from pyproj import CRS, Transformer
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A target pixel grid: every source is warped onto one of these."""
+
+    crs: str
+    transform: Affine
+    width: int
+    height: int
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        left, top = self.transform.c, self.transform.f
+        right = left + self.transform.a * self.width
+        bottom = top + self.transform.e * self.height
+        return (left, bottom, right, top)
+
+    @property
+    def resolution(self) -> float:
+        return abs(self.transform.a)
+
+    def bbox_lonlat(self) -> tuple[float, float, float, float]:
+        """Lon/lat bounding box of the grid (densified edges, so it is not too small)."""
+        left, bottom, right, top = self.bounds
+        to_ll = Transformer.from_crs(self.crs, "EPSG:4326", always_xy=True)
+        xs = np.concatenate([np.linspace(left, right, 21)] * 2 + [np.full(21, left), np.full(21, right)])
+        ys = np.concatenate([np.full(21, bottom), np.full(21, top)] + [np.linspace(bottom, top, 21)] * 2)
+        lon, lat = to_ll.transform(xs, ys)
+        return (float(np.min(lon)), float(np.min(lat)), float(np.max(lon)), float(np.max(lat)))
+
+
+def utm_epsg(lon: float, lat: float) -> int:
+    """EPSG code of the WGS 84 / UTM zone containing a point (326xx north, 327xx south)."""
+    zone = int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
+    return (32600 if lat >= 0 else 32700) + zone
+
+
+def tile_grid(lon: float, lat: float, size_m: float, resolution: float = 10.0) -> Grid:
+    """A square grid of ``size_m`` centred on a point, in the point's UTM zone.
+
+    The origin snaps to the resolution so tiles of neighbouring points share pixel edges.
+    """
+    epsg = utm_epsg(lon, lat)
+    x, y = Transformer.from_crs("EPSG:4326", epsg, always_xy=True).transform(lon, lat)
+    n = max(1, int(round(size_m / resolution)))
+    left = math.floor((x - n * resolution / 2) / resolution) * resolution
+    top = math.floor((y + n * resolution / 2) / resolution) * resolution
+    return Grid(f"EPSG:{epsg}", Affine(resolution, 0, left, 0, -resolution, top), n, n)
+
+
+def bounds_grid(crs: str, bounds: Sequence[float], resolution: float = 10.0) -> Grid:
+    """A grid covering projected ``bounds`` (left, bottom, right, top), snapped outward."""
+    left, bottom, right, top = bounds
+    left = math.floor(left / resolution) * resolution
+    top = math.ceil(top / resolution) * resolution
+    width = int(math.ceil((right - left) / resolution))
+    height = int(math.ceil((top - bottom) / resolution))
+    return Grid(crs, Affine(resolution, 0, left, 0, -resolution, top), width, height)
+
+
+@dataclass(frozen=True)
+class Raster:
+    """An array with its georeferencing and band names."""
+
+    array: np.ndarray  # (bands, rows, cols)
+    crs: str | None
+    transform: Affine
+    band_names: tuple[str, ...]
+    tags: dict = field(default_factory=dict)
+
+    def band(self, name: str) -> np.ndarray:
+        try:
+            return self.array[self.band_names.index(name)]
+        except ValueError:
+            raise KeyError(f"band {name!r} not in raster (has {', '.join(self.band_names)})") from None
+
+    def select(self, names: Sequence[str]) -> np.ndarray:
+        return np.stack([self.band(n) for n in names])
+
+
+def read_raster(path: str | Path, window=None) -> Raster:
+    with rasterio.open(path) as src:
+        arr = src.read(window=window)
+        transform = src.window_transform(window) if window is not None else src.transform
+        names = tuple(d or f"band{i + 1}" for i, d in enumerate(src.descriptions))
+        crs = src.crs.to_string() if src.crs else None
+        return Raster(arr, crs, transform, names, dict(src.tags()))
+
+
+def write_raster(
+    path: str | Path,
+    array: np.ndarray,
+    crs: str | None,
+    transform: Affine,
+    band_names: Sequence[str],
+    nodata: float | None = float("nan"),
+    tags: dict | None = None,
+    cog: bool = False,
+) -> Path:
+    """Write a (bands, rows, cols) array as a GeoTIFF (or COG), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if array.ndim == 2:
+        array = array[None]
+    if len(band_names) != array.shape[0]:
+        raise ValueError(f"{len(band_names)} band names for {array.shape[0]} bands")
+    profile = {
+        "driver": "COG" if cog else "GTiff",
+        "height": array.shape[1],
+        "width": array.shape[2],
+        "count": array.shape[0],
+        "dtype": array.dtype.name,
+        "crs": CRS.from_user_input(crs).to_wkt() if crs else None,
+        "transform": transform,
+        "nodata": nodata if np.issubdtype(array.dtype, np.floating) or nodata is None else nodata,
+        "compress": "deflate",
+    }
+    if not cog:
+        tiled = array.shape[1] >= 256 and array.shape[2] >= 256
+        profile.update(tiled=tiled, **({"blockxsize": 256, "blockysize": 256} if tiled else {}))
+    fd, tmp = tempfile.mkstemp(suffix=".tif", dir=path.parent, prefix=f".{path.stem}.")
+    os.close(fd)
+    try:
+        if cog:
+            # The COG driver only writes through CreateCopy: write to memory first.
+            with rasterio.MemoryFile() as mem:
+                gtiff = {**profile, "driver": "GTiff"}
+                with mem.open(**gtiff) as dst:
+                    _fill(dst, array, band_names, tags)
+                with mem.open() as src:
+                    rasterio.shutil.copy(src, tmp, driver="COG", compress="deflate")
+        else:
+            with rasterio.open(tmp, "w", **profile) as dst:
+                _fill(dst, array, band_names, tags)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _fill(dst, array, band_names, tags) -> None:
+    dst.write(array)
+    for i, name in enumerate(band_names, start=1):
+        dst.set_band_description(i, name)
+    if tags:
+        dst.update_tags(**{k: str(v) for k, v in tags.items()})
+

@@ -1,0 +1,47 @@
+"""Glue for the rule scripts: logging to the rule's log file, atomic JSON/CSV writes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+def setup_logging(snakemake=None, level: int = logging.INFO) -> logging.Logger:
+    """Send log records (and uncaught exceptions) to ``snakemake.log[0]`` and stderr."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if snakemake is not None and len(snakemake.log):
+        Path(snakemake.log[0]).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(snakemake.log[0], mode="w"))
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers,
+                        force=True)
+    log = logging.getLogger("garimpo")
+
+    def _excepthook(exc_type, exc, tb):
+        log.error("%s: %s", exc_type.__name__, exc, exc_info=(exc_type, exc, tb))
+
+    sys.excepthook = _excepthook
+    return log
+
+
+def write_json(path: str | Path, doc) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent, prefix=f".{path.stem}.")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(doc, fh, indent=2, default=str)
+    os.replace(tmp, path)
+    return path
+
+
+def write_csv(path: str | Path, frame) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".csv", dir=path.parent, prefix=f".{path.stem}.")
+    os.close(fd)
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,51 @@
+"""Train/validation split by spatial group, done before augmentation so copies never leak."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def spatial_groups(lon: np.ndarray, lat: np.ndarray, block_m: float) -> np.ndarray:
+    """Group id of the square block (about ``block_m`` on a side) each point falls in.
+
+    Points without coordinates (local image folders) each form their own group.
+    """
+    lon = np.asarray(lon, dtype=float)
+    lat = np.asarray(lat, dtype=float)
+    deg = block_m / 111_320.0
+    # Longitude blocks widen with latitude so blocks stay about square on the ground.
+    lat_idx = np.floor(lat / deg)
+    lat_c = np.radians((lat_idx + 0.5) * deg)
+    lon_idx = np.floor(lon / (deg / np.maximum(np.cos(lat_c), 0.01)))
+    groups = np.array([f"b{int(a)}_{int(b)}" if np.isfinite(a) and np.isfinite(b) else "" for a, b in zip(lat_idx, lon_idx)],
+                      dtype=object)
+    lonely = groups == ""
+    groups[lonely] = [f"p{i}" for i in np.flatnonzero(lonely)]
+    return groups
+
+
+def assign_split(index: pd.DataFrame, val_fraction: float, block_m: float, seed: int = 0) -> pd.Series:
+    """``train``/``val`` per row, whole spatial groups at a time, stratified by label.
+
+    For each label, groups are shuffled and taken into validation until the label's
+    validation share reaches ``val_fraction`` (at least one group when a label has two or more).
+    """
+    rng = np.random.default_rng(seed)
+    groups = pd.Series(spatial_groups(index["lon"].to_numpy(), index["lat"].to_numpy(), block_m), index=index.index)
+    split = pd.Series("train", index=index.index)
+    for label in sorted(index["label"].unique()):
+        rows = index["label"] == label
+        g = groups[rows]
+        sizes = g.value_counts()
+        order = rng.permutation(sizes.index.to_numpy())
+        target = val_fraction * rows.sum()
+        taken = 0
+        for grp in order:
+            if taken >= target or len(sizes) < 2:
+                break
+            if taken + sizes[grp] > 2 * target and taken > 0:
+                continue
+            split[rows & (groups == grp)] = "val"
+            taken += sizes[grp]
+    return split, groups

@@ -1,0 +1,180 @@
+"""Building the training tiles: fetch around points, import local folders, match, split, augment."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from affine import Affine
+from PIL import Image
+
+from .augment import AugmentParams, augment
+from .errors import InputDataError, NoImageryError
+from .matching import reference_bounds, stretch_to_reference
+from .raster import read_raster, tile_grid, write_raster
+from .split import assign_split
+from .stac import ImageryRequest, Source, fetch_composite, provenance
+
+log = logging.getLogger(__name__)
+
+INDEX_COLUMNS = ["tile_id", "path", "lon", "lat", "source", "scene_ids", "dates", "cloud_cover", "status"]
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+# Band order of 8-bit true-colour images (PNG/JPEG chips): red, green, blue.
+RGB_BANDS = ("B04", "B03", "B02")
+
+
+def _cache_key(source: Source, request: ImageryRequest, lon: float, lat: float, size_m: float) -> str:
+    blob = json.dumps([source.kind, source.url, source.collection, list(request.bands), list(request.period),
+                       request.max_cloud, request.composite, request.max_scenes, round(lon, 7), round(lat, 7), size_m])
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def fetch_point_tiles(
+    points: pd.DataFrame,
+    source: Source,
+    request: ImageryRequest,
+    size_m: float,
+    out_dir: str | Path,
+    cache_dir: str | Path,
+    skip_missing: bool = True,
+) -> pd.DataFrame:
+    """One composite tile of ``size_m`` around each point; returns the index.
+
+    Each finished tile is kept in ``cache_dir`` under a key of everything that shapes
+    it, so a killed run resumes where it stopped and reruns fetch nothing twice.
+    A point without a clear scene is logged and listed with status ``no_imagery``.
+    """
+    out_dir, cache_dir = Path(out_dir), Path(cache_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for rec in points.itertuples(index=False):
+        key = _cache_key(source, request, rec.lon, rec.lat, size_m)
+        cached = cache_dir / f"{key}.tif"
+        row = {"tile_id": rec.point_id, "lon": rec.lon, "lat": rec.lat, "source": rec.source}
+        if not cached.exists():
+            grid = tile_grid(rec.lon, rec.lat, size_m)
+            try:
+                image, used = fetch_composite(source, request, grid)
+            except NoImageryError as exc:
+                if not skip_missing:
+                    raise
+                log.warning("point %s (%.5f, %.5f): %s", rec.point_id, rec.lon, rec.lat, exc)
+                rows.append({**row, "path": "", "scene_ids": "", "dates": "", "cloud_cover": "", "status": "no_imagery"})
+                continue
+            prov = provenance(used)
+            write_raster(cached, image, grid.crs, grid.transform, request.bands,
+                         tags={"scene_ids": ";".join(prov["scene_ids"]), "dates": ";".join(prov["dates"]),
+                               "cloud_cover": ";".join(str(c) for c in prov["cloud_cover"])})
+        tags = read_raster(cached).tags
+        dest = out_dir / f"{rec.point_id}.tif"
+        _link_or_copy(cached, dest)
+        rows.append({**row, "path": str(dest), "scene_ids": tags.get("scene_ids", ""), "dates": tags.get("dates", ""),
+                     "cloud_cover": tags.get("cloud_cover", ""), "status": "ok"})
+    index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
+    n_ok = int((index["status"] == "ok").sum())
+    log.info("%d of %d points have a tile in %s", n_ok, len(index), out_dir)
+    if n_ok == 0:
+        raise NoImageryError(f"no point got a tile; see the log for each point. Output folder: {out_dir}")
+    return index
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    if dest.exists():
+        dest.unlink()
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copy2(src, dest)
+
+
+def import_local_images(folders: Sequence[str | Path], out_dir: str | Path, source_prefix: str = "local") -> pd.DataFrame:
+    """Copy images from local folders in as float tiles (the method's "copy local images" path).
+
+    GeoTIFFs keep their bands and georeferencing; 8-bit PNG/JPEG chips become three
+    bands named B04, B03, B02 scaled to 0..1 (their statistics are matched later).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for folder in map(Path, folders):
+        if not folder.is_dir():
+            raise InputDataError(f"local image folder {folder} not found; fix positives.local_dirs / negatives.local_dirs")
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise InputDataError(f"local image folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} file")
+        for path in files:
+            tile_id = f"{source_prefix}-{folder.name}-{path.stem}"
+            dest = out_dir / f"{tile_id}.tif"
+            if path.suffix.lower() in (".tif", ".tiff"):
+                r = read_raster(path)
+                write_raster(dest, r.array.astype(np.float32), r.crs, r.transform, r.band_names)
+            else:
+                rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
+                write_raster(dest, rgb, None, Affine.identity(), RGB_BANDS)
+            rows.append({"tile_id": tile_id, "path": str(dest), "lon": np.nan, "lat": np.nan, "source": folder.name,
+                         "scene_ids": "", "dates": "", "cloud_cover": "", "status": "ok"})
+    return pd.DataFrame(rows, columns=INDEX_COLUMNS)
+
+
+def iter_tiles(index: pd.DataFrame):
+    """(array, band names) of every usable tile in an index, one at a time."""
+    for path in index.loc[index["status"] == "ok", "path"]:
+        r = read_raster(path)
+        yield r.array, r.band_names
+
+
+def match_tiles(index: pd.DataFrame, stats: Mapping, out_dir: str | Path, p_low=2.0, p_high=98.0) -> pd.DataFrame:
+    """Stretch every tile onto the positives' P2/P98; returns the index of matched tiles."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for rec in index[index["status"] == "ok"].to_dict("records"):
+        r = read_raster(rec["path"])
+        low, high = reference_bounds(stats, r.band_names)
+        matched = stretch_to_reference(r.array, low, high, p_low, p_high)
+        dest = out_dir / Path(rec["path"]).name
+        write_raster(dest, matched, r.crs, r.transform, r.band_names, tags=r.tags)
+        rows.append({**rec, "path": str(dest)})
+    return pd.DataFrame(rows, columns=INDEX_COLUMNS)
+
+
+def split_and_augment(
+    positives: pd.DataFrame,
+    negatives: pd.DataFrame,
+    stats: Mapping,
+    pos_aug_dir: str | Path,
+    neg_aug_dir: str | Path,
+    val_fraction: float,
+    block_m: float,
+    params: AugmentParams,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Split matched tiles by spatial block, then augment only the training rows.
+
+    Returns the split table: path, label, split, group, source, augmented.
+    """
+    both = pd.concat([positives.assign(label=1), negatives.assign(label=0)], ignore_index=True)
+    split, groups = assign_split(both, val_fraction, block_m, seed)
+    table = pd.DataFrame({"path": both["path"], "label": both["label"], "split": split, "group": groups,
+                          "source": both["source"], "augmented": False})
+    rng = np.random.default_rng(seed)
+    extra = []
+    for rec in table[table["split"] == "train"].to_dict("records"):
+        r = read_raster(rec["path"])
+        low, high = reference_bounds(stats, r.band_names)
+        out_dir = Path(pos_aug_dir if rec["label"] == 1 else neg_aug_dir)
+        for k in range(params.copies):
+            dest = out_dir / f"{Path(rec['path']).stem}_aug{k}.tif"
+            write_raster(dest, augment(r.array, rng, params, low, high), r.crs, r.transform, r.band_names)
+            extra.append({**rec, "path": str(dest), "augmented": True})
+    Path(pos_aug_dir).mkdir(parents=True, exist_ok=True)
+    Path(neg_aug_dir).mkdir(parents=True, exist_ok=True)
+    return pd.concat([table, pd.DataFrame(extra, columns=table.columns)], ignore_index=True)

@@ -1,0 +1,38 @@
+"""Rule negative_points: random points in protected forest, away from mines and towns, plus hard negatives."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import math  # noqa: E402
+
+import pandas as pd  # noqa: E402
+
+from garimpo.geo import read_polygons  # noqa: E402
+from garimpo.points import load_point_sources  # noqa: E402
+from garimpo.sampling import sample_negative_points, sampling_area  # noqa: E402
+from garimpo.smk import setup_logging, write_csv  # noqa: E402
+
+
+def main(smk):
+    log = setup_logging(smk)
+    mines = pd.read_csv(smk.input.mines)
+    bounds = tuple(smk.params.bounds)
+    urban = read_polygons(smk.input.urban) if smk.input.urban else []
+    area = sampling_area(read_polygons(smk.input.protected), bounds, urban)
+    n = max(1, math.ceil(smk.params.ratio * len(mines)))
+    points = sample_negative_points(n, area, mines["lon"].to_numpy(), mines["lat"].to_numpy(),
+                                    smk.params.min_distance_m, smk.params.seed)
+    log.info("%d random negatives in protected areas (>= %s m from %d mines)", len(points), smk.params.min_distance_m,
+             len(mines))
+    rejected = pd.DataFrame(columns=["file", "row", "lon", "lat", "reason"])
+    if smk.params.hard_points:
+        hard, rejected = load_point_sources(smk.params.hard_points, bounds)
+        log.info("%d hard negatives added from %s", len(hard), [s["path"] for s in smk.params.hard_points])
+        points = pd.concat([points, hard], ignore_index=True)
+    write_csv(smk.output.points, points)
+    write_csv(smk.output.rejected, rejected)
+
+
+main(snakemake)  # noqa: F821

@@ -1,0 +1,29 @@
+"""Rule split_and_augment: spatial-block split first, then augmented copies of training tiles only."""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import pandas as pd  # noqa: E402
+
+from garimpo.augment import AugmentParams  # noqa: E402
+from garimpo.smk import setup_logging, write_csv  # noqa: E402
+from garimpo.tiles import split_and_augment  # noqa: E402
+
+
+def main(smk):
+    log = setup_logging(smk)
+    read = lambda p: pd.read_csv(p, keep_default_na=False, na_values=[""])  # noqa: E731
+    stats = json.loads(open(smk.input.stats).read())
+    cfg = smk.params.split
+    table = split_and_augment(read(smk.input.positive), read(smk.input.negative), stats, smk.output.pos_aug,
+                              smk.output.neg_aug, cfg["val_fraction"], cfg["block_m"],
+                              AugmentParams.from_config(smk.params.augmentation), cfg["seed"])
+    counts = table.groupby(["split", "label", "augmented"]).size()
+    log.info("split (split, label, augmented -> tiles):\n%s", counts.to_string())
+    write_csv(smk.output.split, table)
+
+
+main(snakemake)  # noqa: F821

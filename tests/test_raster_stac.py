@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+from affine import Affine
+
+from garimpo.errors import NoImageryError
+from garimpo.raster import Grid, read_raster, tile_grid, utm_epsg, write_raster
+from garimpo.stac import ImageryRequest, Source, composite, dn_offset, fetch_composite, search_items
+
+from conftest import EPSG, ORIGIN
+
+
+def test_utm_epsg_for_amazon_points():
+    assert utm_epsg(-56.3, -6.2) == 32721  # Tapajós
+    assert utm_epsg(-61.0, 2.0) == 32620  # Roraima, north of the equator
+    assert utm_epsg(-60.0, 2.0) == 32621  # a zone edge belongs to the zone east of it
+    assert utm_epsg(-72.5, -9.0) == 32718  # Acre
+
+
+def test_tile_grid_is_centred_and_snapped():
+    g = tile_grid(-56.3, -6.2, 5000, 10)
+    assert (g.width, g.height) == (500, 500)
+    assert g.crs == "EPSG:32721"
+    assert g.transform.c % 10 == 0 and g.transform.f % 10 == 0
+    w, s, e, n = g.bbox_lonlat()
+    assert w < -56.3 < e and s < -6.2 < n
+    assert 0.04 < e - w < 0.05  # 5 km is about 0.045 degrees here
+
+
+def test_write_read_roundtrip_keeps_georeferencing(tmp_path):
+    arr = np.arange(2 * 64 * 64, dtype=np.float32).reshape(2, 64, 64)
+    arr[0, 0, 0] = np.nan
+    t = Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1])
+    p = write_raster(tmp_path / "t.tif", arr, EPSG, t, ["B04", "B08"], tags={"scene_ids": "a;b"})
+    r = read_raster(p)
+    assert r.crs == EPSG and r.transform == t and r.band_names == ("B04", "B08")
+    assert np.isnan(r.array[0, 0, 0]) and r.array[1, 5, 5] == arr[1, 5, 5]
+    assert r.tags["scene_ids"] == "a;b"
+    np.testing.assert_array_equal(r.band("B08"), arr[1])
+    with pytest.raises(KeyError, match="B02"):
+        r.band("B02")
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+
+def test_static_search_filters_cloud_and_period(tiny_catalog):
+    path, _ = tiny_catalog
+    src = Source.from_config({"kind": "local", "url": str(path)})
+    items = search_items(src, [-180, -90, 180, 90], ["2021-01-01", "2025-12-31"], 20)
+    assert [i.id for i in items] == ["S2A_OLD", "S2B_NEW"]  # sorted by cloud cover
+    assert [i.id for i in search_items(src, [-180, -90, 180, 90], ["2021-01-01", "2025-12-31"], 6)] == ["S2A_OLD"]
+    assert [i.id for i in search_items(src, [-180, -90, 180, 90], ["2023-01-01", "2025-12-31"], 20)] == ["S2B_NEW"]
+    acre = tile_grid(-72.5, -9.0, 1000).bbox_lonlat()  # far from the items
+    assert search_items(src, acre, ["2021-01-01", "2025-12-31"], 20) == []
+
+
+def test_baseline_offset_removed_and_cloud_masked(tiny_catalog):
+    path, refl = tiny_catalog
+    src = Source.from_config({"kind": "local", "url": str(path)})
+    items = search_items(src, [-180, -90, 180, 90], ["2021-01-01", "2025-12-31"], 20)
+    assert [dn_offset(i, src) for i in items] == [0.0, 1000.0]
+    grid = Grid(EPSG, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), 64, 64)
+    req = ImageryRequest(("B04", "B08"), ("2021-01-01", "2025-12-31"), 20, "median")
+    image, used = fetch_composite(src, req, grid)
+    assert image.shape == (2, 64, 64)
+    # Both dates agree after harmonisation: the median sits on the true reflectance.
+    np.testing.assert_allclose(np.nanmedian(image[0]), refl["B04"], atol=0.002)
+    np.testing.assert_allclose(np.nanmedian(image[1]), refl["B08"], atol=0.002)
+    # The cloud (0.5 reflectance) of the 2023 scene never reaches the composite.
+    assert image[0, :16, :16].max() < 0.05
+    # Only the new scene: cloudy pixels stay NaN.
+    new_only = ImageryRequest(("B04",), ("2023-01-01", "2025-12-31"), 20, "least_cloudy")
+    img2, used2 = fetch_composite(src, new_only, grid)
+    assert [u.id for u in used2] == ["S2B_NEW"]
+    assert np.isnan(img2[0, :16, :16]).all() and np.isfinite(img2[0, 20:, 20:]).all()
+
+
+def test_no_scene_gives_clear_error(tiny_catalog):
+    path, _ = tiny_catalog
+    src = Source.from_config({"kind": "local", "url": str(path)})
+    grid = Grid(EPSG, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), 8, 8)
+    req = ImageryRequest(("B04",), ("2019-01-01", "2019-12-31"), 20)
+    with pytest.raises(NoImageryError, match="widen imagery.period"):
+        fetch_composite(src, req, grid)
+
+
+def test_composite_median_and_least_cloudy():
+    stack = np.array([[[[1.0, 5.0]]], [[[3.0, 7.0]]], [[[100.0, 6.0]]]], dtype=np.float32)  # (3 scenes, 1 band, 1, 2)
+    clear = np.array([[[True, True]], [[True, False]], [[False, True]]])
+    np.testing.assert_allclose(composite(stack, clear, "median")[0, 0], [2.0, 5.5])
+    np.testing.assert_allclose(composite(stack, clear, "least_cloudy")[0, 0], [1.0, 5.0])
+    with pytest.raises(ValueError):
+        composite(stack, clear, "mean")
+
+
+def test_earth_search_asset_keys_and_harmonised_collection():
+    es = Source.from_config({"kind": "earth_search", "url": "https://example.invalid", "collection": "sentinel-2-c1-l2a"})
+    assert es.asset_key("B08") == "nir" and es.asset_key("SCL") == "scl"
+    assert es.harmonized

@@ -1,0 +1,199 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from affine import Affine
+from shapely.geometry import box
+
+from garimpo.augment import AugmentParams, augment
+from garimpo.errors import EmptyRegionError, InputDataError
+from garimpo.geo import EARTH_RADIUS_M, geodesic_area_ha
+from garimpo.matching import stretch_to_reference, tile_percentiles
+from garimpo.points import check_coordinates, load_points
+from garimpo.raster import read_raster, write_raster
+from garimpo.sampling import sample_negative_points, sampling_area
+from garimpo.split import assign_split, spatial_groups
+from garimpo.stats import BandReservoir, band_statistics
+from garimpo.tiles import import_local_images, match_tiles, split_and_augment
+
+from conftest import EPSG, ORIGIN
+
+
+def test_points_csv_messy_rows(tmp_path):
+    p = tmp_path / "mines.csv"
+    p.write_text(
+        "name,lat,lon\n"
+        "a,-6.25,-56.1\n"
+        "b,\"-6,30\",-56.2\n"  # decimal comma
+        "c,-45132,-56.3\n"  # lost decimal point
+        "d,,-56.3\n"  # missing
+        "e,-56.4,-6.4\n"  # swapped? lat -56 is valid; lon -6.4 is outside the bounds
+        "f,abc,-56.1\n"
+    )
+    good, bad = load_points(p, "lon", "lat", "name", bounds=(-75, -35, -35, 5))
+    assert good["name"].tolist() == ["a", "b"]
+    assert good["lat"].tolist() == [-6.25, -6.30]
+    assert bad["row"].tolist() == [4, 5, 6, 7]  # file line numbers (header is line 1)
+    assert "lost decimal point" in bad.iloc[0]["reason"]
+    assert "missing" in bad.iloc[1]["reason"]
+    assert "outside the study bounds" in bad.iloc[2]["reason"]
+
+
+def test_points_missing_column_and_no_good_row(tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_text("x,y\n1,2\n")
+    with pytest.raises(InputDataError, match=r"column\(s\) \['longitude', 'latitude'\] not found"):
+        load_points(p)
+    p.write_text("longitude,latitude\n500,500\n")
+    with pytest.raises(InputDataError, match="no usable point"):
+        load_points(p)
+    assert check_coordinates(-6.2, -56.3, None) is None  # valid numbers, caller decides
+    assert "swapped" in check_coordinates(-6.2, -120.0, None)
+
+
+def test_points_geojson(tmp_path):
+    p = tmp_path / "m.geojson"
+    p.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [-56.1, -6.2]}, "properties": {}},
+        {"type": "Feature", "geometry": None, "properties": {}}]}))
+    good, bad = load_points(p)
+    assert len(good) == 1 and good.iloc[0]["lon"] == -56.1 and bad.iloc[0]["row"] == 2
+
+
+def test_reservoir_is_uniform_and_bounded():
+    rng = np.random.default_rng(1)
+    r = BandReservoir(1000, rng)
+    for chunk in np.array_split(np.arange(100_000, dtype=float), 37):
+        r.update(chunk)
+    assert r.values.size == 1000 and r.seen == 100_000
+    # A uniform sample of 0..99999 has its median near 50000 (sd of the sample median ~ 1600).
+    assert abs(np.median(r.values) - 50_000) < 6_000
+    s = r.summary()
+    assert s["mean"] == pytest.approx(49_999.5)
+    assert s["std"] == pytest.approx(np.arange(100_000).std(), rel=1e-6)
+    assert s["p2"] == pytest.approx(2_000, abs=1_500) and s["p98"] == pytest.approx(98_000, abs=1_500)
+
+
+def test_band_statistics_small_stream_exact():
+    a = np.arange(100, dtype=np.float32).reshape(1, 10, 10)
+    b = a.copy()
+    b[0, 0, 0] = np.nan
+    stats = band_statistics([(a, ["B04"]), (b, ["B04"])], sample_size=1000)
+    s = stats["bands"]["B04"]
+    assert stats["n_tiles"] == 2 and s["n_samples"] == 199  # NaN ignored, everything fits the reservoir
+    assert s["p2"] == pytest.approx(np.percentile(np.concatenate([a.ravel(), b.ravel()[1:]]), 2))
+
+
+def test_stretch_maps_percentiles_onto_reference():
+    rng = np.random.default_rng(0)
+    arr = rng.uniform(0.1, 0.5, (2, 50, 50)).astype(np.float32)
+    out = stretch_to_reference(arr, np.array([0.0, 1.0]), np.array([1.0, 3.0]))
+    lo, hi = tile_percentiles(out)
+    np.testing.assert_allclose(lo, [0.0, 1.0], atol=1e-5)
+    np.testing.assert_allclose(hi, [1.0, 3.0], atol=1e-5)
+    flat = np.full((1, 5, 5), 0.3, np.float32)
+    np.testing.assert_allclose(stretch_to_reference(flat, [0.1], [0.2]), 0.1)  # only shifted, no blow-up
+
+
+def test_augment_geometry_and_noise():
+    arr = np.zeros((3, 8, 8), np.float32)
+    arr[:, 0, 0] = 1.0
+    rng = np.random.default_rng(3)
+    geo_only = AugmentParams(brightness=0, contrast=0, haze_probability=0, noise_sigma=0)
+    corners = set()
+    for _ in range(40):
+        out = augment(arr, rng, geo_only, np.zeros(3), np.ones(3))
+        assert out.shape == arr.shape and out.sum() == pytest.approx(3.0)
+        corners.add(tuple(np.argwhere(out[0] == 1.0)[0]))
+    assert corners == {(0, 0), (0, 7), (7, 0), (7, 7)}  # rotations and flips reach every corner
+    noisy = AugmentParams(rotate90=False, flip=False, brightness=0, contrast=0, haze_probability=0, noise_sigma=0.02)
+    out = augment(np.zeros((1, 200, 200), np.float32), rng, noisy, np.array([0.0]), np.array([0.5]))
+    assert out.std() == pytest.approx(0.01, rel=0.05)  # sigma 0.02 of the 0.5 range
+    hazy = AugmentParams(rotate90=False, flip=False, brightness=0, contrast=0, haze_probability=1.0, noise_sigma=0)
+    out = augment(np.zeros((1, 4, 4), np.float32), rng, hazy, np.array([0.0]), np.array([1.0]))
+    assert 0.1 <= out.mean() <= 0.35
+
+
+def test_negative_sampling_respects_area_and_distance():
+    area = sampling_area([box(-57, -7, -56, -6)], (-75, -35, -35, 5), [box(-56.6, -6.6, -56.4, -6.4)])
+    mines_lon, mines_lat = np.array([-56.8]), np.array([-6.8])
+    pts = sample_negative_points(300, area, mines_lon, mines_lat, 20_000, seed=2)
+    assert len(pts) == 300
+    assert ((pts.lon > -57) & (pts.lon < -56) & (pts.lat > -7) & (pts.lat < -6)).all()
+    in_town = (pts.lon > -56.6) & (pts.lon < -56.4) & (pts.lat > -6.6) & (pts.lat < -6.4)
+    assert not in_town.any()
+    d = EARTH_RADIUS_M * np.radians(np.hypot((pts.lon + 56.8) * np.cos(np.radians(6.8)), pts.lat + 6.8))
+    assert d.min() >= 19_900  # haversine vs planar approximation differs by far less than 100 m here
+    with pytest.raises(EmptyRegionError):
+        sampling_area([box(10, 10, 11, 11)], (-75, -35, -35, 5))
+    with pytest.raises(EmptyRegionError, match="min_distance"):
+        sample_negative_points(5, box(-56.81, -6.81, -56.79, -6.79), mines_lon, mines_lat, 50_000, max_draws=20_000)
+
+
+def test_spatial_split_keeps_groups_together():
+    rng = np.random.default_rng(0)
+    n = 200
+    df = pd.DataFrame({"lon": -56 + rng.uniform(0, 1, n), "lat": -6 + rng.uniform(0, 1, n),
+                       "label": rng.integers(0, 2, n)})
+    split, groups = assign_split(df, 0.2, 20_000, seed=1)
+    assert set(split) == {"train", "val"}
+    for g in groups.unique():
+        assert split[(groups == g) & (df.label == 1)].nunique() <= 1
+        assert split[(groups == g) & (df.label == 0)].nunique() <= 1
+    share = (split == "val").mean()
+    assert 0.1 < share < 0.4
+    g = spatial_groups(np.array([-56.0, -56.0001, np.nan]), np.array([-6.0, -6.0001, np.nan]), 1000)
+    assert g[0] == g[1] and g[2].startswith("p")
+
+
+def test_geodesic_area_of_one_hectare_square():
+    # 100 m x 100 m at the equator: 1 hectare.
+    d = 100 / 111_319.49
+    assert geodesic_area_ha(box(0, 0, d, 100 / 110_574.27)) == pytest.approx(1.0, rel=0.002)
+
+
+def _tile(path, value, size=16):
+    arr = np.full((3, size, size), value, np.float32) + np.linspace(0, 0.05, size * size).reshape(size, size)
+    return write_raster(path, arr, EPSG, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), ["B02", "B03", "B04"])
+
+
+def test_match_split_augment_pipeline(tmp_path):
+    stats = {"bands": {b: {"p2": 0.0, "p98": 1.0} for b in ("B02", "B03", "B04")}}
+    rows = []
+    for i in range(6):
+        for cls in ("pos", "neg"):
+            p = _tile(tmp_path / cls / f"{cls}{i}.tif", 0.1 if cls == "pos" else 0.3)
+            rows.append({"tile_id": f"{cls}{i}", "path": str(p), "lon": -56 + i * 0.5, "lat": -6.0, "source": cls,
+                         "scene_ids": "", "dates": "", "cloud_cover": "", "status": "ok", "cls": cls})
+    idx = pd.DataFrame(rows)
+    pos = match_tiles(idx[idx.cls == "pos"].drop(columns="cls"), stats, tmp_path / "m" / "pos")
+    neg = match_tiles(idx[idx.cls == "neg"].drop(columns="cls"), stats, tmp_path / "m" / "neg")
+    lo, hi = tile_percentiles(read_raster(pos.path[0]).array)
+    np.testing.assert_allclose(lo, 0.0, atol=1e-5)
+    np.testing.assert_allclose(hi, 1.0, atol=1e-5)
+    table = split_and_augment(pos, neg, stats, tmp_path / "pa", tmp_path / "na", 0.3, 10_000, AugmentParams(copies=2))
+    originals = table[~table.augmented]
+    assert len(originals) == 12 and set(originals.split) == {"train", "val"}
+    aug = table[table.augmented]
+    assert (aug.split == "train").all()
+    assert len(aug) == 2 * (originals.split == "train").sum()
+    # No augmented copy of a validation tile exists anywhere.
+    val_stems = {p.split("/")[-1][:-4] for p in originals[originals.split == "val"].path}
+    assert not any(p.split("/")[-1].rsplit("_aug", 1)[0] in val_stems for p in aug.path)
+
+
+def test_import_local_png_chips(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "chips"
+    folder.mkdir()
+    img = np.zeros((48, 48, 3), np.uint8)
+    img[..., 0] = 255
+    Image.fromarray(img).save(folder / "c1.png")
+    idx = import_local_images([folder], tmp_path / "out")
+    r = read_raster(idx.path[0])
+    assert r.band_names == ("B04", "B03", "B02") and r.array.shape == (3, 48, 48)
+    assert r.array[0].max() == 1.0 and r.array[1].max() == 0.0
+    with pytest.raises(InputDataError, match="not found"):
+        import_local_images([tmp_path / "nope"], tmp_path / "out")
