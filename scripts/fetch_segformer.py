@@ -1,0 +1,27 @@
+"""Rule script: download a SegFormer (config + weights) from the Hugging Face Hub.
+
+Needs internet; run it once on a connected machine and copy the output directory
+to offline nodes, where ``proposer.segformer.model`` can point at it.
+"""
+
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from garimpo.segformer import fetch_segformer  # noqa: E402
+
+smk = snakemake  # noqa: F821  (injected by Snakemake)
+
+logging.basicConfig(
+    filename=smk.log[0],
+    level=logging.INFO,
+    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+)
+
+try:
+    fetch_segformer(smk.params.model_id, smk.output[0])
+except Exception:
+    logging.exception("fetch_segformer failed")
+    raise

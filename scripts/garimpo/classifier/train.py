@@ -1,0 +1,295 @@
+"""Training loop: early stopping on validation loss, threshold tuned on validation."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from garimpo.errors import ModelLoadError
+
+from .data import TileDataset, band_limits, normalisation_stats, rgb_first
+from .metrics import binary_metrics, choose_threshold
+from .model import build_classifier, save_checkpoint
+from .weights import load_imagenet_state_dict
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "arch": "resnet34",
+    "weights": "none",
+    "bands": ["B04", "B03", "B02"],
+    "input_size": 224,
+    "dropout": 0.5,
+    "batch_size": 16,
+    "lr": 1e-4,
+    "max_epochs": 300,
+    "early_stopping_patience": 10,
+    "lr_scheduler": {"factor": 0.5, "patience": 3},
+    "threshold": {"method": "max_f1", "value": 0.5, "target_precision": 0.95},
+    "seed": 42,
+}
+
+
+def resolve_config(cfg: dict | None) -> dict:
+    """Defaults overlaid with ``cfg`` (one level deep for the nested dicts)."""
+    out = copy.deepcopy(DEFAULT_CONFIG)
+    for key, val in (cfg or {}).items():
+        if isinstance(out.get(key), dict) and isinstance(val, dict):
+            out[key].update(val)
+        else:
+            out[key] = val
+    if out["weights"] not in ("none", "imagenet"):
+        raise ValueError(f"classifier.weights must be 'none' or 'imagenet', got {out['weights']!r}")
+    if not out["bands"]:
+        raise ValueError("classifier.bands is empty")
+    return out
+
+
+def _as_bool(col: pd.Series) -> pd.Series:
+    return col.astype(str).str.strip().str.lower().isin(("true", "1", "yes"))
+
+
+def load_split(split_csv: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train rows (augmented copies included) and val rows; checks they can train a model."""
+    df = pd.read_csv(split_csv)
+    missing = {"path", "label", "split"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{split_csv} lacks columns {sorted(missing)}")
+    df["label"] = df["label"].astype(int)
+    df["augmented"] = _as_bool(df["augmented"]) if "augmented" in df else False
+    train, val = df[df["split"] == "train"], df[df["split"] == "val"]
+    if len(val) == 0:
+        raise ValueError(f"{split_csv} has no 'val' rows: early stopping and the threshold need them")
+    if train["label"].nunique() < 2:
+        raise ValueError(
+            f"{split_csv}: train rows hold only class(es) {sorted(train['label'].unique())}; "
+            "both mining (1) and non-mining (0) tiles are needed"
+        )
+    absent = [p for p in pd.concat([train, val])["path"] if not Path(p).is_file()]
+    if absent:
+        raise FileNotFoundError(f"{len(absent)} tiles listed in {split_csv} are missing, e.g. {absent[:3]}")
+    return train.reset_index(drop=True), val.reset_index(drop=True)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds CUDA
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    return torch.Generator().manual_seed(seed)
+
+
+def _write_json(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh, indent=2)
+    os.replace(tmp, path)
+
+
+def _train_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
+                 optimizer: torch.optim.Optimizer, device: torch.device) -> float:
+    model.train()
+    total, n = 0.0, 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        optimizer.zero_grad(set_to_none=True)
+        loss = criterion(model(x).squeeze(1), y)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(y)
+        n += len(y)
+    return total / max(n, 1)
+
+
+@torch.inference_mode()
+def _evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module,
+              device: torch.device) -> tuple[float, np.ndarray, np.ndarray]:
+    """Mean loss, probabilities and labels over a loader."""
+    model.eval()
+    total, probs, labels = 0.0, [], []
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = model(x).squeeze(1)
+        total += criterion(logits, y).item() * len(y)
+        probs.append(torch.sigmoid(logits).cpu())
+        labels.append(y.cpu())
+    y_all = torch.cat(labels).numpy().astype(int)
+    return total / max(len(y_all), 1), torch.cat(probs).numpy(), y_all
+
+
+def _plot_curves(history: list[dict], best_epoch: int, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    ep = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(ep, [h["train_loss"] for h in history], label="train")
+    ax1.plot(ep, [h["val_loss"] for h in history], label="validation")
+    ax1.set(xlabel="epoch", ylabel="loss (weighted BCE)", title="Loss")
+    ax2.plot(ep, [h["val_f1"] for h in history], color="tab:green")
+    ax2.set(xlabel="epoch", ylabel="F1 at 0.5", title="Validation F1", ylim=(0, 1.02))
+    for ax in (ax1, ax2):
+        ax.axvline(best_epoch, color="grey", linestyle="--", label=f"best (epoch {best_epoch})")
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax1.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _build_model(cfg: dict, n_bands: int, imagenet_weights_path: str | os.PathLike | None) -> nn.Module:
+    state = None
+    if cfg["weights"] == "imagenet":
+        if not imagenet_weights_path:
+            raise ModelLoadError(
+                "classifier.weights is 'imagenet' but no weights file was given; run the "
+                "fetch_imagenet_weights rule on a machine with internet or set classifier.weights: none"
+            )
+        state = load_imagenet_state_dict(imagenet_weights_path)
+    return build_classifier(cfg["arch"], n_bands, float(cfg["dropout"]), imagenet_state_dict=state)
+
+
+def _tuned(model: nn.Module, loader: DataLoader, criterion: nn.Module,
+           device: torch.device, tcfg: dict) -> tuple[float, dict]:
+    """Threshold chosen on this model's own validation scores, and metrics there."""
+    _, probs, labels = _evaluate(model, loader, criterion, device)
+    thr = choose_threshold(labels, probs, tcfg["method"], float(tcfg["value"]),
+                           float(tcfg["target_precision"]))
+    return thr, binary_metrics(labels, probs, thr)
+
+
+def train_classifier(
+    split_csv: str | os.PathLike,
+    stats_json: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    cfg: dict,
+    imagenet_weights_path: str | os.PathLike | None = None,
+    threads: int = 1,
+    log: logging.Logger = logging.getLogger("garimpo.classifier.train"),
+) -> dict:
+    """Train, keep the lowest-val-loss model, tune the threshold; returns a summary dict."""
+    cfg = resolve_config(cfg)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, int(threads)))
+    gen = seed_everything(int(cfg["seed"]))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    # ImageNet kernels expect R, G, B first; meta["bands"] records the order used.
+    bands = rgb_first(cfg["bands"]) if cfg["weights"] == "imagenet" else list(cfg["bands"])
+    model = _build_model(cfg, len(bands), imagenet_weights_path).to(device)
+    train_df, val_df = load_split(split_csv)
+    low, high = band_limits(stats_json, bands)
+    mean, std = normalisation_stats(len(bands), cfg["weights"])
+    size, bs = int(cfg["input_size"]), int(cfg["batch_size"])
+
+    def dataset(df: pd.DataFrame) -> TileDataset:
+        return TileDataset(df["path"].tolist(), df["label"].tolist(), bands, low, high, size, mean, std)
+
+    n_pos = int(train_df["label"].sum())
+    n_neg = len(train_df) - n_pos
+    pin = device.type == "cuda"
+    # A last batch of one breaks BatchNorm in train mode; drop it only in that case.
+    train_loader = DataLoader(dataset(train_df), batch_size=bs, shuffle=True, generator=gen,
+                              drop_last=len(train_df) % bs == 1, pin_memory=pin)
+    val_loader = DataLoader(dataset(val_df), batch_size=bs, shuffle=False, pin_memory=pin)
+
+    pos_weight = n_neg / n_pos  # rare positives weigh as much as the many negatives
+    criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([pos_weight], device=device))
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]))
+    sched_cfg = cfg["lr_scheduler"]
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=float(sched_cfg["factor"]), patience=int(sched_cfg["patience"]))
+
+    data_counts = {
+        "n_train": len(train_df), "n_train_pos": n_pos, "n_train_neg": n_neg,
+        "n_train_augmented": int(train_df["augmented"].sum()),
+        "n_val": len(val_df), "n_val_pos": int(val_df["label"].sum()),
+        "n_val_neg": int((val_df["label"] == 0).sum()),
+    }
+    log.info("training %s (%s weights) on %s: bands %s, input %d px, %s, pos_weight %.3f",
+             cfg["arch"], cfg["weights"], device, bands, size, data_counts, pos_weight)
+
+    history: list[dict] = []
+    best_loss, best_epoch, best_state, stale = float("inf"), 0, None, 0
+    max_epochs, patience = int(cfg["max_epochs"]), int(cfg["early_stopping_patience"])
+    for epoch in range(1, max_epochs + 1):
+        t0 = time.perf_counter()
+        train_loss = _train_epoch(model, train_loader, criterion, optimizer, device)
+        val_loss, probs, labels = _evaluate(model, val_loader, criterion, device)
+        at_half = binary_metrics(labels, probs, 0.5)
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step(val_loss)
+        improved = bool(np.isfinite(val_loss) and val_loss < best_loss)
+        if improved:
+            best_loss, best_epoch, stale = val_loss, epoch, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+        history.append({
+            "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+            "val_accuracy": at_half["accuracy"], "val_f1": at_half["f1"], "lr": lr,
+            "seconds": round(time.perf_counter() - t0, 3),
+        })
+        _write_json(history, out / "training_history.json")  # progress visible during long runs
+        log.info("epoch %d/%d train_loss=%.4f val_loss=%.4f val_acc=%.3f val_f1=%.3f lr=%.2e %.1fs%s",
+                 epoch, max_epochs, train_loss, val_loss, at_half["accuracy"], at_half["f1"], lr,
+                 history[-1]["seconds"], " *best" if improved else "")
+        if stale >= patience:
+            log.info("early stopping: val loss has not improved for %d epochs", patience)
+            break
+    if best_state is None:
+        raise RuntimeError("validation loss was never finite: training diverged (lower classifier.lr?)")
+
+    tcfg = cfg["threshold"]
+    final_thr, final_metrics = _tuned(model, val_loader, criterion, device, tcfg)
+    final_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    thr, val_metrics = _tuned(model, val_loader, criterion, device, tcfg)
+    log.info("best epoch %d (val loss %.4f); threshold %.4f (%s): precision %.3f recall %.3f f1 %.3f",
+             best_epoch, best_loss, thr, tcfg["method"], val_metrics["precision"],
+             val_metrics["recall"], val_metrics["f1"])
+
+    base_meta = {
+        "arch": cfg["arch"], "weights": cfg["weights"], "bands": bands, "input_size": size,
+        "in_channels": len(bands), "dropout": float(cfg["dropout"]), "low": low, "high": high,
+        "mean": mean, "std": std, "threshold_method": tcfg["method"], "train_config": cfg,
+    }
+    best_meta = save_checkpoint(out / "best_model.pth", model, {
+        **base_meta, "threshold": thr, "epoch": best_epoch, "val_loss": best_loss,
+        "val_metrics": val_metrics})
+    model.load_state_dict(final_state)
+    final_meta = save_checkpoint(out / "final_model.pth", model, {
+        **base_meta, "threshold": final_thr, "epoch": len(history), "val_loss": history[-1]["val_loss"],
+        "val_metrics": final_metrics})
+
+    _plot_curves(history, best_epoch, out / "training_curves.png")
+    summary = {
+        "classifier": cfg, "bands_model_order": bands, "data": data_counts, "pos_weight": pos_weight,
+        "device": str(device), "threads": int(threads), "epochs_run": len(history),
+        "stopped_early": len(history) < max_epochs, "best_epoch": best_epoch, "best_val_loss": best_loss,
+        "threshold": thr, "threshold_method": tcfg["method"], "val_metrics": val_metrics,
+        "model_id": best_meta["model_id"],
+        "final_model": {"threshold": final_thr, "val_metrics": final_metrics,
+                        "model_id": final_meta["model_id"]},
+        "split_csv": str(split_csv), "stats_json": str(stats_json),
+        "low": low, "high": high, "mean": mean, "std": std,
+    }
+    _write_json(summary, out / "config.json")
+    return {**summary, "out_dir": str(out), "history": history,
+            "best_model": str(out / "best_model.pth"), "final_model_path": str(out / "final_model.pth")}

@@ -1,0 +1,294 @@
+"""Tests for garimpo.classifier: model, checkpoints, metrics, data, a tiny training run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import torch
+from affine import Affine
+from torch import nn
+
+from garimpo.classifier.data import (
+    TileDataset, normalisation_stats, read_tile, rgb_first, scale_to_unit,
+)
+from garimpo.classifier.infer import predict_paths, predict_proba
+from garimpo.classifier.metrics import binary_metrics, choose_threshold
+from garimpo.classifier.model import (
+    adapt_first_conv, build_classifier, load_classifier, save_checkpoint,
+)
+from garimpo.classifier.train import train_classifier
+from garimpo.classifier.weights import load_imagenet_state_dict
+from garimpo.errors import ModelLoadError
+
+BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
+SIZE = 32
+
+
+# ---------------------------------------------------------------- model
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet34"])
+def test_build_classifier_outputs_one_logit(arch):
+    model = build_classifier(arch, in_channels=4, dropout=0.3).eval()
+    assert isinstance(model.fc[0], nn.Dropout) and model.fc[0].p == 0.3
+    assert model.fc[1].in_features == 512 and model.fc[1].out_features == 1
+    with torch.no_grad():
+        assert model(torch.randn(2, 4, 32, 32)).shape == (2, 1)
+
+
+def test_adapt_first_conv_six_bands_keeps_rgb_and_constant_response():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 8, kernel_size=7, stride=2, padding=3, bias=False)
+    new = adapt_first_conv(conv, 6)
+    scale = 3 / 6
+    assert new.in_channels == 6 and new.out_channels == 8
+    assert torch.allclose(new.weight[:, :3], conv.weight * scale)
+    mean_kernel = conv.weight.mean(dim=1)
+    for c in range(3, 6):
+        assert torch.allclose(new.weight[:, c], mean_kernel * scale)
+    # A constant image (away from the padded border) gives the same response.
+    with torch.no_grad():
+        old_out = conv(torch.full((1, 3, 32, 32), 0.7))
+        new_out = new(torch.full((1, 6, 32, 32), 0.7))
+    assert torch.allclose(old_out[..., 4:-4, 4:-4], new_out[..., 4:-4, 4:-4], atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_adapt_first_conv_few_bands_average(n):
+    conv = nn.Conv2d(3, 4, kernel_size=3, bias=False)
+    new = adapt_first_conv(conv, n)
+    for c in range(n):
+        assert torch.allclose(new.weight[:, c], conv.weight.mean(dim=1) * 3 / n)
+    assert torch.allclose(new.weight.sum(dim=1), conv.weight.sum(dim=1), atol=1e-6)
+
+
+def _meta(bands=("B04", "B03", "B02")) -> dict:
+    n = len(bands)
+    return {"arch": "resnet18", "bands": list(bands), "input_size": 32, "in_channels": n,
+            "dropout": 0.5, "low": [0.0] * n, "high": [0.4] * n, "mean": [0.5] * n,
+            "std": [0.25] * n, "threshold": np.float32(0.37), "train_config": {"lr": 1e-4}}
+
+
+def test_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(1)
+    model = build_classifier("resnet18", in_channels=3).eval()
+    # Non-trivial BatchNorm buffers must survive the trip too.
+    model.bn1.running_mean.fill_(0.3)
+    written = save_checkpoint(tmp_path / "m.pth", model, _meta())
+    loaded, meta = load_classifier(tmp_path / "m.pth")
+    assert not loaded.training
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), loaded(x), atol=1e-6)
+    assert meta["threshold"] == pytest.approx(0.37)
+    assert meta["bands"] == ["B04", "B03", "B02"]
+    assert meta["train_config"] == {"lr": 1e-4}
+    assert len(meta["model_id"]) == 12 and meta["model_id"] == written["model_id"]
+    assert {"created", "torch_version"} <= set(meta)
+    assert not list(tmp_path.glob("*.tmp"))  # atomic write left no temp file
+
+
+def test_load_classifier_errors(tmp_path):
+    with pytest.raises(ModelLoadError, match="not found"):
+        load_classifier(tmp_path / "absent.pth")
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelLoadError, match="corrupt"):
+        load_classifier(bad)
+    torch.save({"foo": 1}, tmp_path / "other.pth")
+    with pytest.raises(ModelLoadError, match="not a garimpo classifier"):
+        load_classifier(tmp_path / "other.pth")
+
+
+def test_imagenet_state_dict_loading(tmp_path):
+    import torchvision
+    ref = torchvision.models.resnet18(weights=None)
+    torch.save(ref.state_dict(), tmp_path / "r18.pth")
+    state = load_imagenet_state_dict(tmp_path / "r18.pth")
+    model = build_classifier("resnet18", in_channels=4, imagenet_state_dict=state)
+    assert torch.allclose(model.conv1.weight[:, :3], ref.conv1.weight * 3 / 4)
+    assert torch.equal(model.layer1[0].conv1.weight, ref.layer1[0].conv1.weight)
+    with pytest.raises(ModelLoadError, match="do not fit"):
+        build_classifier("resnet34", imagenet_state_dict=state)
+    with pytest.raises(ModelLoadError, match="fetch_imagenet_weights"):
+        load_imagenet_state_dict(tmp_path / "missing.pth")
+
+
+# ---------------------------------------------------------------- metrics
+
+Y = [0, 0, 1, 0, 1, 1]
+P = [0.1, 0.3, 0.35, 0.6, 0.7, 0.9]
+
+
+def test_binary_metrics_by_hand():
+    m = binary_metrics(Y, P, 0.5)  # predicted: 0 0 0 1 1 1
+    assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (2, 1, 2, 1)
+    for key in ("precision", "recall", "f1", "specificity"):
+        assert m[key] == pytest.approx(2 / 3)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    none = binary_metrics([0, 0], [0.1, 0.2], 0.5)  # nothing predicted, no positives
+    assert none["precision"] == none["recall"] == none["f1"] == 0.0
+    assert none["specificity"] == 1.0
+
+
+def test_choose_threshold_by_hand():
+    # F1 per threshold 0.1..0.9: .667 .75 .857 .667 .8 .5 -> best at 0.35,
+    # placed midway to the next lower score 0.3.
+    assert choose_threshold(Y, P, "max_f1") == pytest.approx(0.325)
+    # Precision 1.0 first reached at 0.7 -> midway to 0.6.
+    assert choose_threshold(Y, P, "target_precision", target_precision=0.95) == pytest.approx(0.65)
+    # Precision .75 at 0.35 is the smallest threshold with >= 0.7.
+    assert choose_threshold(Y, P, "target_precision", target_precision=0.7) == pytest.approx(0.325)
+    assert choose_threshold(Y, P, "fixed", value=0.42) == 0.42
+
+
+def test_choose_threshold_unreachable_precision_falls_back(caplog):
+    y, p = [1, 0, 1, 0], [0.9, 0.9, 0.2, 0.1]  # the top score is shared by both classes
+    with caplog.at_level("WARNING"):
+        thr = choose_threshold(y, p, "target_precision", target_precision=0.99)
+    assert "falling back" in caplog.text
+    assert thr == choose_threshold(y, p, "max_f1")
+
+
+# ---------------------------------------------------------------- data
+
+def _write_tile(path, arr: np.ndarray, bands=BANDS) -> None:
+    profile = {"driver": "GTiff", "width": arr.shape[2], "height": arr.shape[1],
+               "count": arr.shape[0], "dtype": "float32", "crs": "EPSG:32721",
+               "transform": Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 9300000.0), "nodata": float("nan")}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(arr.astype(np.float32))
+        dst.descriptions = tuple(bands)
+
+
+def _chip(rng: np.random.Generator, positive: bool) -> np.ndarray:
+    """Dark vegetation-like noise; positives get a bright bare-soil/water blob."""
+    arr = rng.normal(0.08, 0.02, size=(len(BANDS), SIZE, SIZE))
+    if positive:
+        cy, cx = rng.integers(10, SIZE - 10, size=2)
+        yy, xx = np.mgrid[:SIZE, :SIZE]
+        arr[:, (yy - cy) ** 2 + (xx - cx) ** 2 < 81] += 0.25
+    return arr.astype(np.float32)
+
+
+def test_read_tile_and_scaling(tmp_path):
+    arr = np.stack([np.full((4, 5), i, np.float32) for i in range(len(BANDS))])
+    arr[0, 0, 0] = np.nan
+    _write_tile(tmp_path / "t.tif", arr)
+    out = read_tile(tmp_path / "t.tif", ["B04", "B02"])
+    assert out.dtype == np.float32 and out.shape == (2, 4, 5)
+    assert np.all(out[0] == 2) and np.isnan(out[1, 0, 0])
+    with pytest.raises(ValueError, match="B8A.*B02"):
+        read_tile(tmp_path / "t.tif", ["B8A"])
+    scaled = scale_to_unit(out, low=[1.0, -1.0], high=[3.0, 1.0])
+    assert np.allclose(scaled[0], 0.5)
+    assert scaled[1, 0, 0] == 0.0  # NaN -> band low -> 0
+    assert np.allclose(scaled[1].ravel()[1:], 0.5)
+    assert scale_to_unit(np.array([[[5.0, -5.0]]]), [0], [1]).tolist() == [[[1.0, 0.0]]]
+
+
+def test_normalisation_and_band_order():
+    assert rgb_first(["B02", "B03", "B04", "B08"]) == ["B04", "B03", "B02", "B08"]
+    mean, std = normalisation_stats(4, "imagenet")
+    assert mean[:3] == [0.485, 0.456, 0.406] and mean[3] == pytest.approx(np.mean(mean[:3]))
+    assert normalisation_stats(2, "none") == ([0.5, 0.5], [0.25, 0.25])
+
+
+def test_dataset_resizes_and_normalises(tmp_path):
+    _write_tile(tmp_path / "t.tif", np.full((len(BANDS), 20, 20), 0.2, np.float32))
+    ds = TileDataset([tmp_path / "t.tif"], [1], ["B04", "B08"], [0.0, 0.0], [0.4, 0.4],
+                     48, [0.5, 0.5], [0.25, 0.25])
+    x, y = ds[0]
+    assert x.shape == (2, 48, 48) and y.item() == 1.0
+    assert torch.allclose(x, torch.zeros_like(x), atol=1e-5)  # 0.2 -> 0.5 -> 0
+
+
+# ---------------------------------------------------------------- training
+
+@pytest.fixture
+def tiny_dataset(tmp_path, monkeypatch):
+    """28 tiles in tmp_path, referenced by paths relative to the working dir."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiles").mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    plan = [("train", 6), ("val", 4), ("test", 2)]
+    for split, n in plan:
+        for label in (1, 0):
+            for i in range(n):
+                arr = _chip(rng, bool(label))
+                path = f"tiles/{split}_{label}_{i}.tif"
+                _write_tile(path, arr)
+                rows.append((path, label, split, f"g{i}", "synthetic", False))
+                if split == "train" and label == 1 and i < 2:  # augmented copies: train only
+                    _write_tile(f"tiles/aug_{i}.tif", arr[:, ::-1, :].copy())
+                    rows.append((f"tiles/aug_{i}.tif", 1, "train", f"g{i}", "synthetic", True))
+    split = pd.DataFrame(rows, columns=["path", "label", "split", "group", "source", "augmented"])
+    split.to_csv("split.csv", index=False)
+    stats = {"bands": {b: {"p2": 0.03, "p98": 0.38, "mean": 0.15, "std": 0.1, "n_samples": 100}
+                       for b in BANDS}, "n_tiles": 8, "sample_size": 100}
+    (tmp_path / "positive.json").write_text(json.dumps(stats))
+    return tmp_path, split
+
+
+CFG = {"arch": "resnet18", "weights": "none", "bands": ["B04", "B03", "B02", "B08"],
+       "input_size": 32, "batch_size": 4, "lr": 1e-3, "max_epochs": 3,
+       "early_stopping_patience": 5, "seed": 0}
+
+
+def test_tiny_training_end_to_end(tiny_dataset):
+    root, split = tiny_dataset
+    res = train_classifier("split.csv", "positive.json", "model", CFG, threads=2)
+    out = root / "model"
+    for name in ("best_model.pth", "final_model.pth", "training_history.json",
+                 "config.json", "training_curves.png"):
+        assert (out / name).stat().st_size > 0, name
+    history = json.loads((out / "training_history.json").read_text())
+    assert 1 <= len(history) <= 3
+    assert all(math.isfinite(h["val_loss"]) for h in history)
+    assert set(history[0]) == {"epoch", "train_loss", "val_loss", "val_accuracy", "val_f1", "lr", "seconds"}
+    conf = json.loads((out / "config.json").read_text())
+    assert conf["data"]["n_train"] == 14 and conf["data"]["n_train_augmented"] == 2
+    assert conf["data"]["n_val"] == 8 and conf["pos_weight"] == pytest.approx(6 / 8)
+    assert 0.0 <= conf["threshold"] <= 1.0 and "f1" in conf["val_metrics"]
+
+    model, meta = load_classifier(out / "best_model.pth")
+    _, final_meta = load_classifier(out / "final_model.pth")
+    assert meta["threshold"] == pytest.approx(res["threshold"]) and "threshold" in final_meta
+    assert meta["bands"] == CFG["bands"] and meta["epoch"] == res["best_epoch"]
+    held_out = split[split["split"] != "train"]
+    chips = np.stack([read_tile(p, meta["bands"]) for p in held_out["path"]])
+    prob = predict_proba(model, meta, chips, batch_size=5)
+    assert prob.shape == (len(held_out),) and np.all((prob >= 0) & (prob <= 1))
+    labels = held_out["label"].to_numpy()
+    assert prob[labels == 1].mean() > prob[labels == 0].mean()
+    assert np.allclose(predict_paths(model, meta, held_out["path"].tolist()), prob, atol=1e-5)
+
+
+def test_training_from_imagenet_file_reorders_bands(tiny_dataset):
+    import torchvision
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), "r18.pth")
+    cfg = {**CFG, "weights": "imagenet", "bands": ["B02", "B03", "B04", "B08"], "max_epochs": 1,
+           "threshold": {"method": "target_precision", "target_precision": 0.9}}
+    train_classifier("split.csv", "positive.json", "model", cfg, imagenet_weights_path="r18.pth")
+    _, meta = load_classifier("model/best_model.pth")
+    assert meta["bands"] == ["B04", "B03", "B02", "B08"]  # RGB first for ImageNet kernels
+    assert meta["mean"][:3] == [0.485, 0.456, 0.406]
+    assert meta["threshold_method"] == "target_precision"
+
+
+def test_training_input_errors(tiny_dataset):
+    with pytest.raises(ModelLoadError, match="fetch_imagenet_weights"):
+        train_classifier("split.csv", "positive.json", "m", {**CFG, "weights": "imagenet"},
+                         imagenet_weights_path="nowhere.pth")
+    split = pd.read_csv("split.csv")
+    split[split["split"] != "val"].to_csv("noval.csv", index=False)
+    with pytest.raises(ValueError, match="no 'val' rows"):
+        train_classifier("noval.csv", "positive.json", "m", CFG)
+    split[(split["split"] != "train") | (split["label"] == 1)].to_csv("onecls.csv", index=False)
+    with pytest.raises(ValueError, match="only class"):
+        train_classifier("onecls.csv", "positive.json", "m", CFG)
