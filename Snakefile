@@ -2,7 +2,6 @@
 # Rules live in rules/*.smk by stage; logic lives in the importable package scripts/garimpo.
 from snakemake.utils import min_version, validate
 
-
 min_version("9.0")
 
 

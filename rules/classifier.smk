@@ -1,11 +1,6 @@
 # The stage-two classifier: ResNet fine-tuned on the matched, augmented tiles.
 
 
-def imagenet_weights(wildcards):
-    clf = config["classifier"]
-    return [f"resources/weights/{clf['arch']}-imagenet.pth"] if clf["weights"] == "imagenet" else []
-
-
 rule train_classifier:
     input:
         split="results/split.csv",
@@ -23,6 +18,8 @@ rule train_classifier:
         "logs/train_classifier.log",
     benchmark:
         "benchmarks/train_classifier.tsv"
+    conda:
+        "../envs/ml.yaml"
     threads: 2
     resources:
         mem_mb=4000,
@@ -30,7 +27,5 @@ rule train_classifier:
         gpu=1,
     params:
         classifier=config["classifier"],
-    conda:
-        "../envs/ml.yaml"
     script:
         "../scripts/train_classifier.py"

@@ -1,4 +1,5 @@
 # Helpers shared by the rules: input functions that turn config into file dependencies.
+import os
 
 
 def imagery_inputs(wildcards=None):
@@ -24,3 +25,21 @@ def region_file(wildcards):
 def imagery_params():
     """The imagery block minus nothing: every key shapes the pixels."""
     return config["imagery"]
+
+
+def imagenet_weights(wildcards):
+    clf = config["classifier"]
+    return (
+        [f"resources/weights/{clf['arch']}-imagenet.pth"]
+        if clf["weights"] == "imagenet"
+        else []
+    )
+
+
+def segformer_inputs(wildcards):
+    prop = config["proposer"]
+    return (
+        [prop["segformer"]["local_dir"]]
+        if prop["method"] in ("segformer", "union")
+        else []
+    )

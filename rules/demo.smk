@@ -14,15 +14,15 @@ rule make_demo_world:
         "logs/make_demo_world.log",
     benchmark:
         "benchmarks/make_demo_world.tsv"
+    conda:
+        "../envs/geo.yaml"
     threads: 1
     resources:
         mem_mb=1500,
         runtime=10,
     params:
-        out_dir="results/demo_world",
+        out_dir=lambda w, output: os.path.dirname(os.path.dirname(output.catalog)),
         seed=config["demo_world"]["seed"],
-    conda:
-        "../envs/geo.yaml"
     script:
         "../scripts/make_demo_world.py"
 
@@ -38,13 +38,13 @@ rule evaluate_demo:
         "logs/evaluate_demo.log",
     benchmark:
         "benchmarks/evaluate_demo.tsv"
+    conda:
+        "../envs/geo.yaml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
     params:
         control=config["demo_world"]["control_region"],
-    conda:
-        "../envs/geo.yaml"
     script:
         "../scripts/evaluate_demo.py"

@@ -1,11 +1,6 @@
 # Two-stage detection per region: scene -> candidate zones -> classifier verdict -> GeoJSON + overview.
 
 
-def segformer_inputs(wildcards):
-    prop = config["proposer"]
-    return [prop["segformer"]["local_dir"]] if prop["method"] in ("segformer", "union") else []
-
-
 rule region_scene:
     input:
         region=region_file,
@@ -17,6 +12,8 @@ rule region_scene:
         "logs/region_scene_{region}.log",
     benchmark:
         "benchmarks/region_scene_{region}.tsv"
+    conda:
+        "../envs/geo.yaml"
     threads: 2
     resources:
         mem_mb=2000,
@@ -24,8 +21,6 @@ rule region_scene:
     params:
         imagery=config["imagery"],
         region=lambda w: config["regions"][w.region],
-    conda:
-        "../envs/geo.yaml"
     script:
         "../scripts/region_scene.py"
 
@@ -43,6 +38,8 @@ rule propose_candidates:
         "logs/propose_candidates_{region}.log",
     benchmark:
         "benchmarks/propose_candidates_{region}.tsv"
+    conda:
+        "../envs/ml.yaml"
     threads: 2
     resources:
         mem_mb=2000,
@@ -51,8 +48,6 @@ rule propose_candidates:
     params:
         proposer=config["proposer"],
         region=lambda w: config["regions"][w.region],
-    conda:
-        "../envs/ml.yaml"
     script:
         "../scripts/propose_candidates.py"
 
@@ -71,6 +66,8 @@ rule classify_candidates:
         "logs/classify_candidates_{region}.log",
     benchmark:
         "benchmarks/classify_candidates_{region}.tsv"
+    conda:
+        "../envs/ml.yaml"
     threads: 2
     resources:
         mem_mb=2000,
@@ -79,8 +76,6 @@ rule classify_candidates:
     params:
         detection=config["detection"],
         tile_size_m=config["tiles"]["size_m"],
-    conda:
-        "../envs/ml.yaml"
     script:
         "../scripts/classify_candidates.py"
 
@@ -96,6 +91,8 @@ rule overview_map:
         "logs/overview_map_{region}.log",
     benchmark:
         "benchmarks/overview_map_{region}.tsv"
+    conda:
+        "../envs/geo.yaml"
     threads: 1
     resources:
         mem_mb=1500,
@@ -103,7 +100,5 @@ rule overview_map:
     params:
         region=lambda w: config["regions"][w.region],
         attribution=config["publishing"]["attribution"],
-    conda:
-        "../envs/geo.yaml"
     script:
         "../scripts/plot_overview.py"

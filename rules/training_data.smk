@@ -11,6 +11,8 @@ rule positive_points:
         "logs/positive_points.log",
     benchmark:
         "benchmarks/positive_points.tsv"
+    conda:
+        "../envs/geo.yaml"
     threads: 1
     resources:
         mem_mb=1000,
@@ -18,8 +20,6 @@ rule positive_points:
     params:
         inputs=config["positives"]["points"],
         bounds=config["study_bounds"],
-    conda:
-        "../envs/geo.yaml"
     script:
         "../scripts/build_points.py"
 
@@ -37,6 +37,8 @@ rule negative_points:
         "logs/negative_points.log",
     benchmark:
         "benchmarks/negative_points.tsv"
+    conda:
+        "../envs/geo.yaml"
     threads: 1
     resources:
         mem_mb=1000,
@@ -47,8 +49,6 @@ rule negative_points:
         min_distance_m=config["negatives"]["min_distance_m"],
         hard_points=config["negatives"]["hard_negative_points"],
         seed=config["negatives"]["seed"],
-    conda:
-        "../envs/geo.yaml"
     script:
         "../scripts/sample_negatives.py"
 
@@ -64,6 +64,8 @@ rule fetch_tiles:
         "logs/fetch_tiles_{cls}.log",
     benchmark:
         "benchmarks/fetch_tiles_{cls}.tsv"
+    conda:
+        "../envs/geo.yaml"
     threads: 2
     resources:
         mem_mb=1500,
@@ -73,8 +75,6 @@ rule fetch_tiles:
         tile_size_m=config["tiles"]["size_m"],
         local_dirs=lambda w: config[f"{w.cls}s"]["local_dirs"],
         cache_dir="results/cache/tiles",
-    conda:
-        "../envs/geo.yaml"
     script:
         "../scripts/fetch_tiles.py"
 
@@ -89,14 +89,14 @@ rule positive_stats:
         "logs/positive_stats.log",
     benchmark:
         "benchmarks/positive_stats.tsv"
+    conda:
+        "../envs/geo.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=30,
     params:
         statistics=config["statistics"],
-    conda:
-        "../envs/geo.yaml"
     script:
         "../scripts/positive_stats.py"
 
@@ -113,14 +113,14 @@ rule match_tiles:
         "logs/match_tiles_{cls}.log",
     benchmark:
         "benchmarks/match_tiles_{cls}.tsv"
+    conda:
+        "../envs/geo.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=60,
     params:
         matching=config["matching"],
-    conda:
-        "../envs/geo.yaml"
     script:
         "../scripts/match_tiles.py"
 
@@ -140,6 +140,8 @@ rule split_and_augment:
         "logs/split_and_augment.log",
     benchmark:
         "benchmarks/split_and_augment.tsv"
+    conda:
+        "../envs/geo.yaml"
     threads: 1
     resources:
         mem_mb=1500,
@@ -147,7 +149,5 @@ rule split_and_augment:
     params:
         split=config["split"],
         augmentation=config["augmentation"],
-    conda:
-        "../envs/geo.yaml"
     script:
         "../scripts/split_and_augment.py"

@@ -13,14 +13,14 @@ rule fetch_imagenet_weights:
         "logs/fetch_imagenet_weights_{arch}.log",
     benchmark:
         "benchmarks/fetch_imagenet_weights_{arch}.tsv"
+    conda:
+        "../envs/ml.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=15,
     params:
         arch=lambda w: w.arch,
-    conda:
-        "../envs/ml.yaml"
     script:
         "../scripts/fetch_imagenet_weights.py"
 
@@ -32,13 +32,13 @@ rule fetch_segformer:
         "logs/fetch_segformer.log",
     benchmark:
         "benchmarks/fetch_segformer.tsv"
+    conda:
+        "../envs/ml.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=15,
     params:
         model_id=config["proposer"]["segformer"]["hub_id"],
-    conda:
-        "../envs/ml.yaml"
     script:
         "../scripts/fetch_segformer.py"

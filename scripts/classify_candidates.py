@@ -50,7 +50,7 @@ def main(smk):
     log.info("%d of %d candidate zones classified mining (threshold %.3f, model %s)", len(mining), len(zones),
              threshold, meta["model_id"])
     metadata = {"region": smk.wildcards.region, "model_id": meta["model_id"], "threshold": threshold,
-                "scene_ids": scene_meta["scene_ids"], "n_candidates": len(zones),
+                "scene_ids": scene_meta["scene_ids"], "dates": scene_meta["dates"], "n_candidates": len(zones),
                 "generator": "garimpo two-stage detection",
                 "attribution": "Contains modified Copernicus Sentinel data"}
     write_features(smk.output.detections, mining, metadata)

@@ -95,3 +95,16 @@ def test_earth_search_asset_keys_and_harmonised_collection():
     es = Source.from_config({"kind": "earth_search", "url": "https://example.invalid", "collection": "sentinel-2-c1-l2a"})
     assert es.asset_key("B08") == "nir" and es.asset_key("SCL") == "scl"
     assert es.harmonized
+
+
+def test_clear_mask_buffers_clouds_not_nodata():
+    from garimpo.stac import clear_mask
+
+    scl = np.full((9, 9), 4, np.uint8)
+    scl[4, 4] = 9  # one cloudy pixel
+    scl[0, 0] = 0  # no data
+    m0 = clear_mask(scl, 0)
+    assert m0.sum() == 79 and not m0[4, 4] and not m0[0, 0]
+    m1 = clear_mask(scl, 1)
+    assert m1.sum() == 81 - 5 - 1  # the cross of radius 1 around the cloud, plus the nodata pixel
+    assert m1[0, 1] and not m1[3, 4] and m1[3, 3]

@@ -197,3 +197,13 @@ def test_import_local_png_chips(tmp_path):
     assert r.array[0].max() == 1.0 and r.array[1].max() == 0.0
     with pytest.raises(InputDataError, match="not found"):
         import_local_images([tmp_path / "nope"], tmp_path / "out")
+
+
+@pytest.mark.shared
+def test_real_anm_register_rejects_exactly_its_broken_rows(shared_dir):
+    path = shared_dir / "data/anm/anm_mining_dams_2019.csv"
+    good, bad = load_points(path, "LONGITUDE", "LATITUDE", "NOME_BARRAGEM_MINERACAO", bounds=(-75, -35, -35, 5))
+    assert len(good) + len(bad) == 714
+    assert len(bad) == 27
+    assert bad["reason"].str.contains("lost decimal point").all()
+    assert good["lon"].between(-75, -35).all() and good["lat"].between(-35, 5).all()

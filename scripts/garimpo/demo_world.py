@@ -30,6 +30,7 @@ import rasterio
 import rasterio.features
 import rasterio.shutil
 import shapely
+import shapely.affinity
 from affine import Affine
 from pyproj import Geod, Transformer
 from pystac.extensions.eo import Band, EOExtension
@@ -68,7 +69,7 @@ SCL_VALID = (0, 3, 4, 5, 6, 8, 9, 10)  # the codes this generator can emit (a su
 # Surface reflectance, band order BANDS. Typical Amazon L2A values.
 SPECTRA = {
     "forest": (0.020, 0.045, 0.025, 0.300, 0.140, 0.060),
-    "water": (0.035, 0.045, 0.030, 0.020, 0.010, 0.008),  # clear, dark (Tapajós "clear water")
+    "water": (0.030, 0.036, 0.024, 0.020, 0.010, 0.008),  # clear, dark (Tapajós "clear water")
     "sandbar": (0.120, 0.150, 0.180, 0.230, 0.300, 0.240),  # whiter than mine sediment, same ballpark
     "pond": (0.060, 0.090, 0.110, 0.070, 0.040, 0.030),  # turbid ochre mine pond
     "sediment": (0.100, 0.130, 0.170, 0.220, 0.300, 0.240),  # bare tailings
@@ -77,8 +78,8 @@ SPECTRA = {
     "bare": (0.080, 0.100, 0.120, 0.180, 0.280, 0.220),  # ploughed field
     "farm_pond": (0.040, 0.060, 0.045, 0.035, 0.015, 0.010),  # clear-ish, greenish water
     "road": (0.080, 0.110, 0.140, 0.200, 0.270, 0.220),  # unpaved laterite
-    "roof": (0.150, 0.170, 0.190, 0.240, 0.280, 0.250),
-    "metal_roof": (0.250, 0.270, 0.280, 0.320, 0.330, 0.300),
+    "roof": (0.090, 0.110, 0.135, 0.200, 0.250, 0.220),  # ceramic / fibre-cement
+    "metal_roof": (0.200, 0.220, 0.230, 0.270, 0.280, 0.260),
     "yard": (0.030, 0.060, 0.045, 0.280, 0.180, 0.090),
     "cloud": (0.400, 0.390, 0.380, 0.420, 0.300, 0.200),
 }
@@ -190,7 +191,7 @@ class Grid:
             shape, tr = self.shape, self.transform
         else:
             shape = (win[0].stop - win[0].start, win[1].stop - win[1].start)
-            tr = self.transform * Affine.translation(win[1].start, win[0].start)
+            tr = self.transform @ Affine.translation(win[1].start, win[0].start)
         geoms = [g for g in (geoms if isinstance(geoms, (list, tuple)) else [geoms]) if not g.is_empty]
         if not geoms or 0 in shape:
             return np.zeros(shape, bool)
@@ -380,7 +381,7 @@ def make_rivers(grid: Grid, rng: np.random.Generator) -> list[Line]:
 
 
 def make_streams(grid: Grid, rivers: list[Line], keep_out, rng: np.random.Generator,
-                 min_len: float = 1200.0, spacing: float = 550.0) -> list[Line]:
+                 min_len: float = 900.0, spacing: float = 500.0) -> list[Line]:
     """Tributaries (igarapés) from random sources to the nearest point of a big river.
 
     Streams keep ``spacing`` from each other (except near the mouth), stay away from the other
@@ -532,6 +533,16 @@ def make_farms(grid: Grid, roads: list[Line], forbidden, rng: np.random.Generato
                         n_ponds += 1
                     off0 += depth + rng.uniform(15, 30)
             s += along + rng.uniform(20, 200)
+    # ponds are look-alikes the demo needs on both sides of the train/demo boundary
+    xmid = grid.x0 + grid.size_m[0] / 2
+    for west in (True, False):
+        half = [f for f in fields if (f.geom.centroid.x < xmid) == west]
+        pastures = [f for f in half if f.kind == "pasture"]
+        if pastures and not any(f.kind == "farm_pond" for f in half):
+            big = max(pastures, key=lambda f: f.geom.area)
+            k = 75.0 / math.sqrt(big.geom.area)  # a ~75 m square pond in the middle of the field
+            pond = shapely.affinity.scale(big.geom, k, k, origin="centroid")
+            fields.append(Field(pond, "farm_pond", rng.normal(1.0, 0.05, 6).astype(np.float32)))
     return fields
 
 
@@ -588,7 +599,8 @@ def sandbar_mask(grid: Grid, river: Line, bar: dict) -> tuple[tuple[slice, slice
     ds = arc[sel][j] - arc[i]
     hw = river.hw[sel][j]
     shape_f = np.clip(1 - (ds / bar["half_len"]) ** 2, 0, 1)
-    mask = (lateral >= hw - bar["reach"] * 2 * hw * shape_f) & (lateral <= hw + bar["bank"] * shape_f) & (shape_f > 0.05)
+    into_water = bar["reach"] * 2 * hw * shape_f
+    mask = (lateral >= hw - into_water) & (lateral <= hw + bar["bank"] * shape_f) & (shape_f > 0.05)
     return win, mask.reshape(e.shape)
 
 
@@ -617,8 +629,8 @@ def build_mine(grid: Grid, stream: Line, s_centre: float, rng: np.random.Generat
     seg = stream.path[sel]
     nrm = normals(stream.path)[sel]
     n_ponds = int(np.clip(round(seg_len / rng.uniform(55, 75)), 3, 10))
-    d_sed = rng.uniform(22, 55)
-    d_fringe = rng.uniform(25, 60)
+    d_sed = rng.uniform(15, 45)
+    d_fringe = rng.uniform(20, 50)
     win = grid.window(LineString(seg).bounds, pad_m=d_sed + d_fringe + 90)
     e, n = grid.centres(win)
     shape = e.shape
@@ -627,7 +639,7 @@ def build_mine(grid: Grid, stream: Line, s_centre: float, rng: np.random.Generat
     pos = (np.arange(n_ponds) + 0.5) / n_ponds * (len(seg) - 1)
     for k, p in enumerate(pos):
         q = int(np.clip(round(p + rng.uniform(-0.25, 0.25) * len(seg) / n_ponds), 0, len(seg) - 1))
-        a, b = rng.uniform(16, 45), rng.uniform(12, 32)
+        a, b = rng.uniform(18, 45), rng.uniform(14, 32)
         c = seg[q] + nrm[q] * rng.uniform(-0.6, 0.6) * b
         t = np.array([nrm[q, 1], -nrm[q, 0]])
         ang = math.atan2(t[1], t[0]) + rng.uniform(-0.5, 0.5)
@@ -649,16 +661,33 @@ def build_mine(grid: Grid, stream: Line, s_centre: float, rng: np.random.Generat
     lab, _ = ndimage.label(sediment | ponds, structure=np.ones((3, 3)))
     keep = np.unique(lab[core & (lab > 0)])
     sediment &= np.isin(lab, keep)
-    fp = sediment | ponds
+    # the truth polygon is this mask's outline: fill enclosed forest and bridge diagonal-only
+    # contacts so the outline is one valid ring, and paint those pixels as sediment too
+    fp = _solid(sediment | ponds)
+    sediment = fp & ~ponds
     fringe_d = ndimage.distance_transform_edt(~fp) * RES
     fringe = (fringe_d <= d_fringe * (1 + 0.4 * smooth_noise(shape, 3.0, rng))) & ~fp
     return dict(win=win, ponds=ponds, sediment=sediment, fringe=fringe, turbidity=turb,
                 seg_len=seg_len, s_end=s_centre + seg_len / 2)
 
 
+def _solid(mask: np.ndarray) -> np.ndarray:
+    """Fill holes and bridge pixels that touch only at a corner (a pinched, invalid outline)."""
+    m = ndimage.binary_fill_holes(mask)
+    for _ in range(10):
+        a, b, c, d = m[:-1, :-1], m[:-1, 1:], m[1:, :-1], m[1:, 1:]
+        d1, d2 = a & d & ~b & ~c, b & c & ~a & ~d
+        if not (d1.any() or d2.any()):
+            break
+        m[:-1, 1:] |= d1
+        m[:-1, :-1] |= d2
+        m = ndimage.binary_fill_holes(m)
+    return m
+
+
 def footprint_polygon(grid: Grid, win, mask: np.ndarray) -> Polygon:
     """Pixel-exact outline of a window mask (holes filled: a footprint includes what it encloses)."""
-    tr = grid.transform * Affine.translation(win[1].start, win[0].start)
+    tr = grid.transform @ Affine.translation(win[1].start, win[0].start)
     polys = [shapely.geometry.shape(g) for g, v in rasterio.features.shapes(
         mask.astype(np.uint8), mask=mask, transform=tr, connectivity=8) if v == 1]
     u = unary_union(polys)
@@ -671,63 +700,78 @@ def footprint_polygon(grid: Grid, win, mask: np.ndarray) -> Polygon:
 
 def place_mines(grid: Grid, streams: list[Line], dist_occ: np.ndarray, control: Polygon, ti: Polygon,
                 n_train: int, n_demo: int, rng: np.random.Generator, min_sep: float = 800.0,
-                max_in_ti: int = 2) -> list[dict]:
+                max_in_ti: int = 2, accept: float = 1.0) -> list[dict]:
     """Pick mine sites on streams: >= ``min_sep`` apart, >= 100 m from every other land use,
     clear of the control area, one half each (none straddles the boundary), at most ``max_in_ti``
-    inside the indigenous territory (placed first so there is at least one when possible)."""
+    inside the indigenous territory (placed first so there is at least one when possible).
+
+    Greedy packing in random order with restarts; if no attempt reaches the counts, the best one
+    is kept when it has at least ``accept`` of each (small test worlds are crowded)."""
     xmid = grid.x0 + grid.size_m[0] / 2
     ctrl = control.buffer(700)
     ti_p = prep(ti)
-    ti_near = prep(ti.buffer(450))
-    inner = box(*grid.bounds).buffer(-450)
+    ti_near = prep(ti.buffer(350))
+    inner = box(*grid.bounds).buffer(-350)
     boundary = LineString([(xmid, grid.bounds[1]), (xmid, grid.y0)])
     cand = []
     for k, st in enumerate(streams):
         arc = st.arc
-        for s in np.arange(450.0, arc[-1] - 900.0, 100.0):  # not at the source, plume ends before the mouth
+        for s in np.arange(450.0, arc[-1] - 900.0, 50.0):  # not at the source, plume ends before the mouth
             cand.append((k, s, st.path[int(np.searchsorted(arc, s))]))
-    order = rng.permutation(len(cand))
-    in_ti = [i for i in order if ti_p.contains(Point(cand[i][2]))]
-    rest = [i for i in order if not ti_p.contains(Point(cand[i][2]))]
-    chosen: list[dict] = []
-    quota = {"train": n_train, "demo": n_demo}
-    n_ti = 0
-    for i in in_ti + rest:
-        k, s, c = cand[i]
-        pt = Point(c)
-        area = "train" if c[0] < xmid - 450 else "demo" if c[0] > xmid + 450 else None
-        if area is None or quota[area] == 0 or not inner.contains(pt) or ctrl.contains(pt):
-            continue
-        inside_ti = ti_p.contains(pt)
-        if inside_ti and (area != "train" or n_ti >= max_in_ti):
-            continue
-        if not inside_ti and ti_near.contains(pt):
-            continue
-        if any(np.hypot(*(c - m["centre"])) < min_sep for m in chosen):
-            continue
-        r, cc = grid.rowcol(c)
-        if dist_occ[r, cc] < 100.0 / RES:  # cheap necessary condition before building the mine
-            continue
-        m = build_mine(grid, streams[k], s, rng)
-        disturbed = m["ponds"] | m["sediment"] | m["fringe"]
-        if np.any(dist_occ[m["win"]][disturbed] < 100.0 / RES):
-            continue
-        fp = footprint_polygon(grid, m["win"], m["ponds"] | m["sediment"])
-        if fp.intersects(ctrl) or not inner.contains(fp) or fp.intersects(boundary):
-            continue
-        m.update(stream=k, s=s, centre=np.array([fp.centroid.x, fp.centroid.y]), area=area, footprint=fp,
-                 in_ti=inside_ti)
-        if any(np.hypot(*(m["centre"] - o["centre"])) < min_sep for o in chosen):
-            continue
-        chosen.append(m)
-        quota[area] -= 1
-        n_ti += inside_ti
+    inside = np.array([ti_p.contains(Point(c)) for _, _, c in cand], bool)
+
+    def attempt(order) -> tuple[list[dict], dict]:
+        chosen: list[dict] = []
+        quota = {"train": n_train, "demo": n_demo}
+        n_ti = 0
+        for i in [i for i in order if inside[i]] + [i for i in order if not inside[i]]:
+            k, s, c = cand[i]
+            pt = Point(c)
+            area = "train" if c[0] < xmid - 450 else "demo" if c[0] > xmid + 450 else None
+            if area is None or quota[area] == 0 or not inner.contains(pt) or ctrl.contains(pt):
+                continue
+            if inside[i] and (area != "train" or n_ti >= max_in_ti):
+                continue
+            if not inside[i] and ti_near.contains(pt):
+                continue
+            if any(np.hypot(*(c - m["centre"])) < min_sep for m in chosen):
+                continue
+            r, cc = grid.rowcol(c)
+            if dist_occ[r, cc] < 100.0 / RES:  # cheap necessary condition before building the mine
+                continue
+            m = build_mine(grid, streams[k], s, rng)
+            disturbed = m["ponds"] | m["sediment"] | m["fringe"]
+            if np.any(dist_occ[m["win"]][disturbed] < 100.0 / RES):
+                continue
+            fp = footprint_polygon(grid, m["win"], m["ponds"] | m["sediment"])
+            if fp.intersects(ctrl) or not inner.contains(fp) or fp.intersects(boundary):
+                continue
+            m.update(stream=k, s=s, centre=np.array([fp.centroid.x, fp.centroid.y]), area=area, footprint=fp,
+                     in_ti=bool(inside[i]))
+            if any(np.hypot(*(m["centre"] - o["centre"])) < min_sep for o in chosen):
+                continue
+            chosen.append(m)
+            quota[area] -= 1
+            n_ti += inside[i]
+            if not any(quota.values()):
+                break
+        return chosen, quota
+
+    # greedy packing in random order; a few restarts make a dense layout reliable
+    best = None
+    for _ in range(25):
+        chosen, quota = attempt(rng.permutation(len(cand)))
         if not any(quota.values()):
-            break
-    if any(quota.values()):
-        raise RuntimeError(f"demo world: room for only {n_train - quota['train']} training and "
-                           f"{n_demo - quota['demo']} demo mines (wanted {n_train}, {n_demo}); try another seed")
-    return chosen
+            return chosen
+        if best is None or sum(quota.values()) < sum(best[1].values()):
+            best = (chosen, quota)
+    chosen, quota = best
+    if n_train - quota["train"] >= accept * n_train and n_demo - quota["demo"] >= accept * n_demo:
+        log.warning("demo world: room for %d training and %d demo mines only (wanted %d, %d)",
+                    n_train - quota["train"], n_demo - quota["demo"], n_train, n_demo)
+        return chosen
+    raise RuntimeError(f"demo world: room for only {n_train - quota['train']} training and "
+                       f"{n_demo - quota['demo']} demo mines (wanted {n_train}, {n_demo}); try another seed")
 
 
 def cloud_layers(shape: tuple[int, int], fraction: float, keep_clear: np.ndarray | None,
@@ -822,8 +866,7 @@ def write_cog(path: Path, array: np.ndarray, transform: Affine, nodata: int, nam
             dst.set_band_description(1, name)
         with mem.open() as src:
             rasterio.shutil.copy(src, tmp, driver="COG", compress="deflate", predictor=2, blocksize=256,
-                                 overview_resampling="mode" if categorical else "average",
-                                 num_threads="ALL_CPUS")
+                                 overview_resampling="mode" if categorical else "average")
     tmp.replace(path)  # atomic: a killed job never leaves a half-written COG under the final name
     return path
 
@@ -957,11 +1000,20 @@ def build_world(seed: int = 7, scale: float = 1.0) -> World:
     tm = grid.rasterize(town)
     r, c = np.nonzero(tm)
     paint(base, lc, r, c, 1.0, SPEC["road"] * 1.08, LC["town"])
-    bm = grid.rasterize(blocks)
-    r, c = np.nonzero(bm)
+    # each block has its own density; houses cluster (thresholded noise), not salt and pepper
     mats = np.stack([SPEC["roof"], SPEC["metal_roof"], SPEC["yard"], SPEC["bare"]])
-    pick = t_rng.choice(4, size=len(r), p=[0.42, 0.06, 0.38, 0.14])
-    paint(base, lc, r, c, 1.0, mats[pick].T * t_rng.normal(1.0, 0.06, len(r)).astype(np.float32), LC["town"])
+    lots = smooth_noise((h, w), 1.2, t_rng)
+    for b in blocks:
+        win = grid.window(b.bounds)
+        m = grid.rasterize(b, win)
+        built = t_rng.uniform(0.35, 0.85)
+        v = lots[win]
+        thr = np.quantile(v[m], 1 - built) if m.any() else 0
+        pick = np.where(v >= thr, np.where(t_rng.random(v.shape) < 0.1, 1, 0),
+                        np.where(t_rng.random(v.shape) < 0.7, 2, 3))
+        r, c = np.nonzero(m)
+        spec = mats[pick[r, c]].T * t_rng.normal(1.0, 0.05, len(r)).astype(np.float32)
+        paint(base, lc, r + win[0].start, c + win[1].start, 1.0, spec, LC["town"])
     # rivers and streams (streams are half hidden by overhanging canopy)
     alpha, line_id, vert = line_alpha(grid, [(l.path, l.hw) for l in rivers + streams])
     vis = np.where(line_id >= len(rivers), 0.65, 1.0).astype(np.float32)
@@ -985,7 +1037,8 @@ def build_world(seed: int = 7, scale: float = 1.0) -> World:
     n_train = max(4, round(24 * scale**2))
     n_demo = max(3, round(10 * scale**2))
     m_rng = sub_rng(seed, "mines")
-    picked = place_mines(grid, streams, dist_occ, control, ti, n_train, n_demo, m_rng)
+    picked = place_mines(grid, streams, dist_occ, control, ti, n_train, n_demo, m_rng,
+                         accept=1.0 if scale >= 1 else 0.75)
     del dist_occ, occupied
     mines: list[Mine] = []
     for area in ("train", "demo"):
@@ -1024,17 +1077,23 @@ def pick_hard_negatives(world: World, bars, road_px: np.ndarray, rng: np.random.
     """~20 look-alike points in the training half: fields, ponds, town, sandbars, roads."""
     g = world.grid
     xmid = g.x0 + g.size_m[0] / 2
-    west = box(g.x0, g.bounds[1], xmid - 200, g.y0)
-    far = unary_union([m.footprint.buffer(300) for m in world.mines])
+    west = box(g.x0 + 300, g.bounds[1] + 300, xmid - 200, g.y0 - 300)
+    # >= 500 m from every mine: a 640 m training tile centred on the point holds no mine pixel
+    near_mine = unary_union([m.footprint.buffer(500) for m in world.mines])
     out: list[dict] = []
 
     def add(kind, pt, limit):
-        if sum(o["kind"] == kind for o in out) < limit and west.contains(Point(pt)) and not far.contains(Point(pt)):
+        if (sum(o["kind"] == kind for o in out) < limit and west.contains(Point(pt))
+                and not near_mine.contains(Point(pt))
+                and all(np.hypot(pt[0] - o["x"], pt[1] - o["y"]) > 250 for o in out)):  # distinct sites
             out.append(dict(kind=kind, x=float(pt[0]), y=float(pt[1])))
 
+    ponds = prep(unary_union([f.geom.buffer(20) for f in world.fields if f.kind == "farm_pond"] or [Point()]))
     for f in sorted(world.fields, key=lambda f: (f.geom.centroid.x, f.geom.centroid.y)):
         kind = {"pasture": "pasture", "bare": "bare_field", "farm_pond": "farm_pond"}[f.kind]
         p = f.geom.representative_point()
+        if kind != "farm_pond" and ponds.contains(p):  # a pasture label must not sit on its pond
+            continue
         add(kind, (p.x, p.y), {"pasture": 5, "bare_field": 4, "farm_pond": 3}[kind])
     for win, m in world.sandbars:
         d = ndimage.distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1]
@@ -1046,8 +1105,16 @@ def pick_hard_negatives(world: World, bars, road_px: np.ndarray, rng: np.random.
         y = tminy + fy * (tmaxy - tminy)
         line = LineString([(tminx, y), (xmid, y)]).intersection(world.town)
         if not line.is_empty:
-            x = line.bounds[0] + 55
-            add("town", (x, y), 3)
+            # the built-up pixel (roof, street, bare lot) nearest to a point 55 m inside the edge
+            r0, c0 = (int(v) for v in g.rowcol(np.array([line.bounds[0] + 55, y])))
+            win = (slice(max(0, r0 - 5), r0 + 6), slice(max(0, c0 - 5), c0 + 6))
+            b = world.base[:, win[0], win[1]]
+            built = (b[3] - b[2]) / (b[3] + b[2]) < 0.4
+            if built.any():
+                rr, cc = np.nonzero(built)
+                k = np.argmin((rr + win[0].start - r0) ** 2 + (cc + win[1].start - c0) ** 2)
+                e, n = g.centres(win)
+                add("town", (e[rr[k], cc[k]], n[rr[k], cc[k]]), 3)
     rr, cc = np.nonzero(road_px & (world.lc == LC["road"]))
     e = g.x0 + (cc + 0.5) * RES
     n = g.y0 - (rr + 0.5) * RES
@@ -1056,8 +1123,7 @@ def pick_hard_negatives(world: World, bars, road_px: np.ndarray, rng: np.random.
     keep = [i for i in rng.permutation(len(rr))[:400]
             if e[i] < xmid - 500 and not busy.contains(Point(e[i], n[i]))]
     for i in keep:
-        if all(np.hypot(e[i] - o["x"], n[i] - o["y"]) > 800 for o in out if o["kind"] == "road"):
-            add("road", (e[i], n[i]), 3)
+        add("road", (e[i], n[i]), 3)
     return out
 
 
@@ -1082,7 +1148,9 @@ def render_scene(world: World, scene: Scene, index: int) -> dict:
         r0, c0 = m.win[0].start, m.win[1].start
         for mask, name in ((m.fringe, "fringe"), (m.sediment, "sediment"), (m.ponds, "pond")):
             r, c = np.nonzero(mask)
-            tex = (1 + 0.06 * rng.standard_normal(len(r)).astype(np.float32)) * (m.turbidity[r, c] if name == "pond" else 1)
+            tex = 1 + 0.06 * rng.standard_normal(len(r)).astype(np.float32)
+            if name == "pond":
+                tex *= m.turbidity[r, c]
             paint(refl, lc, r + r0, c + c0, 1.0, SPEC[name], LC[name], tex=tex)
         pr, pc, pa = m.plume
         outside = ~np.isin(lc[pr, pc], (LC["pond"], LC["sediment"], LC["fringe"]))  # not on the mine itself
@@ -1144,7 +1212,8 @@ def _write_fc(path: Path, features: list[tuple[object, dict]]) -> Path:
 
 def footprint_lonlat(grid: Grid) -> Polygon:
     """World footprint in lon/lat (edges densified: UTM straight lines are not lon/lat straight)."""
-    return _lonlat_geom(shapely.segmentize(box(*grid.bounds), 500.0), Transformer.from_crs(CRS, "EPSG:4326", always_xy=True))
+    to_ll = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True)
+    return _lonlat_geom(shapely.segmentize(box(*grid.bounds), 500.0), to_ll)
 
 
 def write_stac(world: World, scenes_dir_items: list[dict], cat_dir: Path) -> pystac.Catalog:

@@ -19,6 +19,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pystac
 import rasterio
+from scipy import ndimage
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
@@ -43,6 +44,8 @@ ASSET_KEYS["local"] = ASSET_KEYS["planetary_computer"]
 # SCL classes that are not clear ground: no data, defective, cloud shadow,
 # cloud medium/high probability, thin cirrus.
 SCL_NOT_CLEAR = (0, 1, 3, 8, 9, 10)
+# Of those, the ones whose edges SCL under-flags (haze halos, soft shadows): buffered.
+SCL_CLOUDY = (3, 8, 9, 10)
 BASELINE_OFFSET_DATE = datetime(2022, 1, 25, tzinfo=timezone.utc)
 DN_OFFSET = 1000.0
 DN_SCALE = 10000.0
@@ -165,7 +168,22 @@ def read_asset(href: str, grid: Grid, resampling: Resampling) -> tuple[np.ndarra
     return arr, nodata
 
 
-def read_item(item: pystac.Item, source: Source, bands: Sequence[str], grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+def clear_mask(scl: np.ndarray, buffer_px: int = 0) -> np.ndarray:
+    """Pixels SCL calls clear ground, with cloud and shadow classes grown by ``buffer_px``.
+
+    SCL misses the thin, bright fringe of clouds; left in, it survives a median of few
+    scenes as pale halos that look like bare soil to the proposer.
+    """
+    cloudy = np.isin(scl, SCL_CLOUDY)
+    if buffer_px > 0 and cloudy.any():
+        yy, xx = np.mgrid[-buffer_px : buffer_px + 1, -buffer_px : buffer_px + 1]
+        cloudy = ndimage.binary_dilation(cloudy, structure=(xx**2 + yy**2) <= buffer_px**2)
+    return ~cloudy & ~np.isin(scl, SCL_NOT_CLEAR)
+
+
+def read_item(
+    item: pystac.Item, source: Source, bands: Sequence[str], grid: Grid, cloud_buffer_m: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Reflectance (bands, H, W) with NaN where no data, and the clear-pixel mask from SCL."""
     offset = dn_offset(item, source)
     out = np.full((len(bands), grid.height, grid.width), np.nan, dtype=np.float32)
@@ -174,7 +192,7 @@ def read_item(item: pystac.Item, source: Source, bands: Sequence[str], grid: Gri
         valid = dn != nodata
         out[i][valid] = (dn[valid].astype(np.float32) - offset) / DN_SCALE
     scl, _ = read_asset(_href(item, source, "SCL"), grid, Resampling.nearest)
-    clear = ~np.isin(scl, SCL_NOT_CLEAR) & np.all(np.isfinite(out), axis=0)
+    clear = clear_mask(scl, int(round(cloud_buffer_m / grid.resolution))) & np.all(np.isfinite(out), axis=0)
     return out, clear
 
 
@@ -215,11 +233,12 @@ class ImageryRequest:
     max_cloud: float
     composite: str = "median"
     max_scenes: int = 8
+    cloud_buffer_m: float = 0.0
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> "ImageryRequest":
         return cls(tuple(cfg["bands"]), tuple(cfg["period"]), float(cfg["max_cloud_cover"]),
-                   cfg.get("composite", "median"), int(cfg.get("max_scenes", 8)))
+                   cfg.get("composite", "median"), int(cfg.get("max_scenes", 8)), float(cfg.get("cloud_buffer_m", 0.0)))
 
 
 def fetch_composite(
@@ -239,7 +258,7 @@ def fetch_composite(
         )
     stacks, clears, used = [], [], []
     for item in items:
-        refl, clear = read_item(item, source, request.bands, grid)
+        refl, clear = read_item(item, source, request.bands, grid, request.cloud_buffer_m)
         if clear.any():
             stacks.append(refl)
             clears.append(clear)

@@ -32,7 +32,7 @@ RGB_BANDS = ("B04", "B03", "B02")
 
 def _cache_key(source: Source, request: ImageryRequest, lon: float, lat: float, size_m: float) -> str:
     blob = json.dumps([source.kind, source.url, source.collection, list(request.bands), list(request.period),
-                       request.max_cloud, request.composite, request.max_scenes, round(lon, 7), round(lat, 7), size_m])
+                       request.max_cloud, request.composite, request.max_scenes, request.cloud_buffer_m, round(lon, 7), round(lat, 7), size_m])
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 

@@ -1,0 +1,109 @@
+"""The demo workflow end to end, in a copy of the project: outputs, scores, reruns, memory."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from shapely.geometry import shape
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = ["results/detections/demo.geojson", "results/detections/demo_overview.png", "results/eval/demo.json"]
+pytestmark = pytest.mark.workflow
+
+
+def snakemake(workdir, *args, check=True):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    cmd = [sys.executable, "-m", "snakemake", *args, "--cores", "2", "--configfile", "config/demo.yaml"]
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=1500)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def planned_rules(proc) -> set[str]:
+    """Rule names in the dry-run's job-stats table."""
+    text = proc.stdout + proc.stderr
+    if "Nothing to be done" in text:
+        return set()
+    stats = text.split("Job stats:", 1)[1]
+    return {m.group(1) for m in re.finditer(r"^(\w+)\s+\d+\s*$", stats, re.M) if m.group(1) != "total"}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("demo")
+    for name in ("Snakefile", "rules", "scripts", "config", "envs"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
+    snakemake(work, *TARGETS)
+    return work
+
+
+def test_every_stage_output_exists(demo_run):
+    expected = [
+        "results/points/positive.csv", "results/points/positive_rejected.csv", "results/tiles/positive_index.csv",
+        "results/stats/positive.json", "results/points/negative.csv", "results/tiles/negative_index.csv",
+        "results/tiles/matched/positive_index.csv", "results/tiles/matched/negative_index.csv", "results/split.csv",
+        "results/models/classifier/best_model.pth", "results/models/classifier/final_model.pth",
+        "results/models/classifier/training_history.json", "results/models/classifier/config.json",
+        "results/models/classifier/training_curves.png", "results/scenes/demo.tif", "results/scenes/demo.json",
+        "results/candidates/demo_mask.tif", "results/candidates/demo.geojson", *TARGETS,
+    ]
+    missing = [p for p in expected if not (demo_run / p).is_file()]
+    assert not missing
+    assert any((demo_run / "results/tiles/pos_augmented").glob("*.tif"))
+    assert any((demo_run / "results/tiles/neg_augmented").glob("*.tif"))
+    stats = json.loads((demo_run / "results/stats/positive.json").read_text())
+    assert set(stats["bands"]) == {"B02", "B03", "B04", "B08", "B11", "B12"}
+    assert all(b["p2"] < b["p98"] for b in stats["bands"].values())
+    pos = pd.read_csv(demo_run / "results/tiles/positive_index.csv")
+    neg = pd.read_csv(demo_run / "results/points/negative.csv")
+    assert len(neg) >= len(pos)  # about as many negatives as positives (plus hard negatives)
+    assert pos["scene_ids"].str.len().gt(0).all()
+    split = pd.read_csv(demo_run / "results/split.csv")
+    assert not split[split.augmented].split.ne("train").any()
+
+
+def test_detections_are_valid_geojson_on_the_truth(demo_run):
+    doc = json.loads((demo_run / "results/detections/demo.geojson").read_text())
+    assert doc["type"] == "FeatureCollection" and "crs" not in doc and doc["features"]
+    truth = [shape(f["geometry"]) for f in
+             json.loads((demo_run / "results/demo_world/truth/mines.geojson").read_text())["features"]]
+    regions = {f["properties"]["name"]: shape(f["geometry"]) for f in
+               json.loads((demo_run / "results/demo_world/truth/regions.geojson").read_text())["features"]}
+    hits = 0
+    for f in doc["features"]:
+        geom = shape(f["geometry"])
+        assert geom.is_valid and geom.geom_type in ("Polygon", "MultiPolygon")
+        lon, lat = geom.centroid.coords[0]
+        assert -180 <= lon <= 180 and -90 <= lat <= 90
+        props = f["properties"]
+        assert props["label"] == "mining" and props["score"] >= props["threshold"]
+        assert props["area_ha"] > 0 and props["scene_ids"] and props["model_id"]
+        assert not geom.intersects(regions["control"])  # the pure-forest control area stays clean
+        hits += any(geom.intersects(t) for t in truth)
+    assert hits >= 1
+
+
+def test_demo_scores(demo_run):
+    ev = json.loads((demo_run / "results/eval/demo.json").read_text())
+    assert ev["recall"] >= 0.8 and ev["precision"] >= 0.8, ev
+    assert ev["n_in_control"] == 0
+
+
+def test_no_rule_above_2gb(demo_run):
+    for tsv in (demo_run / "benchmarks").glob("*.tsv"):
+        rss = pd.read_csv(tsv, sep="\t")["max_rss"].max()
+        assert rss < 2048, f"{tsv.name}: {rss} MB"
+
+
+def test_rerun_nothing_then_threshold_reruns_only_detection(demo_run):
+    assert planned_rules(snakemake(demo_run, *TARGETS, "-n")) == set()
+    planned = planned_rules(snakemake(demo_run, *TARGETS, "-n", "--config", "detection={threshold: 0.99}"))
+    assert planned == {"classify_candidates", "overview_map", "evaluate_demo"}
