@@ -7,11 +7,10 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 
 import numpy as np  # noqa: E402
-from pyproj import Transformer  # noqa: E402
 from shapely.geometry import shape  # noqa: E402
-from shapely.ops import transform as shp_transform  # noqa: E402
 
 from garimpo.detect import chip_windows, config_hash, detection_features, prepare_chips, write_features  # noqa: E402
+from garimpo.geo import reproject  # noqa: E402
 from garimpo.raster import Grid, read_raster  # noqa: E402
 from garimpo.smk import setup_logging  # noqa: E402
 
@@ -33,17 +32,16 @@ def main(smk):
     stats = json.loads(open(smk.input.stats).read())
     scene_meta = json.loads(open(smk.input.meta).read())
     chip_px = int(round(smk.params.tile_size_m / grid.resolution))
-    to_grid = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True).transform
     zones = []
     for feat in json.loads(open(smk.input.zones).read())["features"]:
         geom = shape(feat["geometry"])
         zones.append({"zone_id": feat["properties"]["zone_id"], "geometry": geom,
-                      "geometry_proj": shp_transform(to_grid, geom)})
+                      "geometry_proj": reproject(geom, "EPSG:4326", grid.crs)})
     scores = []
     for zone in zones:
         windows = chip_windows(zone["geometry_proj"], grid, chip_px)[: cfg["max_chips_per_zone"]]
         chips = prepare_chips(scene, windows, chip_px, stats, meta["bands"])
-        probs = predict_proba(model, meta, chips, cfg["batch_size"], device)
+        probs = predict_proba(model, meta, chips, cfg["batch_size"], device, tta=cfg["tta"])
         scores.append(float(probs.max()) if len(probs) else 0.0)  # a zone is mining if any of its chips is
     scored, mining = detection_features(zones, scores, threshold, scene_meta, meta["model_id"],
                                         config_hash({**cfg, "tile_size_m": smk.params.tile_size_m}))

@@ -292,3 +292,16 @@ def test_training_input_errors(tiny_dataset):
     split[(split["split"] != "train") | (split["label"] == 1)].to_csv("onecls.csv", index=False)
     with pytest.raises(ValueError, match="only class"):
         train_classifier("onecls.csv", "positive.json", "m", CFG)
+
+
+def test_tta_scores_do_not_depend_on_orientation():
+    torch.manual_seed(0)
+    model = build_classifier("resnet18", 3, 0.5).eval()
+    meta = _meta()
+    chips = np.random.default_rng(0).uniform(0, 0.3, (3, 3, 32, 32)).astype(np.float32)
+    rotated = np.ascontiguousarray(np.rot90(chips, 1, axes=(2, 3)))
+    plain_a, plain_b = predict_proba(model, meta, chips), predict_proba(model, meta, rotated)
+    tta_a, tta_b = predict_proba(model, meta, chips, tta=True), predict_proba(model, meta, rotated, tta=True)
+    np.testing.assert_allclose(tta_a, tta_b, atol=1e-5)
+    assert tta_a.shape == (3,) and np.all((tta_a > 0) & (tta_a < 1))
+    assert not np.allclose(plain_a, plain_b, atol=1e-5)  # without TTA the orientation matters

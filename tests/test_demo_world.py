@@ -239,7 +239,7 @@ def test_mine_polygons_cover_sediment_and_turbid_water(world_dir, items):
             else:  # not mined yet: forest
                 assert np.mean(ndvi[ok] > 0.5) > 0.85, f"{f['properties']['mine_id']} visible before first_seen"
                 checked["absent"] += 1
-    assert checked["present"] >= 10 and checked["absent"] >= 3
+    assert checked["present"] >= 10 and checked["absent"] >= 2
     # and the rest of the world does not look like a mine except the known look-alikes
     r = _reflectance_10m(items[0])
     like, _ = _mining_like(r)
@@ -282,7 +282,7 @@ def test_mines_truth(world_dir):
     assert {p["area"] for p in props} == {"train", "demo"}
     assert summary["n_mines"] == {"train": sum(p["area"] == "train" for p in props),
                                   "demo": sum(p["area"] == "demo" for p in props)}
-    assert {p["first_seen"] for p in props} == {2021, 2023, 2024}
+    assert {p["first_seen"] for p in props} == {2021, 2024}  # 2024: new mining, only in the cloudy scene
     geod = Geod(ellps="WGS84")
     utm = [_utm(shape(f["geometry"])) for f in feats]
     for p, f, g in zip(props, feats, utm):

@@ -64,7 +64,7 @@ BAND_INFO = {  # common name, centre wavelength (um), FWHM (um), PC-like title
     "B12": ("swir22", 2.19, 0.242, "Band 12 - SWIR (2.2) - 20m"),
 }
 BASELINE_OFFSET_DN = 1000  # processing baseline >= 04.00 (from 2022-01-25) adds +1000 DN
-SCL_VALID = (0, 3, 4, 5, 6, 8, 9, 10)  # the codes this generator can emit (a subset of Sen2Cor's)
+SCL_VALID = (0, 3, 4, 5, 6, 8, 9)  # codes written here (0 = nodata, unused: the world has no gaps)
 
 # Surface reflectance, band order BANDS. Typical Amazon L2A values.
 SPECTRA = {
@@ -1034,7 +1034,7 @@ def build_world(seed: int = 7, scale: float = 1.0) -> World:
     # ---- mines: >= 100 m from every other land use
     occupied = (lc != LC["forest"]) & ~((lc == LC["water"]) & ~river_px) | river_px | road_px
     dist_occ = ndimage.distance_transform_edt(~occupied).astype(np.float32)
-    n_train = max(4, round(24 * scale**2))
+    n_train = max(4, round(40 * scale**2))
     n_demo = max(3, round(10 * scale**2))
     m_rng = sub_rng(seed, "mines")
     picked = place_mines(grid, streams, dist_occ, control, ti, n_train, n_demo, m_rng,
@@ -1043,18 +1043,15 @@ def build_world(seed: int = 7, scale: float = 1.0) -> World:
     mines: list[Mine] = []
     for area in ("train", "demo"):
         ms = sorted([m for m in picked if m["area"] == area], key=lambda m: (-m["centre"][1], m["centre"][0]))
-        n_new24 = max(1, round((3 if area == "train" else 2) * scale**2))
-        n_new23 = max(1, round((4 if area == "train" else 2) * scale**2))
+        # a few new mines appear only in the 2024 scene; all others are in every scene, so a
+        # composite of the clear (2021, 2023) scenes shows them at full contrast
+        n_new = max(1, round((3 if area == "train" else 2) * scale**2))
         eligible = [i for i, m in enumerate(ms) if not m["in_ti"]]  # the territory's mines are old ones
-        order = list(m_rng.permutation(eligible))
-        years = {i: 2021 for i in range(len(ms))}
-        for i in order[:n_new24]:
-            years[i] = 2024
-        for i in order[n_new24:n_new24 + n_new23]:
-            years[i] = 2023
+        new = set(m_rng.permutation(eligible)[:n_new].tolist())
+        years = {i: (SCENES[-1].year if i in new else SCENES[0].year) for i in range(len(ms))}
         for i, m in enumerate(ms):
             st = streams[m["stream"]]
-            sid = rivers.__len__() + m["stream"]
+            sid = len(rivers) + m["stream"]
             arc = st.arc
             v0 = int(np.searchsorted(arc, m["s_end"]))
             v1 = int(np.searchsorted(arc, m["s_end"] + m_rng.uniform(200, 600)))
@@ -1069,12 +1066,12 @@ def build_world(seed: int = 7, scale: float = 1.0) -> World:
 
     world = World(seed, scale, grid, rivers, streams, roads, town, blocks, fields, sand, mines, control,
                   protected, base, lc, tex, terrain((h, w), sub_rng(seed, "terrain")))
-    world.hard_negatives = pick_hard_negatives(world, bars, road_px, sub_rng(seed, "negatives"))
+    world.hard_negatives = pick_hard_negatives(world, road_px, sub_rng(seed, "negatives"))
     return world
 
 
-def pick_hard_negatives(world: World, bars, road_px: np.ndarray, rng: np.random.Generator) -> list[dict]:
-    """~20 look-alike points in the training half: fields, ponds, town, sandbars, roads."""
+def pick_hard_negatives(world: World, road_px: np.ndarray, rng: np.random.Generator) -> list[dict]:
+    """~40 look-alike points in the training half: fields, ponds, town, sandbars, roads."""
     g = world.grid
     xmid = g.x0 + g.size_m[0] / 2
     west = box(g.x0 + 300, g.bounds[1] + 300, xmid - 200, g.y0 - 300)
@@ -1094,12 +1091,12 @@ def pick_hard_negatives(world: World, bars, road_px: np.ndarray, rng: np.random.
         p = f.geom.representative_point()
         if kind != "farm_pond" and ponds.contains(p):  # a pasture label must not sit on its pond
             continue
-        add(kind, (p.x, p.y), {"pasture": 5, "bare_field": 4, "farm_pond": 3}[kind])
+        add(kind, (p.x, p.y), {"pasture": 8, "bare_field": 10, "farm_pond": 6}[kind])
     for win, m in world.sandbars:
         d = ndimage.distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1]
         r, c = np.unravel_index(np.argmax(d), d.shape)
         e, n = g.centres(win)
-        add("sandbar", (e[r, c], n[r, c]), 3)
+        add("sandbar", (e[r, c], n[r, c]), 6)
     tminx, tminy, tmaxx, tmaxy = world.town.bounds
     for fy in (0.2, 0.5, 0.8):  # near the town's west edge, on a block
         y = tminy + fy * (tmaxy - tminy)
@@ -1123,7 +1120,7 @@ def pick_hard_negatives(world: World, bars, road_px: np.ndarray, rng: np.random.
     keep = [i for i in rng.permutation(len(rr))[:400]
             if e[i] < xmid - 500 and not busy.contains(Point(e[i], n[i]))]
     for i in keep:
-        add("road", (e[i], n[i]), 3)
+        add("road", (e[i], n[i]), 5)
     return out
 
 
@@ -1378,7 +1375,8 @@ def generate_demo_world(out_dir: str | Path, seed: int = 7, scale: float = 1.0) 
         "mgrs_tile": tile,
         "n_mines": {"train": sum(m.area == "train" for m in world.mines),
                     "demo": sum(m.area == "demo" for m in world.mines)},
-        "n_new_mines": {str(y): sum(m.first_seen == y for m in world.mines) for y in (2023, 2024)},
+        "n_new_mines_2024": {a: sum(m.first_seen == 2024 and m.area == a for m in world.mines)
+                             for a in ("train", "demo")},
         "n_streams": len(world.streams),
         "n_fields": sum(f.kind != "farm_pond" for f in world.fields),
         "n_farm_ponds": sum(f.kind == "farm_pond" for f in world.fields),

@@ -10,13 +10,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import rasterio.features
-from pyproj import Transformer
 from shapely.geometry import box, shape
 from scipy import ndimage
-from shapely.ops import transform as shp_transform
 from shapely.ops import unary_union
 
-from .geo import feature, feature_collection, geodesic_area_ha, write_geojson
+from .geo import feature, feature_collection, geodesic_area_ha, reproject, write_geojson
 from .matching import reference_bounds, stretch_to_reference
 from .raster import Grid, Raster, bounds_grid, utm_epsg
 
@@ -26,15 +24,13 @@ log = logging.getLogger(__name__)
 def region_grid(region_lonlat, resolution: float = 10.0) -> Grid:
     """A grid over the region in the UTM zone of its centroid."""
     c = region_lonlat.centroid
-    epsg = utm_epsg(c.x, c.y)
-    to_utm = Transformer.from_crs("EPSG:4326", epsg, always_xy=True).transform
-    return bounds_grid(f"EPSG:{epsg}", shp_transform(to_utm, region_lonlat).bounds, resolution)
+    crs = f"EPSG:{utm_epsg(c.x, c.y)}"
+    return bounds_grid(crs, reproject(region_lonlat, "EPSG:4326", crs).bounds, resolution)
 
 
 def region_mask(region_lonlat, grid: Grid) -> np.ndarray:
     """Pixels of ``grid`` inside the region polygon."""
-    to_grid = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True).transform
-    geom = shp_transform(to_grid, region_lonlat)
+    geom = reproject(region_lonlat, "EPSG:4326", grid.crs)
     return rasterio.features.geometry_mask([geom], (grid.height, grid.width), grid.transform, invert=True)
 
 
@@ -44,7 +40,6 @@ def zones_from_mask(mask: np.ndarray, crs: str, transform, min_pixels: int = 1) 
     if n == 0:
         return []
     counts = np.bincount(labels.ravel())
-    to_ll = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform
     zones = {}
     for geom, value in rasterio.features.shapes(labels, mask=labels > 0, connectivity=8, transform=transform):
         value = int(value)
@@ -56,7 +51,7 @@ def zones_from_mask(mask: np.ndarray, crs: str, transform, min_pixels: int = 1) 
     for value, polys in sorted(zones.items()):
         proj = unary_union(polys)
         out.append({"zone_id": int(value), "n_pixels": int(counts[value]), "geometry_proj": proj,
-                    "geometry": shp_transform(to_ll, proj)})
+                    "geometry": reproject(proj, crs, "EPSG:4326")})
     return out
 
 

@@ -10,7 +10,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 import shapely
-from pyproj import Geod
+from pyproj import Geod, Transformer
 from shapely.geometry import mapping, shape
 from shapely.ops import unary_union
 
@@ -50,6 +50,12 @@ def read_region(path: str | Path, field: str | None = None, value: str | None = 
     if not geoms:
         raise InputDataError(f"{path}: no polygon")
     return unary_union(geoms)
+
+
+def reproject(geom, src_crs, dst_crs):
+    """A shapely geometry moved from ``src_crs`` to ``dst_crs`` (lon/lat order for EPSG:4326)."""
+    tf = Transformer.from_crs(src_crs, dst_crs, always_xy=True)
+    return shapely.transform(geom, lambda xy: np.column_stack(tf.transform(xy[:, 0], xy[:, 1])))
 
 
 def geodesic_area_ha(geom) -> float:

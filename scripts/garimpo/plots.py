@@ -11,10 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from pyproj import Transformer  # noqa: E402
 from shapely.geometry import shape  # noqa: E402
-from shapely.ops import transform as shp_transform  # noqa: E402
 
+from .geo import reproject  # noqa: E402
 from .raster import Raster  # noqa: E402
 
 COLOURS = {"mining": "#e4002b", "not_mining": "#00b4d8", "region": "#ffffff"}
@@ -41,16 +40,15 @@ def overview_map(scene: Raster, scored_path: str | Path, region_lonlat, out_path
     h, w = scene.array.shape[1:]
     t = scene.transform
     extent = (t.c, t.c + t.a * w, t.f + t.e * h, t.f)
-    to_scene = Transformer.from_crs("EPSG:4326", scene.crs, always_xy=True).transform
     fig, ax = plt.subplots(figsize=(10, 10 * h / w + 0.8), dpi=120)
     ax.imshow(true_colour(scene), extent=extent)
-    _outline(ax, shp_transform(to_scene, region_lonlat), COLOURS["region"], 1.0)
+    _outline(ax, reproject(region_lonlat, "EPSG:4326", scene.crs), COLOURS["region"], 1.0)
     feats = json.loads(Path(scored_path).read_text())["features"]
     counts = {"mining": 0, "not_mining": 0}
     for f in feats:
         label = f["properties"]["label"]
         counts[label] += 1
-        _outline(ax, shp_transform(to_scene, shape(f["geometry"])), COLOURS[label], 1.6 if label == "mining" else 0.9)
+        _outline(ax, reproject(shape(f["geometry"]), "EPSG:4326", scene.crs), COLOURS[label], 1.6 if label == "mining" else 0.9)
     handles = [Line2D([], [], color=COLOURS["mining"], label=f"mining ({counts['mining']})"),
                Line2D([], [], color=COLOURS["not_mining"], label=f"candidate, not mining ({counts['not_mining']})"),
                Line2D([], [], color=COLOURS["region"], label="region")]

@@ -34,8 +34,18 @@ def predict_proba(
     chips: np.ndarray,
     batch_size: int = 64,
     device: str | torch.device | None = None,
+    tta: bool = False,
 ) -> np.ndarray:
-    """P(mining) for chips [N, C, H, W] of reflectance, bands in ``meta["bands"]`` order."""
+    """P(mining) for chips [N, C, H, W] of reflectance, bands in ``meta["bands"]`` order.
+
+    ``tta``: average over the 8 rotations/flips of each chip. A mine has no up or down,
+    so this removes orientation noise from a model trained on few sites (8x the calls).
+    """
+    if tta:
+        chips = np.asarray(chips, dtype=np.float32)
+        views = [np.rot90(chips, k, axes=(2, 3)) for k in range(4)]
+        views += [v[:, :, :, ::-1] for v in views]
+        return np.mean([predict_proba(model, meta, np.ascontiguousarray(v), batch_size, device) for v in views], axis=0)
     chips = np.asarray(chips, dtype=np.float32)
     if chips.ndim != 4 or chips.shape[1] != len(meta["bands"]):
         raise ValueError(
