@@ -362,7 +362,7 @@ def test_layout_at_full_scale():
     xmid = w.grid.x0 + w.grid.size_m[0] / 2
     train = [m for m in w.mines if m.area == "train"]
     demo = [m for m in w.mines if m.area == "demo"]
-    assert (len(train), len(demo)) == (24, 10)
+    assert (len(train), len(demo)) == (40, 10)
     assert sum(m.first_seen == 2024 for m in train) == 3 and sum(m.first_seen == 2024 for m in demo) == 2
     assert all(m.centre[0] < xmid for m in train) and all(m.centre[0] > xmid for m in demo)
     # pure forest control area
@@ -378,7 +378,7 @@ def test_layout_at_full_scale():
     assert min(bar_x) < xmid < max(bar_x)
     tminx, _, tmaxx, _ = w.town.bounds
     assert tminx < xmid < tmaxx
-    assert 15 <= len(w.hard_negatives) <= 25
+    assert 30 <= len(w.hard_negatives) <= 45
 
 
 def test_deterministic_and_cli(world_dir, tmp_path):

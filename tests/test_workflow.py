@@ -19,7 +19,9 @@ pytestmark = pytest.mark.workflow
 
 def snakemake(workdir, *args, check=True):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    cmd = [sys.executable, "-m", "snakemake", *args, "--cores", "2", "--configfile", "config/demo.yaml"]
+    if "--configfile" not in args:
+        args = (*args, "--configfile", "config/demo.yaml")
+    cmd = [sys.executable, "-m", "snakemake", *args, "--cores", "2"]
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=1500)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
@@ -105,5 +107,6 @@ def test_no_rule_above_2gb(demo_run):
 
 def test_rerun_nothing_then_threshold_reruns_only_detection(demo_run):
     assert planned_rules(snakemake(demo_run, *TARGETS, "-n")) == set()
-    planned = planned_rules(snakemake(demo_run, *TARGETS, "-n", "--config", "detection={threshold: 0.99}"))
+    (demo_run / "threshold.yaml").write_text("detection:\n  threshold: 0.99\n")
+    planned = planned_rules(snakemake(demo_run, *TARGETS, "-n", "--configfile", "config/demo.yaml", "threshold.yaml"))
     assert planned == {"classify_candidates", "overview_map", "evaluate_demo"}
