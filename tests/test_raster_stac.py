@@ -108,3 +108,32 @@ def test_clear_mask_buffers_clouds_not_nodata():
     m1 = clear_mask(scl, 1)
     assert m1.sum() == 81 - 5 - 1  # the cross of radius 1 around the cloud, plus the nodata pixel
     assert m1[0, 1] and not m1[3, 4] and m1[3, 3]
+
+
+def test_tile_cache_resumes_and_is_not_stale(tiny_catalog, tmp_path):
+    """A second fetch reuses the cached tile; a rewritten catalog is fetched afresh."""
+    import os
+    import time
+
+    import pandas as pd
+
+    from garimpo.tiles import fetch_point_tiles
+
+    path, _ = tiny_catalog
+    src = Source.from_config({"kind": "local", "url": str(path)})
+    req = ImageryRequest(("B04",), ("2021-01-01", "2025-12-31"), 20)
+    g = Grid(EPSG, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), 64, 64)
+    lon = (g.bbox_lonlat()[0] + g.bbox_lonlat()[2]) / 2
+    lat = (g.bbox_lonlat()[1] + g.bbox_lonlat()[3]) / 2
+    pts = pd.DataFrame({"point_id": ["p1"], "lon": [lon], "lat": [lat], "source": ["t"], "name": [""]})
+    idx = fetch_point_tiles(pts, src, req, 200, tmp_path / "out", tmp_path / "cache")
+    assert idx.status.tolist() == ["ok"] and idx.scene_ids[0] == "S2A_OLD;S2B_NEW"
+    cached = list((tmp_path / "cache").glob("*.tif"))
+    assert len(cached) == 1
+    fetch_point_tiles(pts, src, req, 200, tmp_path / "out", tmp_path / "cache")
+    assert list((tmp_path / "cache").glob("*.tif")) == cached  # reused, nothing refetched
+    time.sleep(0.01)
+    for item_json in path.parent.rglob("S2B_NEW.json"):
+        os.utime(item_json)  # the scene was reprocessed
+    fetch_point_tiles(pts, src, req, 200, tmp_path / "out", tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.tif"))) == 2

@@ -20,7 +20,7 @@ from .errors import InputDataError, NoImageryError
 from .matching import reference_bounds, stretch_to_reference
 from .raster import read_raster, tile_grid, write_raster
 from .split import assign_split
-from .stac import ImageryRequest, Source, fetch_composite, provenance
+from .stac import ImageryRequest, Source, fetch_composite, provenance, search_items
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,24 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 RGB_BANDS = ("B04", "B03", "B02")
 
 
-def _cache_key(source: Source, request: ImageryRequest, lon: float, lat: float, size_m: float) -> str:
-    blob = json.dumps([source.kind, source.url, source.collection, list(request.bands), list(request.period),
-                       request.max_cloud, request.composite, request.max_scenes, request.cloud_buffer_m, round(lon, 7), round(lat, 7), size_m])
+def _item_version(item) -> str:
+    """What changes when an item's pixels can change: its ``updated`` stamp, or a local file's mtime."""
+    updated = item.properties.get("updated", "")
+    href = item.get_self_href()
+    if href and os.path.exists(href):
+        updated += f"@{os.stat(href).st_mtime_ns}"
+    return f"{item.id}:{updated}"
+
+
+def _cache_key(source: Source, request: ImageryRequest, grid, items) -> str:
+    """Everything that shapes a tile's pixels, including which scene versions were found.
+
+    Keying on the scenes (not only the place) means a regenerated or reprocessed catalog
+    is never served from a stale cache.
+    """
+    blob = json.dumps([source.kind, source.url, source.collection, source.harmonized, list(request.bands),
+                       request.composite, request.max_scenes, request.cloud_buffer_m, grid.crs,
+                       list(grid.transform)[:6], grid.width, grid.height, sorted(_item_version(i) for i in items)])
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -56,13 +71,13 @@ def fetch_point_tiles(
     cache_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for rec in points.itertuples(index=False):
-        key = _cache_key(source, request, rec.lon, rec.lat, size_m)
-        cached = cache_dir / f"{key}.tif"
         row = {"tile_id": rec.point_id, "lon": rec.lon, "lat": rec.lat, "source": rec.source}
+        grid = tile_grid(rec.lon, rec.lat, size_m)
+        items = search_items(source, grid.bbox_lonlat(), request.period, request.max_cloud)
+        cached = cache_dir / f"{_cache_key(source, request, grid, items)}.tif"
         if not cached.exists():
-            grid = tile_grid(rec.lon, rec.lat, size_m)
             try:
-                image, used = fetch_composite(source, request, grid)
+                image, used = fetch_composite(source, request, grid, items)
             except NoImageryError as exc:
                 if not skip_missing:
                     raise
