@@ -10,11 +10,14 @@ fetched and a window straddling two granules or UTM zones comes out seamless.
 from __future__ import annotations
 
 import logging
+import re
+import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pystac
@@ -23,8 +26,9 @@ from scipy import ndimage
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
-from .errors import InputDataError, NoImageryError
+from .errors import GarimpoError, InputDataError, NoImageryError
 from .raster import Grid
+from .stac_cache import SearchCache, search_key
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +55,56 @@ DN_OFFSET = 1000.0
 DN_SCALE = 10000.0
 
 
+class ImageryAccessError(GarimpoError, ConnectionError):
+    """A STAC API or an asset could not be reached after the configured retries.
+
+    Deliberately not a :class:`NoImageryError`: an outage must fail the run, not be
+    recorded as "no imagery here" and skipped.
+    """
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries with exponential backoff: ``base_delay * 2**(attempt-1)`` seconds, capped at ``max_delay``."""
+
+    attempts: int = 4
+    base_delay: float = 1.0
+    max_delay: float = 30.0
+    timeout: float = 60.0  # seconds per HTTP request of a search
+
+    def __post_init__(self):
+        if self.attempts < 1:
+            raise InputDataError(f"retry attempts must be >= 1, got {self.attempts}")
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+
+    @classmethod
+    def from_config(cls, cfg: Mapping | None) -> "RetryPolicy":
+        cfg = cfg or {}
+        return cls(int(cfg.get("attempts", 4)), float(cfg.get("base_delay_s", 1.0)),
+                   float(cfg.get("max_delay_s", 30.0)), float(cfg.get("timeout_s", 60.0)))
+
+
 @dataclass(frozen=True)
 class Source:
-    """Where imagery comes from; built from the ``imagery.source`` config block."""
+    """Where imagery comes from; built from the ``imagery.source`` config block.
+
+    ``cache_dir``: where API searches are cached as JSON (None: no cache). ``retry``:
+    backoff for searches and asset reads. ``signer``: ``href -> signed href`` applied
+    right before each read (default: ``planetary_computer.sign`` for Planetary Computer,
+    none otherwise); a signer with a ``refresh()`` method has it called before the one
+    re-sign that follows a 403.
+    """
 
     kind: str  # local | planetary_computer | earth_search
     url: str  # catalog.json path for local, API root URL otherwise
     collection: str = "sentinel-2-l2a"
     harmonized: bool = False  # True for collections already corrected for the 04.00 offset
+    cache_dir: str | None = None
+    retry: RetryPolicy = RetryPolicy()
+    signer: Callable[[str], str] | None = field(default=None, compare=False, repr=False)
+    page_size: int = 100  # items per search page asked of the API
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> "Source":
@@ -67,7 +113,9 @@ class Source:
             raise InputDataError(f"imagery.source.kind {kind!r} unknown; use one of {sorted(ASSET_KEYS)}")
         collection = cfg.get("collection", "sentinel-2-l2a")
         harmonized = bool(cfg.get("harmonized", collection == "sentinel-2-c1-l2a"))
-        return cls(kind, str(cfg["url"]), collection, harmonized)
+        cache_dir = cfg.get("cache_dir")
+        return cls(kind, str(cfg["url"]), collection, harmonized,
+                   str(cache_dir) if cache_dir else None, RetryPolicy.from_config(cfg.get("retry")))
 
     def asset_key(self, band: str) -> str:
         try:
@@ -122,22 +170,239 @@ def _search_static(source: Source, bbox, start, end, max_cloud) -> list[pystac.I
 
 
 def _search_api(source: Source, bbox, start, end, max_cloud, max_items) -> list[pystac.Item]:
+    """Search a STAC API with pystac-client (pages followed), retried, cached, re-checked client side.
+
+    No signing here: hrefs stay unsigned (in memory and in the cache); they are signed
+    right before each read, so a SAS token never outlives its hour in a long run.
+    """
+    period = (f"{start:%Y-%m-%dT%H:%M:%SZ}", f"{end:%Y-%m-%dT%H:%M:%SZ}")
+    cache = SearchCache(source.cache_dir) if source.cache_dir else None
+    key = search_key(source.url, source.collection, bbox, period, max_cloud, max_items)
+    if cache is not None:
+        hit = cache.get(key)
+        if hit is not None:
+            log.info("STAC search cache hit (%s): %d items", cache.path(key).name, len(hit))
+            return hit
+    where = redact_url(source.url)
+    items = _retry(lambda: _query_api(source, bbox, period, max_cloud, max_items), f"STAC search at {where}",
+                   source.retry, _classify_search_error)
+    kept, seen = [], set()
+    for item in items:  # the API's filter, trusted but verified
+        cloud = item.properties.get("eo:cloud_cover")
+        if item.id in seen or cloud is None or not cloud < max_cloud:
+            continue
+        if item.bbox and not _bbox_intersects(item.bbox, bbox):
+            continue
+        if item.datetime is not None and not start <= item.datetime <= end:
+            continue
+        seen.add(item.id)
+        kept.append(item)
+    if len(kept) < len(items):
+        log.warning("STAC search at %s: dropped %d items the API returned outside the filter",
+                    where, len(items) - len(kept))
+    if cache is not None:
+        cache.put(key, kept)
+    return kept
+
+
+def _query_api(source: Source, bbox, period, max_cloud, max_items) -> list[pystac.Item]:
     import pystac_client
+    from pystac_client.stac_api_io import StacApiIO
 
-    modifier = None
-    if source.kind == "planetary_computer":
-        import planetary_computer
-
-        modifier = planetary_computer.sign_inplace
-    client = pystac_client.Client.open(source.url, modifier=modifier)
+    # Retries are ours (backoff, attempt count in the error), so none inside requests.
+    stac_io = StacApiIO(timeout=source.retry.timeout, max_retries=None)
+    client = pystac_client.Client.open(source.url, stac_io=stac_io, timeout=source.retry.timeout)
     search = client.search(
         collections=[source.collection],
         bbox=list(bbox),
-        datetime=f"{start:%Y-%m-%dT%H:%M:%SZ}/{end:%Y-%m-%dT%H:%M:%SZ}",
+        datetime=f"{period[0]}/{period[1]}",
         query={"eo:cloud_cover": {"lt": max_cloud}},
+        limit=source.page_size,
         max_items=max_items,
     )
     return list(search.items())
+
+
+# ---- retries, redaction, signing -------------------------------------------------------------
+
+_QUERY_IN_URL = re.compile(r"((?:https?|s3|gs|az)://[^\s?#'\"<>]+)[?#][^\s'\"<>]*")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without query string or fragment (where SAS tokens live); safe to log."""
+    parts = urlsplit(str(url))
+    if parts.scheme in ("", "file") or len(parts.scheme) == 1:  # a path (or a Windows drive)
+        return str(url).split("?", 1)[0]
+    return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", ""))
+
+
+def redact(text: object, *secrets: str) -> str:
+    """``text`` with every URL's query string removed and each of ``secrets`` (signed hrefs) redacted."""
+    out = str(text)
+    for secret in secrets:
+        if secret:
+            out = out.replace(secret, redact_url(secret))
+    return _QUERY_IN_URL.sub(r"\1", out)
+
+
+def _status_of(err: BaseException) -> int | None:
+    status = getattr(err, "status_code", None)
+    if status is None and getattr(err, "response", None) is not None:
+        status = getattr(err.response, "status_code", None)
+    if status is None:
+        m = re.search(r"HTTP (?:response code|status)[: ]+(\d{3})", str(err))
+        status = int(m.group(1)) if m else None
+    return status
+
+
+def _classify_search_error(err: BaseException) -> str:
+    """'retry' (network, 429, 5xx), 'fail' (other HTTP/API errors) or 'raise' (not an I/O problem)."""
+    import requests
+    from pystac_client.exceptions import APIError
+
+    if isinstance(err, (requests.ConnectionError, requests.Timeout)):
+        return "retry"
+    if isinstance(err, (APIError, requests.RequestException)):
+        status = _status_of(err)
+        return "retry" if status is None or status == 429 or status >= 500 else "fail"
+    return "raise"
+
+
+_PERMANENT = ("HTTP response code: 404", "No such file or directory", "does not exist in the file system")
+
+
+def _classify_read_error(err: BaseException) -> str:
+    """'forbidden' (403: token expired, re-sign), 'retry', 'fail' or 'raise' for a raster read."""
+    from rasterio.errors import RasterioError
+
+    try:
+        from rasterio._err import CPLE_BaseError
+    except ImportError:  # pragma: no cover - rasterio internals moved
+        CPLE_BaseError = RasterioError
+    if not isinstance(err, (RasterioError, CPLE_BaseError, OSError)):
+        return "raise"
+    status = _status_of(err)
+    text = str(err)
+    if status == 403 or "AuthenticationFailed" in text or "Signature not valid" in text:
+        return "forbidden"
+    if status is not None and status != 429 and status < 500:
+        return "fail"
+    if any(p in text for p in _PERMANENT):
+        return "fail"
+    return "retry"
+
+
+def _retry(fn, what: str, policy: RetryPolicy, classify, sleep=None):
+    """``fn()`` up to ``policy.attempts`` times with exponential backoff on transient errors."""
+    sleep = sleep or time.sleep
+    last: BaseException | None = None
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return fn()
+        except Exception as err:  # noqa: BLE001 - classified below
+            verdict = classify(err)
+            if verdict == "raise":
+                raise
+            if verdict != "retry":
+                raise ImageryAccessError(f"{what} failed: {type(err).__name__}: {redact(err)}") from None
+            last = err
+            if attempt < policy.attempts:
+                delay = policy.delay(attempt)
+                log.warning("%s failed (attempt %d/%d: %s); retrying in %.2f s", what, attempt, policy.attempts,
+                            redact(err)[:300], delay)
+                sleep(delay)
+    raise ImageryAccessError(
+        f"{what} failed after {policy.attempts} attempts; last error: {type(last).__name__}: {redact(last)[:500]}"
+    ) from None
+
+
+class _RedactFilter(logging.Filter):
+    """Strips URL query strings (SAS tokens) from log records; rasterio's DEBUG lines name the signed href."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is not ours to break
+            return True
+        if "?" in text or "#" in text:
+            record.msg, record.args = redact(text), ()
+        return True
+
+
+_REDACT_FILTER = _RedactFilter()
+
+
+def _install_redaction() -> None:
+    """Put the redacting filter on every rasterio logger (filters on a logger do not reach its children)."""
+    names = {"rasterio", "rasterio._base", "rasterio._io", "rasterio._warp", "rasterio._env", "rasterio.env",
+             "rasterio._err", "rasterio._filepath", "rasterio.vrt", "rasterio.io", "rasterio._path"}
+    names |= {n for n in list(logging.root.manager.loggerDict) if n.startswith("rasterio")}
+    for name in names:
+        logger = logging.getLogger(name)
+        if _REDACT_FILTER not in logger.filters:
+            logger.addFilter(_REDACT_FILTER)
+
+
+class PlanetaryComputerSigner:
+    """``planetary_computer.sign`` for one href; ``refresh()`` drops cached SAS tokens (after a 403)."""
+
+    def __call__(self, href: str) -> str:
+        import planetary_computer
+
+        return planetary_computer.sign(href)
+
+    def refresh(self) -> None:
+        from planetary_computer import sas
+
+        getattr(sas, "TOKEN_CACHE", {}).clear()
+
+
+def _signer_for(source: Source) -> Callable[[str], str] | None:
+    if source.signer is not None:
+        return source.signer
+    if source.kind == "planetary_computer":
+        return PlanetaryComputerSigner()
+    return None
+
+
+def read_band(item: pystac.Item, source: Source, band: str, grid: Grid,
+              resampling: Resampling) -> tuple[np.ndarray, float]:
+    """One band of ``item`` on ``grid``: signed right before reading, retried, re-signed once on 403.
+
+    Errors and log lines name the unsigned href only, never a signed one.
+    """
+    href = _href(item, source, band)
+    safe = redact_url(href)
+    _install_redaction()
+    signer = _signer_for(source)
+    policy = source.retry
+    resigned = False
+    failures = 0
+    while True:
+        signed = signer(href) if signer else href
+        try:
+            return read_asset(signed, grid, resampling, fresh=resigned or failures > 0)
+        except Exception as err:  # noqa: BLE001 - classified below
+            verdict = _classify_read_error(err)
+            message = redact(f"{type(err).__name__}: {err}", signed)
+            if verdict == "raise":
+                raise
+            if verdict == "forbidden" and signer is not None and not resigned:
+                resigned = True  # an expired token: sign again once, no backoff, not counted as an attempt
+                log.warning("asset %s refused (%s); signing it again", safe, message[:300])
+                if hasattr(signer, "refresh"):
+                    signer.refresh()
+                continue
+            if verdict != "retry":
+                raise ImageryAccessError(f"reading {safe} (item {item.id}, band {band}) failed: {message}") from None
+            failures += 1
+            if failures >= policy.attempts:
+                raise ImageryAccessError(f"reading {safe} (item {item.id}, band {band}) failed after "
+                                         f"{policy.attempts} attempts; last error: {message[:500]}") from None
+            delay = policy.delay(failures)
+            log.warning("reading %s failed (attempt %d/%d: %s); retrying in %.2f s", safe, failures,
+                        policy.attempts, message[:300], delay)
+            time.sleep(delay)
 
 
 def dn_offset(item: pystac.Item, source: Source) -> float:
@@ -150,9 +415,20 @@ def dn_offset(item: pystac.Item, source: Source) -> float:
     return DN_OFFSET if item.datetime >= BASELINE_OFFSET_DATE else 0.0
 
 
-def read_asset(href: str, grid: Grid, resampling: Resampling) -> tuple[np.ndarray, float]:
-    """Read one single-band asset warped onto ``grid``; only the overlapping windows are fetched."""
-    with rasterio.open(href) as src:
+def read_asset(href: str, grid: Grid, resampling: Resampling, fresh: bool = False) -> tuple[np.ndarray, float]:
+    """Read one single-band asset warped onto ``grid``; only the overlapping windows are fetched.
+
+    ``fresh``: bypass GDAL's /vsicurl/ cache for this URL (it remembers a failed answer,
+    so a retry without it would only replay the 503).
+    """
+    remote = urlsplit(href).scheme in ("http", "https")
+    options = {}
+    if remote:
+        options = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_MAX_RETRY": 0}
+        if fresh:
+            options["CPL_VSIL_CURL_NON_CACHED"] = "/vsicurl/" + redact_url(href)
+    env = rasterio.Env(**options)
+    with env, rasterio.open(href) as src:
         nodata = src.nodata if src.nodata is not None else 0
         with WarpedVRT(
             src,
@@ -188,10 +464,10 @@ def read_item(
     offset = dn_offset(item, source)
     out = np.full((len(bands), grid.height, grid.width), np.nan, dtype=np.float32)
     for i, band in enumerate(bands):
-        dn, nodata = read_asset(_href(item, source, band), grid, Resampling.bilinear)
+        dn, nodata = read_band(item, source, band, grid, Resampling.bilinear)
         valid = dn != nodata
         out[i][valid] = (dn[valid].astype(np.float32) - offset) / DN_SCALE
-    scl, _ = read_asset(_href(item, source, "SCL"), grid, Resampling.nearest)
+    scl, _ = read_band(item, source, "SCL", grid, Resampling.nearest)
     clear = clear_mask(scl, int(round(cloud_buffer_m / grid.resolution))) & np.all(np.isfinite(out), axis=0)
     return out, clear
 
