@@ -22,6 +22,7 @@ include: "rules/weights.smk"
 include: "rules/training_data.smk"
 include: "rules/classifier.smk"
 include: "rules/detection.smk"
+include: "rules/evaluation.smk"
 
 
 rule all:

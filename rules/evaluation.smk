@@ -1,0 +1,32 @@
+# Score the trained classifier on labelled chip folders (config evaluation.chip_sets).
+
+
+rule evaluate_chip_set:
+    input:
+        model="results/models/classifier/best_model.pth",
+        stats="results/stats/positive.json",
+    output:
+        metrics="results/eval/{name}/metrics.json",
+        pr_curve="results/eval/{name}/pr_curve.png",
+        gallery="results/eval/{name}/gallery.png",
+    log:
+        "logs/evaluate_chip_set_{name}.log",
+    benchmark:
+        "benchmarks/evaluate_chip_set_{name}.tsv"
+    wildcard_constraints:
+        name="[A-Za-z0-9_.-]+",
+    conda:
+        "../envs/ml.yaml"
+    threads: 2
+    resources:
+        mem_mb=3000,
+        runtime=60,
+        gpu=1,
+    params:
+        chip_dir=lambda w: config["evaluation"]["chip_sets"][w.name],
+        threshold=config["detection"]["threshold"],
+        batch_size=config["detection"]["batch_size"],
+        tta=config["detection"]["tta"],
+        matching=config["matching"],
+    script:
+        "../scripts/evaluate_chips.py"

@@ -1,0 +1,44 @@
+"""Rule evaluate_chip_set: score the trained classifier on a labelled folder of chips."""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import torch  # noqa: E402
+
+from garimpo.classifier.evaluation import (  # noqa: E402
+    evaluate_chip_set, load_chip_set, plot_gallery, plot_pr_curve,
+)
+from garimpo.classifier.model import load_classifier  # noqa: E402
+from garimpo.smk import setup_logging, write_json  # noqa: E402
+
+
+def main(smk):
+    log = setup_logging(smk)
+    torch.set_num_threads(max(1, int(smk.threads)))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, meta = load_classifier(smk.input.model, device=device)
+    with open(smk.input.stats) as fh:
+        stats = json.load(fh)
+    chip_dir = smk.params.chip_dir
+    matching = smk.params.get("matching") or {}
+    chips = load_chip_set(chip_dir)
+    log.info("evaluating model %s on %d chips from %s (%d positive) on %s", meta.get("model_id"), len(chips),
+             chip_dir, int(chips["label"].sum()), device)
+    report = evaluate_chip_set(
+        model, meta, chips, stats, threshold=smk.params.threshold, batch_size=int(smk.params.batch_size),
+        device=device, tta=bool(smk.params.get("tta", False)),
+        p_low=float(matching.get("p_low", 2.0)), p_high=float(matching.get("p_high", 98.0)),
+    )
+    report = {"chip_set": smk.wildcards.get("name", ""), "chip_dir": str(chip_dir),
+              "model_id": meta.get("model_id"), "tta": bool(smk.params.get("tta", False)), **report}
+    log.info("precision %.3f recall %.3f f1 %.3f pr_auc %s roc_auc %s at threshold %.3f", report["precision"],
+             report["recall"], report["f1"], report["pr_auc"], report["roc_auc"], report["threshold"])
+    write_json(smk.output.metrics, report)
+    plot_pr_curve(chips["label"], chips["score"], report["threshold"], smk.output.pr_curve)
+    plot_gallery(chips, smk.output.gallery, n=16, threshold=report["threshold"])
+
+
+main(snakemake)  # noqa: F821

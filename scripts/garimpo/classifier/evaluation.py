@@ -1,0 +1,380 @@
+"""Score a trained classifier on any labelled folder of chips.
+
+A chip set is a folder with either a ``manifest.csv`` (columns ``path``, ``label``,
+optional ``source``; paths relative to the folder) or ``positive/`` and ``negative/``
+subfolders.  Chips are read and matched onto the positives' statistics exactly as
+training tiles are (``import_local_images`` then ``match_tiles``), scored in
+bounded batches, and summarised with threshold metrics, PR-AUC and ROC-AUC.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import rasterio
+import torch
+from PIL import Image
+from torch import nn
+
+from garimpo.errors import InputDataError
+from garimpo.matching import reference_bounds, stretch_to_reference
+
+from .data import RGB_BANDS, preprocess
+from .metrics import _as_arrays, binary_metrics, threshold_sweep
+
+log = logging.getLogger(__name__)
+
+CHIP_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+RASTER_SUFFIXES = (".tif", ".tiff")
+_LABELS = {"positive": 1, "negative": 0, "1": 1, "0": 0, "true": 1, "false": 0, "1.0": 1, "0.0": 0}
+
+
+# ---------------------------------------------------------------- chip sets
+
+def load_chip_set(folder: str | os.PathLike) -> pd.DataFrame:
+    """Chips of a labelled folder as ``DataFrame[path, label (0/1), source]``.
+
+    Uses ``folder/manifest.csv`` when present, else the images under
+    ``folder/positive`` and ``folder/negative`` (source ``"unknown"``).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputDataError(f"chip set folder {folder} not found; fix evaluation.chip_sets")
+    manifest = folder / "manifest.csv"
+    if manifest.is_file():
+        df = _from_manifest(folder, manifest)
+    else:
+        sub = {name: folder / name for name in ("positive", "negative")}
+        if not any(p.is_dir() for p in sub.values()):
+            raise InputDataError(
+                f"chip set folder {folder} has neither a manifest.csv (columns path,label,source) "
+                "nor positive/ and negative/ subfolders"
+            )
+        rows = []
+        for name, label in (("positive", 1), ("negative", 0)):
+            if not sub[name].is_dir():
+                log.warning("chip set %s has no %s/ subfolder", folder, name)
+                continue
+            files = sorted(p for p in sub[name].rglob("*") if p.suffix.lower() in CHIP_SUFFIXES)
+            rows += [{"path": str(p), "label": label, "source": "unknown"} for p in files]
+        df = pd.DataFrame(rows, columns=["path", "label", "source"])
+    if df.empty:
+        raise InputDataError(f"chip set folder {folder} holds no {'/'.join(CHIP_SUFFIXES)} chip")
+    return df.reset_index(drop=True)
+
+
+def _from_manifest(folder: Path, manifest: Path) -> pd.DataFrame:
+    raw = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    missing = [c for c in ("path", "label") if c not in raw.columns]
+    if missing:
+        raise InputDataError(f"{manifest} lacks columns {missing}; it has {list(raw.columns)}")
+    labels = raw["label"].str.strip().str.lower().map(_LABELS)
+    bad = sorted(set(raw.loc[labels.isna(), "label"]))
+    if bad:
+        raise InputDataError(
+            f"{manifest} has labels {bad[:5]}; use positive/negative or 1/0"
+        )
+    paths = [str(p if Path(p).is_absolute() else folder / p) for p in raw["path"].str.strip()]
+    absent = [p for p in paths if not os.path.isfile(p)]
+    if absent:
+        raise InputDataError(
+            f"{manifest} lists {len(absent)} chip(s) that do not exist (paths are relative to "
+            f"{folder}), e.g. {absent[:3]}"
+        )
+    source = raw["source"].replace("", "unknown") if "source" in raw.columns else "unknown"
+    return pd.DataFrame({"path": paths, "label": labels.astype(int), "source": source})
+
+
+def read_chip(
+    path: str | os.PathLike,
+    bands: Sequence[str],
+    stats: Mapping | str | os.PathLike,
+    p_low: float = 2.0,
+    p_high: float = 98.0,
+) -> np.ndarray:
+    """One chip as float32 [C, H, W] in ``bands`` order, matched to the positive statistics.
+
+    8-bit PNG/JPEG chips are bands B04, B03, B02 scaled to 0..1; GeoTIFF bands are
+    picked by their descriptions.  Each band's own P_low/P_high is then stretched
+    onto the positives' P2/P98 with ``stretch_to_reference``, as in ``match_tiles``.
+    """
+    stats = _load_stats(stats)
+    path = Path(path)
+    if path.suffix.lower() in RASTER_SUFFIXES:
+        with rasterio.open(path) as src:
+            names = [d.strip() if d else f"band{i + 1}" for i, d in enumerate(src.descriptions)]
+            arr = src.read().astype(np.float32, copy=False)
+    else:
+        try:
+            with Image.open(path) as img:
+                arr = np.asarray(img.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
+        except OSError as err:
+            raise InputDataError(f"chip {path} is not a readable image ({err})") from err
+        names = list(RGB_BANDS)
+    missing = [b for b in bands if b not in names]
+    if missing:
+        raise InputDataError(
+            f"chip {path} lacks the model's bands {missing}; it has {names} "
+            "(PNG/JPEG chips only carry B04, B03, B02)"
+        )
+    arr = np.ascontiguousarray(arr[[names.index(b) for b in bands]])
+    try:
+        low, high = reference_bounds(stats, list(bands))
+    except KeyError as err:
+        raise InputDataError(f"positive statistics do not fit the model: {err}") from err
+    return stretch_to_reference(arr, low, high, p_low, p_high)
+
+
+def _load_stats(stats: Mapping | str | os.PathLike) -> Mapping:
+    if isinstance(stats, Mapping):
+        return stats
+    with open(stats) as fh:
+        return json.load(fh)
+
+
+# ---------------------------------------------------------------- scoring
+
+def _tta_views(x: torch.Tensor) -> list[torch.Tensor]:
+    views = [torch.rot90(x, k, dims=(2, 3)) for k in range(4)]
+    return views + [torch.flip(v, dims=(3,)) for v in views]
+
+
+@torch.inference_mode()
+def score_chips(
+    model: nn.Module,
+    meta: dict,
+    paths: Sequence[str | os.PathLike],
+    stats: Mapping | str | os.PathLike,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    tta: bool = False,
+    p_low: float = 2.0,
+    p_high: float = 98.0,
+) -> np.ndarray:
+    """P(mining) per chip path; reads ``batch_size`` chips at a time (memory stays bounded).
+
+    Each chip is preprocessed on its own (chips may differ in size), exactly as
+    ``predict_proba`` would; ``tta`` averages the 8 rotations/flips.
+    """
+    stats = _load_stats(stats)
+    bands = list(meta["bands"])
+    args = (meta["low"], meta["high"], int(meta["input_size"]), meta["mean"], meta["std"])
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.to(device).eval()
+    out = []
+    try:
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            x = torch.cat([preprocess(read_chip(p, bands, stats, p_low, p_high)[None], *args) for p in chunk])
+            x = x.to(device)
+            views = _tta_views(x) if tta else [x]
+            probs = torch.stack([torch.sigmoid(model(v).float()).flatten() for v in views]).mean(0)
+            out.append(probs.cpu())
+            if (start // batch_size) % 20 == 0:
+                log.info("scored %d / %d chips", start + len(chunk), len(paths))
+    finally:
+        model.train(was_training)
+    return torch.cat(out).numpy().astype(float) if out else np.zeros(0)
+
+
+# ---------------------------------------------------------------- metrics
+
+def average_precision(y_true, y_prob) -> float:
+    """Area under the PR curve as sum_k (R_k - R_{k-1}) P_k over distinct thresholds (ties grouped).
+
+    NaN when there is no positive.
+    """
+    y_true, y_prob = _as_arrays(y_true, y_prob)
+    if y_true.sum() == 0:
+        return float("nan")
+    sweep = threshold_sweep(y_true, y_prob)
+    recall = sweep["recall"][::-1]  # descending thresholds: recall grows
+    precision = sweep["precision"][::-1]
+    return float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
+
+
+def roc_auc(y_true, y_prob) -> float:
+    """ROC-AUC as the Mann-Whitney statistic with mid-ranks (a tie counts 1/2).
+
+    NaN when either class is absent.
+    """
+    y_true, y_prob = _as_arrays(y_true, y_prob)
+    n_pos = int(y_true.sum())
+    n_neg = int(y_true.size - n_pos)
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    _, inverse, counts = np.unique(y_prob, return_inverse=True, return_counts=True)
+    first = np.cumsum(counts) - counts  # 0-based rank where each distinct value starts
+    midrank = first + (counts + 1) / 2.0  # 1-based average rank of the tied group
+    rank_sum = float(midrank[inverse][y_true == 1].sum())
+    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def metrics_from_scores(y_true, y_prob, threshold: float, sources: Sequence[str] | None = None) -> dict:
+    """The evaluation report for scores already computed (see ``evaluate_chip_set``)."""
+    y_true, y_prob = _as_arrays(y_true, y_prob)
+    m = binary_metrics(y_true, y_prob, threshold)
+    report = {
+        "n": m["n"],
+        "n_positive": int(y_true.sum()),
+        "n_negative": int(y_true.size - y_true.sum()),
+        "threshold": float(threshold),
+        "precision": m["precision"],
+        "recall": m["recall"],
+        "f1": m["f1"],
+        "specificity": m["specificity"],
+        "accuracy": m["accuracy"],
+        "pr_auc": _finite_or_none(average_precision(y_true, y_prob)),
+        "roc_auc": _finite_or_none(roc_auc(y_true, y_prob)),
+        "confusion": {k: m[k] for k in ("tp", "fp", "tn", "fn")},
+    }
+    if sources is not None:
+        sources = np.asarray([str(s) for s in sources])
+        if set(sources) != {"unknown"}:
+            per = {}
+            for src in sorted(set(sources)):
+                sel = sources == src
+                sm = binary_metrics(y_true[sel], y_prob[sel], threshold)
+                per[src] = {
+                    "n": int(sel.sum()),
+                    "n_positive": int(y_true[sel].sum()),
+                    **{k: sm[k] for k in ("precision", "recall", "specificity", "f1")},
+                }
+            report["per_source"] = per
+    return report
+
+
+def evaluate_chip_set(
+    model: nn.Module,
+    meta: dict,
+    chips_df: pd.DataFrame,
+    stats: Mapping | str | os.PathLike,
+    threshold: float | None = None,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    tta: bool = False,
+    p_low: float = 2.0,
+    p_high: float = 98.0,
+) -> dict:
+    """Score ``chips_df`` (from ``load_chip_set``) and report metrics at ``threshold``.
+
+    ``threshold`` None uses the checkpoint's (``meta["threshold"]``).  Keys: n, n_positive,
+    n_negative, threshold, precision, recall, f1, specificity, accuracy, pr_auc (average
+    precision), roc_auc, confusion {tp, fp, tn, fn}, and per_source when sources are known.
+    The scores themselves are added to ``chips_df`` as column ``score`` (in place).
+    """
+    thr = float(meta["threshold"] if threshold is None else threshold)
+    scores = score_chips(model, meta, list(chips_df["path"]), stats, batch_size, device, tta, p_low, p_high)
+    chips_df["score"] = scores
+    sources = chips_df["source"] if "source" in chips_df.columns else None
+    return metrics_from_scores(chips_df["label"].to_numpy(), scores, thr, sources)
+
+
+# ---------------------------------------------------------------- plots
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_pr_curve(y_true, y_prob, threshold: float, path: str | os.PathLike) -> Path:
+    """Precision-recall curve with the operating point at ``threshold`` marked."""
+    plt = _pyplot()
+    y_true, y_prob = _as_arrays(y_true, y_prob)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    try:
+        if y_true.sum() > 0:
+            sweep = threshold_sweep(y_true, y_prob)
+            r = np.concatenate([[0.0], sweep["recall"][::-1]])
+            p = np.concatenate([[1.0], sweep["precision"][::-1]])
+            ax.step(r, p, where="pre", color="tab:blue",
+                    label=f"AP = {average_precision(y_true, y_prob):.3f}")
+            m = binary_metrics(y_true, y_prob, threshold)
+            ax.plot([m["recall"]], [m["precision"]], "o", color="tab:red",
+                    label=f"threshold {threshold:.3f}: P={m['precision']:.2f} R={m['recall']:.2f}")
+            ax.axhline(y_true.mean(), color="grey", ls=":", lw=1, label="chance")
+            ax.legend(loc="lower left")
+        else:
+            ax.text(0.5, 0.5, "no positive chips", ha="center", va="center")
+        ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="recall", ylabel="precision",
+               title=f"Precision-recall ({y_true.sum()} pos / {(y_true == 0).sum()} neg)")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _display_rgb(path: str) -> np.ndarray:
+    """An [H, W, 3] (or [H, W]) view of a chip for the gallery, stretched 2-98 %."""
+    if Path(path).suffix.lower() in RASTER_SUFFIXES:
+        with rasterio.open(path) as src:
+            names = [d.strip() if d else "" for d in src.descriptions]
+            idx = [names.index(b) + 1 for b in RGB_BANDS] if all(b in names for b in RGB_BANDS) else [1]
+            arr = src.read(idx).astype(np.float32)
+        lo, hi = np.nanpercentile(arr, [2, 98]) if np.isfinite(arr).any() else (0.0, 1.0)
+        arr = np.clip((np.nan_to_num(arr, nan=lo) - lo) / max(hi - lo, 1e-6), 0, 1)
+        return arr.transpose(1, 2, 0) if arr.shape[0] == 3 else arr[0]
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def plot_gallery(df: pd.DataFrame, path: str | os.PathLike, n: int = 16, threshold: float | None = None) -> Path:
+    """The n/2 worst false positives (highest-scored negatives) and n/2 worst false negatives.
+
+    ``df`` needs columns path, label, score (source optional).  Without ``threshold``
+    the worst negatives/positives are shown whether or not they cross a threshold.
+    """
+    plt = _pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    k = max(1, n // 2)
+    neg = df[df["label"] == 0]
+    pos = df[df["label"] == 1]
+    if threshold is not None:
+        neg, pos = neg[neg["score"] >= threshold], pos[pos["score"] < threshold]
+    groups = [
+        ("Worst false positives (negatives, highest score)", neg.sort_values("score", ascending=False).head(k)),
+        ("Worst false negatives (positives, lowest score)", pos.sort_values("score", ascending=True).head(k)),
+    ]
+    cols = min(k, 4)
+    rows = math.ceil(k / cols)
+    fig = plt.figure(figsize=(2.6 * cols, 2 * (2.8 * rows + 0.4)))
+    try:
+        for subfig, (title, sel) in zip(fig.subfigures(2, 1), groups):
+            subfig.suptitle(title, fontsize=11)
+            axes = np.atleast_1d(subfig.subplots(rows, cols)).ravel()
+            for ax in axes:
+                ax.axis("off")
+            if sel.empty:
+                axes[0].text(0.0, 0.5, "none", fontsize=10, va="center")
+            for ax, rec in zip(axes, sel.to_dict("records")):
+                try:
+                    ax.imshow(_display_rgb(rec["path"]), cmap="gray")
+                except Exception as err:  # a gallery must not fail on one odd chip
+                    ax.text(0.0, 0.5, f"unreadable: {err}"[:60], fontsize=6)
+                src = str(rec.get("source", "unknown"))
+                ax.set_title(f"p={rec['score']:.3f}\n{src[:28]}", fontsize=7)
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+    return path
