@@ -23,13 +23,13 @@ def shared_dir():
     return SHARED
 
 
-def write_band_cog(path, array, transform, nodata=0):
+def write_band_cog(path, array, transform, nodata=0, crs=EPSG):
     import rasterio
     from rasterio.shutil import copy as rio_copy
 
     path.parent.mkdir(parents=True, exist_ok=True)
     profile = dict(driver="GTiff", height=array.shape[0], width=array.shape[1], count=1, dtype=array.dtype.name,
-                   crs=EPSG, transform=transform, nodata=nodata)
+                   crs=crs, transform=transform, nodata=nodata)
     tmp = path.with_suffix(".tmp.tif")
     with rasterio.open(tmp, "w", **profile) as dst:
         dst.write(array, 1)
@@ -37,7 +37,7 @@ def write_band_cog(path, array, transform, nodata=0):
     tmp.unlink()
 
 
-def make_item(root, item_id, when, baseline, cloud, bands_dn, scl, res=10.0, origin=ORIGIN):
+def make_item(root, item_id, when, baseline, cloud, bands_dn, scl, res=10.0, origin=ORIGIN, epsg=EPSG):
     """A pystac Item with one COG per band (dict band -> uint16 DN array at 10 m) and SCL at 20 m."""
     import pystac
     from pyproj import Transformer
@@ -45,7 +45,7 @@ def make_item(root, item_id, when, baseline, cloud, bands_dn, scl, res=10.0, ori
     h, w = next(iter(bands_dn.values())).shape
     t10 = Affine(res, 0, origin[0], 0, -res, origin[1])
     t20 = Affine(2 * res, 0, origin[0], 0, -2 * res, origin[1])
-    to_ll = Transformer.from_crs(EPSG, "EPSG:4326", always_xy=True)
+    to_ll = Transformer.from_crs(epsg, "EPSG:4326", always_xy=True)
     xs = [origin[0], origin[0] + w * res]
     ys = [origin[1] - h * res, origin[1]]
     lon, lat = to_ll.transform([xs[0], xs[1], xs[1], xs[0]], [ys[0], ys[0], ys[1], ys[1]])
@@ -55,10 +55,10 @@ def make_item(root, item_id, when, baseline, cloud, bands_dn, scl, res=10.0, ori
                        collection="sentinel-2-l2a")
     for band, arr in bands_dn.items():
         p = Path(root) / item_id / f"{band}.tif"
-        write_band_cog(p, arr, t10)
+        write_band_cog(p, arr, t10, crs=epsg)
         item.add_asset(band, pystac.Asset(str(p), media_type=pystac.MediaType.COG, roles=["data"]))
     p = Path(root) / item_id / "SCL.tif"
-    write_band_cog(p, scl, t20)
+    write_band_cog(p, scl, t20, crs=epsg)
     item.add_asset("SCL", pystac.Asset(str(p), media_type=pystac.MediaType.COG, roles=["data"]))
     return item
 
