@@ -62,6 +62,7 @@ class StacServer:
         self.require_sig = require_sig  # asset requests need ?sig=<this> (403 otherwise)
         self.lifetime_s = lifetime_s
         self.requests: list[tuple[str, str]] = []  # (method, path with query)
+        self.asset_bytes_sent = 0  # body bytes of asset responses (GET), to measure windowed reads
         self._lock = threading.Lock()
         self._api_seen = 0
         self._asset_seen = 0
@@ -274,8 +275,12 @@ class StacServer:
                     start = int(a) if a else max(0, len(data) - int(b))
                     end = min(int(b), len(data) - 1) if (a and b) else len(data) - 1
                     chunk = data[start:end + 1]
+                    if self.command == "GET":
+                        server.asset_bytes_sent += len(chunk)
                     return self._send(206, chunk, "image/tiff", {
                         "Content-Range": f"bytes {start}-{end}/{len(data)}", "Accept-Ranges": "bytes"})
+                if self.command == "GET":
+                    server.asset_bytes_sent += len(data)
                 return self._send(200, data, "image/tiff", {"Accept-Ranges": "bytes"})
 
             do_GET = do_POST = do_HEAD = _handle

@@ -191,3 +191,32 @@ def test_asset_read_recovers_from_transient_503(scenes, tmp_path):
 def test_redact_strips_query_strings():
     text = "failed /vsicurl/https://x.blob.core.windows.net/a/B04.tif?st=1&se=2&sig=abc%3D failed: 403"
     assert redact(text) == "failed /vsicurl/https://x.blob.core.windows.net/a/B04.tif failed: 403"
+
+
+def test_window_read_fetches_a_small_fraction_of_a_granule(tmp_path):
+    """A 5 km window of a full-size 10 m granule (10980 x 10980 px COG) over HTTP reads only its tiles."""
+    from affine import Affine
+
+    from garimpo.raster import tile_grid
+    from garimpo.stac import read_asset
+    from rasterio.enums import Resampling
+
+    from conftest import write_band_cog
+
+    n = 10980
+    rng = np.random.default_rng(0)
+    # Noise so deflate cannot shrink the file to nothing: the fraction below is honest.
+    band = (rng.integers(500, 3000, (n, n), dtype=np.uint16))
+    path = tmp_path / "assets" / "B04.tif"
+    write_band_cog(path, band, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]))
+    del band
+    size = path.stat().st_size
+    lon, lat = grid().bbox_lonlat()[:2]  # a point inside the granule, near its north-west corner
+    window = tile_grid(lon + 0.2, lat - 0.2, 5000)
+    with StacServer([], asset_root=tmp_path / "assets") as srv:
+        arr, nodata = read_asset(f"{srv.url}/assets/B04.tif", window, Resampling.bilinear)
+        sent = srv.asset_bytes_sent
+    assert arr.shape == (500, 500) and (arr != nodata).all()
+    fraction = sent / size
+    print(f"5 km window: {sent / 1e6:.2f} MB of a {size / 1e6:.1f} MB granule ({100 * fraction:.2f} %)")
+    assert fraction < 0.02
