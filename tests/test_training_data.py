@@ -145,6 +145,9 @@ def test_spatial_split_keeps_groups_together():
     assert 0.1 < share < 0.4
     g = spatial_groups(np.array([-56.0, -56.0001, np.nan]), np.array([-6.0, -6.0001, np.nan]), 1000)
     assert g[0] == g[1] and g[2].startswith("p")
+    # Chips without coordinates stay with their source list.
+    g = spatial_groups(np.full(4, np.nan), np.full(4, np.nan), 1000, np.array(["a", "b", "a", "b"], dtype=object))
+    assert g.tolist() == ["src:a", "src:b", "src:a", "src:b"]
 
 
 def test_geodesic_area_of_one_hectare_square():

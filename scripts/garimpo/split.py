@@ -6,10 +6,11 @@ import numpy as np
 import pandas as pd
 
 
-def spatial_groups(lon: np.ndarray, lat: np.ndarray, block_m: float) -> np.ndarray:
+def spatial_groups(lon: np.ndarray, lat: np.ndarray, block_m: float, source=None) -> np.ndarray:
     """Group id of the square block (about ``block_m`` on a side) each point falls in.
 
-    Points without coordinates (local image folders) each form their own group.
+    Images without coordinates (local folders) are grouped by their source list when one
+    is given, since chips of one list share places and scenes; else each is its own group.
     """
     lon = np.asarray(lon, dtype=float)
     lat = np.asarray(lat, dtype=float)
@@ -21,7 +22,10 @@ def spatial_groups(lon: np.ndarray, lat: np.ndarray, block_m: float) -> np.ndarr
     groups = np.array([f"b{int(a)}_{int(b)}" if np.isfinite(a) and np.isfinite(b) else "" for a, b in zip(lat_idx, lon_idx)],
                       dtype=object)
     lonely = groups == ""
-    groups[lonely] = [f"p{i}" for i in np.flatnonzero(lonely)]
+    if source is not None:
+        groups[lonely] = [f"src:{s}" for s in np.asarray(source, dtype=object)[lonely]]
+    else:
+        groups[lonely] = [f"p{i}" for i in np.flatnonzero(lonely)]
     return groups
 
 
@@ -32,7 +36,9 @@ def assign_split(index: pd.DataFrame, val_fraction: float, block_m: float, seed:
     validation share reaches ``val_fraction`` (at least one group when a label has two or more).
     """
     rng = np.random.default_rng(seed)
-    groups = pd.Series(spatial_groups(index["lon"].to_numpy(), index["lat"].to_numpy(), block_m), index=index.index)
+    source = index["source"].to_numpy() if "source" in index else None
+    groups = pd.Series(spatial_groups(index["lon"].to_numpy(), index["lat"].to_numpy(), block_m, source),
+                       index=index.index)
     split = pd.Series("train", index=index.index)
     for label in sorted(index["label"].unique()):
         rows = index["label"] == label
