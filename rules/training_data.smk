@@ -27,7 +27,7 @@ rule positive_points:
 rule negative_points:
     input:
         mines="results/points/positive.csv",
-        protected=config["negatives"]["protected_areas"],
+        protected=config["negatives"]["protected_areas"] or [],
         urban=config["negatives"]["urban_mask"] or [],
         hard=point_files(config["negatives"]["hard_negative_points"]),
     output:

@@ -7,6 +7,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import pandas as pd  # noqa: E402
 
+from garimpo.errors import InputDataError  # noqa: E402
 from garimpo.smk import setup_logging, write_csv  # noqa: E402
 from garimpo.stac import ImageryRequest, Source  # noqa: E402
 from garimpo.tiles import fetch_point_tiles, import_local_images  # noqa: E402
@@ -22,6 +23,8 @@ def main(smk):
         local = import_local_images(smk.params.local_dirs, smk.output.tiles)
         log.info("%d local images copied in from %s", len(local), smk.params.local_dirs)
         index = pd.concat([index, local], ignore_index=True)
+    if not (index["status"] == "ok").any():
+        raise InputDataError(f"no {smk.wildcards.cls} tile: give {smk.wildcards.cls}s.local_dirs or points to fetch around")
     write_csv(smk.output.index, index)
 
 

@@ -19,13 +19,18 @@ def main(smk):
     log = setup_logging(smk)
     mines = pd.read_csv(smk.input.mines)
     bounds = tuple(smk.params.bounds)
-    urban = read_polygons(smk.input.urban) if smk.input.urban else []
-    area = sampling_area(read_polygons(smk.input.protected), bounds, urban)
-    n = max(1, math.ceil(smk.params.ratio * len(mines)))
-    points = sample_negative_points(n, area, mines["lon"].to_numpy(), mines["lat"].to_numpy(),
-                                    smk.params.min_distance_m, smk.params.seed)
-    log.info("%d random negatives in protected areas (>= %s m from %d mines)", len(points), smk.params.min_distance_m,
-             len(mines))
+    n = math.ceil(smk.params.ratio * len(mines))
+    if n and smk.input.protected:
+        urban = read_polygons(smk.input.urban) if smk.input.urban else []
+        area = sampling_area(read_polygons(smk.input.protected), bounds, urban)
+        points = sample_negative_points(n, area, mines["lon"].to_numpy(), mines["lat"].to_numpy(),
+                                        smk.params.min_distance_m, smk.params.seed)
+        log.info("%d random negatives in protected areas (>= %s m from %d mines)", len(points),
+                 smk.params.min_distance_m, len(mines))
+    else:
+        points = pd.DataFrame(columns=["point_id", "lon", "lat", "source", "name"])
+        log.info("no random negatives (ratio %s, %d mine points, protected areas: %s)", smk.params.ratio, len(mines),
+                 smk.input.protected or "none")
     rejected = pd.DataFrame(columns=["file", "row", "lon", "lat", "reason"])
     if smk.params.hard_points:
         hard, rejected = load_point_sources(smk.params.hard_points, bounds)

@@ -210,3 +210,22 @@ def test_real_anm_register_rejects_exactly_its_broken_rows(shared_dir):
     assert len(bad) == 27
     assert bad["reason"].str.contains("lost decimal point").all()
     assert good["lon"].between(-75, -35).all() and good["lat"].between(-35, 5).all()
+
+
+def test_local_images_take_their_source_from_a_manifest(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "chips"
+    (root / "positive").mkdir(parents=True)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "positive" / name)
+    (root / "manifest.csv").write_text("path,label,source\npositive/a.png,positive,listA\n")
+    idx = import_local_images([root / "positive"], tmp_path / "out")
+    assert dict(zip(idx.tile_id.str[-1], idx.source)) == {"a": "listA", "b": "positive"}  # b: not in the manifest
+
+
+def test_no_point_files_is_an_empty_table():
+    from garimpo.points import load_point_sources
+
+    good, bad = load_point_sources([])
+    assert good.empty and bad.empty and "lon" in good.columns

@@ -136,6 +136,6 @@ def load_point_sources(
         )
         goods.append(g)
         bads.append(b)
-    good = pd.concat(goods, ignore_index=True)
-    bad = pd.concat(bads, ignore_index=True) if bads else pd.DataFrame()
-    return good, bad
+    if not goods:  # no point files: training from local image folders only
+        return pd.DataFrame(columns=POINT_COLUMNS), pd.DataFrame(columns=["file", "row", "lon", "lat", "reason"])
+    return pd.concat(goods, ignore_index=True), pd.concat(bads, ignore_index=True)

@@ -96,7 +96,7 @@ def fetch_point_tiles(
     index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
     n_ok = int((index["status"] == "ok").sum())
     log.info("%d of %d points have a tile in %s", n_ok, len(index), out_dir)
-    if n_ok == 0:
+    if n_ok == 0 and len(index):
         raise NoImageryError(f"no point got a tile; see the log for each point. Output folder: {out_dir}")
     return index
 
@@ -110,11 +110,25 @@ def _link_or_copy(src: Path, dest: Path) -> None:
         shutil.copy2(src, dest)
 
 
+def manifest_sources(folder: Path) -> dict[Path, str]:
+    """Source list of each image, from a ``manifest.csv`` (columns path, source) in the folder or its parent.
+
+    Chips of one source list share places and scenes, so the split keeps them together.
+    """
+    for manifest in (folder / "manifest.csv", folder.parent / "manifest.csv"):
+        if manifest.is_file():
+            df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+            if {"path", "source"} <= set(df.columns):
+                return {(manifest.parent / p).resolve(): src for p, src in zip(df["path"], df["source"])}
+    return {}
+
+
 def import_local_images(folders: Sequence[str | Path], out_dir: str | Path, source_prefix: str = "local") -> pd.DataFrame:
     """Copy images from local folders in as float tiles (the method's "copy local images" path).
 
     GeoTIFFs keep their bands and georeferencing; 8-bit PNG/JPEG chips become three
     bands named B04, B03, B02 scaled to 0..1 (their statistics are matched later).
+    The source of each image is its manifest's source list when there is one, else the folder name.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -123,6 +137,7 @@ def import_local_images(folders: Sequence[str | Path], out_dir: str | Path, sour
         if not folder.is_dir():
             raise InputDataError(f"local image folder {folder} not found; fix positives.local_dirs / negatives.local_dirs")
         files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        sources = manifest_sources(folder)
         if not files:
             raise InputDataError(f"local image folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} file")
         for path in files:
@@ -134,7 +149,8 @@ def import_local_images(folders: Sequence[str | Path], out_dir: str | Path, sour
             else:
                 rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
                 write_raster(dest, rgb, None, Affine.identity(), RGB_BANDS)
-            rows.append({"tile_id": tile_id, "path": str(dest), "lon": np.nan, "lat": np.nan, "source": folder.name,
+            source = sources.get(path.resolve(), folder.name)
+            rows.append({"tile_id": tile_id, "path": str(dest), "lon": np.nan, "lat": np.nan, "source": source,
                          "scene_ids": "", "dates": "", "cloud_cover": "", "status": "ok"})
     return pd.DataFrame(rows, columns=INDEX_COLUMNS)
 
