@@ -80,6 +80,11 @@ def bounds_grid(crs: str, bounds: Sequence[float], resolution: float = 10.0) -> 
     return Grid(crs, Affine(resolution, 0, left, 0, -resolution, top), width, height)
 
 
+# Band order of 8-bit true-colour images (PNG/JPEG chips): red, green, blue.
+RGB_BANDS = ("B04", "B03", "B02")
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
+
+
 @dataclass(frozen=True)
 class Raster:
     """An array with its georeferencing and band names."""
@@ -107,6 +112,19 @@ def read_raster(path: str | Path, window=None) -> Raster:
         names = tuple(d or f"band{i + 1}" for i, d in enumerate(src.descriptions))
         crs = src.crs.to_string() if src.crs else None
         return Raster(arr, crs, transform, names, dict(src.tags()))
+
+
+def read_image(path: str | Path) -> Raster:
+    """A GeoTIFF as it is, or an 8-bit PNG/JPEG chip as bands B04, B03, B02 scaled to 0..1 (no georeferencing)."""
+    path = Path(path)
+    if path.suffix.lower() in GEOTIFF_SUFFIXES:
+        r = read_raster(path)
+        return Raster(r.array.astype(np.float32, copy=False), r.crs, r.transform, r.band_names, r.tags)
+    from PIL import Image
+
+    with Image.open(path) as img:
+        rgb = np.asarray(img.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
+    return Raster(rgb, None, Affine.identity(), RGB_BANDS)
 
 
 def write_raster(

@@ -12,13 +12,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from affine import Affine
-from PIL import Image
 
 from .augment import AugmentParams, augment
 from .errors import InputDataError, NoImageryError
 from .matching import reference_bounds, stretch_to_reference
-from .raster import read_raster, tile_grid, write_raster
+from .raster import read_image, read_raster, tile_grid, write_raster
 from .split import assign_split
 from .stac import ImageryRequest, Source, fetch_composite, provenance, search_items
 
@@ -26,8 +24,6 @@ log = logging.getLogger(__name__)
 
 INDEX_COLUMNS = ["tile_id", "path", "lon", "lat", "source", "scene_ids", "dates", "cloud_cover", "status"]
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
-# Band order of 8-bit true-colour images (PNG/JPEG chips): red, green, blue.
-RGB_BANDS = ("B04", "B03", "B02")
 
 
 def _item_version(item) -> str:
@@ -143,12 +139,8 @@ def import_local_images(folders: Sequence[str | Path], out_dir: str | Path, sour
         for path in files:
             tile_id = f"{source_prefix}-{folder.name}-{path.stem}"
             dest = out_dir / f"{tile_id}.tif"
-            if path.suffix.lower() in (".tif", ".tiff"):
-                r = read_raster(path)
-                write_raster(dest, r.array.astype(np.float32), r.crs, r.transform, r.band_names)
-            else:
-                rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
-                write_raster(dest, rgb, None, Affine.identity(), RGB_BANDS)
+            r = read_image(path)
+            write_raster(dest, r.array, r.crs, r.transform, r.band_names)
             source = sources.get(path.resolve(), folder.name)
             rows.append({"tile_id": tile_id, "path": str(dest), "lon": np.nan, "lat": np.nan, "source": source,
                          "scene_ids": "", "dates": "", "cloud_cover": "", "status": "ok"})

@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from garimpo.errors import InputDataError
+from garimpo.raster import RGB_BANDS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Without ImageNet weights the [0, 1] range is simply centred and spread to ~unit variance.
 PLAIN_MEAN, PLAIN_STD = 0.5, 0.25
 # ImageNet kernels expect R, G, B in that order: Sentinel-2 B04, B03, B02.
-RGB_BANDS = ("B04", "B03", "B02")
 
 
 def rgb_first(bands: Sequence[str]) -> list[str]:

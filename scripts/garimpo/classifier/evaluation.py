@@ -26,7 +26,9 @@ from torch import nn
 from garimpo.errors import InputDataError
 from garimpo.matching import reference_bounds, stretch_to_reference
 
-from .data import RGB_BANDS, preprocess
+from garimpo.raster import RGB_BANDS, read_image
+
+from .data import preprocess
 from .metrics import _as_arrays, binary_metrics, threshold_sweep
 
 log = logging.getLogger(__name__)
@@ -107,17 +109,11 @@ def read_chip(
     """
     stats = _load_stats(stats)
     path = Path(path)
-    if path.suffix.lower() in RASTER_SUFFIXES:
-        with rasterio.open(path) as src:
-            names = [d.strip() if d else f"band{i + 1}" for i, d in enumerate(src.descriptions)]
-            arr = src.read().astype(np.float32, copy=False)
-    else:
-        try:
-            with Image.open(path) as img:
-                arr = np.asarray(img.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
-        except OSError as err:
-            raise InputDataError(f"chip {path} is not a readable image ({err})") from err
-        names = list(RGB_BANDS)
+    try:
+        chip = read_image(path)
+    except OSError as err:  # PIL's and rasterio's unreadable-file errors
+        raise InputDataError(f"chip {path} is not a readable image ({err})") from err
+    arr, names = chip.array, [n.strip() for n in chip.band_names]
     missing = [b for b in bands if b not in names]
     if missing:
         raise InputDataError(
