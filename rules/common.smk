@@ -22,11 +22,6 @@ def region_file(wildcards):
         )
 
 
-def imagery_params():
-    """The imagery block minus nothing: every key shapes the pixels."""
-    return config["imagery"]
-
-
 def imagenet_weights(wildcards):
     clf = config["classifier"]
     return (

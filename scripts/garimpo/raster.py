@@ -83,6 +83,7 @@ def bounds_grid(crs: str, bounds: Sequence[float], resolution: float = 10.0) -> 
 # Band order of 8-bit true-colour images (PNG/JPEG chips): red, green, blue.
 RGB_BANDS = ("B04", "B03", "B02")
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
+IMAGE_SUFFIXES = (*GEOTIFF_SUFFIXES, ".png", ".jpg", ".jpeg")
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,13 @@ import pandas as pd
 from .augment import AugmentParams, augment
 from .errors import InputDataError, NoImageryError
 from .matching import reference_bounds, stretch_to_reference
-from .raster import read_image, read_raster, tile_grid, write_raster
+from .raster import IMAGE_SUFFIXES, read_image, read_raster, tile_grid, write_raster
 from .split import assign_split
 from .stac import ImageryRequest, Source, fetch_composite, provenance, search_items
 
 log = logging.getLogger(__name__)
 
 INDEX_COLUMNS = ["tile_id", "path", "lon", "lat", "source", "scene_ids", "dates", "cloud_cover", "status"]
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
 
 def _item_version(item) -> str:

@@ -26,15 +26,13 @@ from torch import nn
 from garimpo.errors import InputDataError
 from garimpo.matching import reference_bounds, stretch_to_reference
 
-from garimpo.raster import RGB_BANDS, read_image
+from garimpo.raster import GEOTIFF_SUFFIXES, IMAGE_SUFFIXES, RGB_BANDS, read_image
 
 from .data import preprocess
 from .metrics import _as_arrays, binary_metrics, threshold_sweep
 
 log = logging.getLogger(__name__)
 
-CHIP_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
-RASTER_SUFFIXES = (".tif", ".tiff")
 _LABELS = {"positive": 1, "negative": 0, "1": 1, "0": 0, "true": 1, "false": 0, "1.0": 1, "0.0": 0}
 
 
@@ -64,11 +62,11 @@ def load_chip_set(folder: str | os.PathLike) -> pd.DataFrame:
             if not sub[name].is_dir():
                 log.warning("chip set %s has no %s/ subfolder", folder, name)
                 continue
-            files = sorted(p for p in sub[name].rglob("*") if p.suffix.lower() in CHIP_SUFFIXES)
+            files = sorted(p for p in sub[name].rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
             rows += [{"path": str(p), "label": label, "source": "unknown"} for p in files]
         df = pd.DataFrame(rows, columns=["path", "label", "source"])
     if df.empty:
-        raise InputDataError(f"chip set folder {folder} holds no {'/'.join(CHIP_SUFFIXES)} chip")
+        raise InputDataError(f"chip set folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} chip")
     return df.reset_index(drop=True)
 
 
@@ -322,7 +320,7 @@ def plot_pr_curve(y_true, y_prob, threshold: float, path: str | os.PathLike) -> 
 
 def _display_rgb(path: str) -> np.ndarray:
     """An [H, W, 3] (or [H, W]) view of a chip for the gallery, stretched 2-98 %."""
-    if Path(path).suffix.lower() in RASTER_SUFFIXES:
+    if Path(path).suffix.lower() in GEOTIFF_SUFFIXES:
         with rasterio.open(path) as src:
             names = [d.strip() if d else "" for d in src.descriptions]
             idx = [names.index(b) + 1 for b in RGB_BANDS] if all(b in names for b in RGB_BANDS) else [1]
