@@ -19,6 +19,7 @@ wildcard_constraints:
 include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/weights.smk"
+include: "rules/inputs.smk"
 include: "rules/training_data.smk"
 include: "rules/classifier.smk"
 include: "rules/detection.smk"

@@ -1,5 +1,6 @@
 # Helpers shared by the rules: input functions that turn config into file dependencies.
 import os
+import re
 
 
 def imagery_inputs(wildcards=None):
@@ -10,6 +11,12 @@ def imagery_inputs(wildcards=None):
 
 def point_files(spec_list):
     return [spec["path"] for spec in spec_list]
+
+
+def download_names():
+    """Wildcard pattern matching exactly the names under config downloads.files (nothing if there are none)."""
+    names = sorted(config["downloads"]["files"], key=len, reverse=True)
+    return "|".join(re.escape(name) for name in names) or "(?!)"
 
 
 def region_file(wildcards):
@@ -38,3 +45,16 @@ def segformer_inputs(wildcards):
         if prop["method"] in ("segformer", "union")
         else []
     )
+
+
+def chip_set_inputs(wildcards):
+    """A chip set the workflow builds (under results/, e.g. the held-out split) is a file dependency."""
+    try:
+        path = config["evaluation"]["chip_sets"][wildcards.name]
+    except KeyError:
+        raise ValueError(
+            f"chip set {wildcards.name!r} is not in config evaluation.chip_sets "
+            f"(has {sorted(config['evaluation']['chip_sets'])})"
+        )
+    path = str(path).rstrip("/")
+    return [f"{path}/manifest.csv"] if path.startswith("results/") else [path]

@@ -5,6 +5,7 @@ rule evaluate_chip_set:
     input:
         model="results/models/classifier/best_model.pth",
         stats="results/stats/positive.json",
+        chips=chip_set_inputs,
     output:
         metrics="results/eval/{name}/metrics.json",
         pr_curve="results/eval/{name}/pr_curve.png",

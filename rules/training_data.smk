@@ -97,6 +97,7 @@ rule positive_stats:
         runtime=30,
     params:
         statistics=config["statistics"],
+        test_sources=config["split"]["test_sources"],
     script:
         "../scripts/positive_stats.py"
 
@@ -136,6 +137,7 @@ rule split_and_augment:
         split="results/split.csv",
         pos_aug=directory("results/tiles/pos_augmented"),
         neg_aug=directory("results/tiles/neg_augmented"),
+        heldout="results/heldout/manifest.csv",
     log:
         "logs/split_and_augment.log",
     benchmark:

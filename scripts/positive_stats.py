@@ -8,6 +8,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import pandas as pd  # noqa: E402
 
 from garimpo.smk import setup_logging, write_json  # noqa: E402
+from garimpo.split import held_out  # noqa: E402
 from garimpo.stats import band_statistics  # noqa: E402
 from garimpo.tiles import iter_tiles  # noqa: E402
 
@@ -15,6 +16,10 @@ from garimpo.tiles import iter_tiles  # noqa: E402
 def main(smk):
     log = setup_logging(smk)
     index = pd.read_csv(smk.input.index, keep_default_na=False)
+    test = held_out(index["source"], smk.params.test_sources or [])
+    if test.any():  # held-out test tiles must not shape the statistics every tile is matched to
+        log.info("leaving %d held-out test tiles out of the statistics", int(test.sum()))
+        index = index[~test]
     cfg = smk.params.statistics
     stats = band_statistics(iter_tiles(index), cfg["sample_size"], cfg["seed"])
     for band, s in stats["bands"].items():

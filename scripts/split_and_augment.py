@@ -1,4 +1,4 @@
-"""Rule split_and_augment: spatial-block split first, then augmented copies of training tiles only."""
+"""Rule split_and_augment: split first (held-out sources, spatial blocks), then augment training tiles only."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import pandas as pd  # noqa: E402
 
 from garimpo.augment import AugmentParams  # noqa: E402
 from garimpo.smk import setup_logging, write_csv  # noqa: E402
-from garimpo.tiles import split_and_augment  # noqa: E402
+from garimpo.tiles import split_and_augment, write_chip_manifest  # noqa: E402
 
 
 def main(smk):
@@ -20,9 +20,14 @@ def main(smk):
     cfg = smk.params.split
     table = split_and_augment(read(smk.input.positive), read(smk.input.negative), stats, smk.output.pos_aug,
                               smk.output.neg_aug, cfg["val_fraction"], cfg["block_m"],
-                              AugmentParams.from_config(smk.params.augmentation), cfg["seed"])
+                              AugmentParams.from_config(smk.params.augmentation), cfg["seed"],
+                              cfg.get("test_sources") or [])
     counts = table.groupby(["split", "label", "augmented"]).size()
     log.info("split (split, label, augmented -> tiles):\n%s", counts.to_string())
+    test = table[table["split"] == "test"]
+    if len(test):
+        log.info("held-out test sources (never trained or validated on): %s", sorted(test["source"].unique()))
+    write_chip_manifest(table, "test", os.path.dirname(smk.output.heldout))
     write_csv(smk.output.split, table)
 
 

@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -7,15 +8,16 @@ from affine import Affine
 from shapely.geometry import box
 
 from garimpo.augment import AugmentParams, augment
+from garimpo.classifier.evaluation import load_chip_set
 from garimpo.errors import EmptyRegionError, InputDataError
 from garimpo.geo import EARTH_RADIUS_M, geodesic_area_ha
 from garimpo.matching import stretch_to_reference, tile_percentiles
 from garimpo.points import check_coordinates, load_points
 from garimpo.raster import read_raster, write_raster
 from garimpo.sampling import sample_negative_points, sampling_area
-from garimpo.split import assign_split, spatial_groups
+from garimpo.split import assign_split, held_out, spatial_groups
 from garimpo.stats import BandReservoir, band_statistics
-from garimpo.tiles import import_local_images, match_tiles, split_and_augment
+from garimpo.tiles import import_local_images, match_tiles, split_and_augment, write_chip_manifest
 
 from conftest import EPSG, ORIGIN
 
@@ -150,6 +152,29 @@ def test_spatial_split_keeps_groups_together():
     assert g.tolist() == ["src:a", "src:b", "src:a", "src:b"]
 
 
+def test_held_out_sources_form_the_test_split():
+    rng = np.random.default_rng(3)
+    sources = np.array(["bolivar_pos", "bolivar_neg", "amazon_pos", "amazon_neg", "peru_pos", "peru_neg"] * 20,
+                       dtype=object)
+    df = pd.DataFrame({"lon": np.nan, "lat": np.nan, "source": sources,
+                       "label": [int(s.endswith("pos")) for s in sources]})
+    # One place-group straddles a held-out and a kept source: it must go to test whole.
+    df.loc[0, ["lon", "lat"]] = [-56.0, -6.0]
+    df.loc[2, ["lon", "lat"]] = [-56.0001, -6.0001]
+    split, groups = assign_split(df, 0.3, 20_000, seed=rng.integers(100), test_sources=["^BOLIVAR"])
+    assert set(split[df.source.str.startswith("bolivar")]) == {"test"}
+    assert split[2] == "test"  # same 20 km block as a held-out chip
+    rest = split[~df.source.str.startswith("bolivar") & (df.index != 2)]
+    assert set(rest) == {"train", "val"}
+    for g in groups[split != "test"].unique():  # whole source groups on one side
+        assert split[(groups == g) & (split != "test")].nunique() == 1
+    assert held_out(["a_bolivar", "amazon", None], ["bolivar", "^ama"]).tolist() == [True, True, False]
+    with pytest.raises(ValueError, match="every tile"):
+        assign_split(df, 0.3, 20_000, test_sources=["."])
+    with pytest.raises(ValueError, match="regular expression"):
+        held_out(["a"], ["("])
+
+
 def test_geodesic_area_of_one_hectare_square():
     # 100 m x 100 m at the equator: 1 hectare.
     d = 100 / 111_319.49
@@ -184,6 +209,17 @@ def test_match_split_augment_pipeline(tmp_path):
     # No augmented copy of a validation tile exists anywhere.
     val_stems = {p.split("/")[-1][:-4] for p in originals[originals.split == "val"].path}
     assert not any(p.split("/")[-1].rsplit("_aug", 1)[0] in val_stems for p in aug.path)
+
+    # Held-out sources: in the table as test, never augmented, listed in the chip-set manifest.
+    # (The negatives sit in the positives' blocks here; move them so the blocks do not pull positives in.)
+    table = split_and_augment(pos, neg.assign(lat=-8.0), stats, tmp_path / "pa2", tmp_path / "na2", 0.3,
+                              10_000, AugmentParams(copies=2), test_sources=["^neg$"])
+    assert set(table[table.source == "neg"].split) == {"test"}
+    assert not table[table.split == "test"].augmented.any()
+    manifest = write_chip_manifest(table, "test", tmp_path / "heldout")
+    chips = load_chip_set(manifest.parent)
+    assert len(chips) == 6 and (chips.label == 0).all() and set(chips.source) == {"neg"}
+    assert all(os.path.isfile(p) for p in chips.path)
 
 
 def test_import_local_png_chips(tmp_path):

@@ -19,3 +19,11 @@ class EmptyRegionError(GarimpoError, ValueError):
 
 class ModelLoadError(GarimpoError, FileNotFoundError):
     """Model weights or configuration cannot be found or loaded."""
+
+
+class DownloadError(GarimpoError, OSError):
+    """A pinned input could not be downloaded, or what came back is not the pinned file."""
+
+
+class ChecksumError(DownloadError):
+    """A downloaded file's sha256 is not the pinned one."""

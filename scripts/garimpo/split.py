@@ -1,6 +1,9 @@
-"""Train/validation split by spatial group, done before augmentation so copies never leak."""
+"""Train/validation/test split by spatial group, done before augmentation so copies never leak."""
 
 from __future__ import annotations
+
+import re
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,19 +32,46 @@ def spatial_groups(lon: np.ndarray, lat: np.ndarray, block_m: float, source=None
     return groups
 
 
-def assign_split(index: pd.DataFrame, val_fraction: float, block_m: float, seed: int = 0) -> pd.Series:
-    """``train``/``val`` per row, whole spatial groups at a time, stratified by label.
+def held_out(source: Sequence[str], patterns: Sequence[str]) -> np.ndarray:
+    """True where a row's source list matches one of the regular expressions (searched, case-insensitive).
 
-    For each label, groups are shuffled and taken into validation until the label's
-    validation share reaches ``val_fraction`` (at least one group when a label has two or more).
+    These rows form the test set: they are never trained on, validated on nor augmented.
+    """
+    source = pd.Series(np.asarray(source, dtype=object)).fillna("").astype(str)
+    out = np.zeros(len(source), dtype=bool)
+    for pattern in patterns:
+        try:
+            regex = re.compile(pattern, re.IGNORECASE)
+        except re.error as err:
+            raise ValueError(f"split.test_sources: {pattern!r} is not a valid regular expression ({err})") from err
+        out |= source.map(lambda s: bool(regex.search(s))).to_numpy(dtype=bool)
+    return out
+
+
+def assign_split(index: pd.DataFrame, val_fraction: float, block_m: float, seed: int = 0,
+                 test_sources: Sequence[str] = ()) -> tuple[pd.Series, pd.Series]:
+    """``train``/``val``/``test`` per row, whole spatial groups at a time, stratified by label.
+
+    Rows whose source matches ``test_sources`` are ``test``.  Of the rest, for each label,
+    groups are shuffled and taken into validation until the label's validation share
+    reaches ``val_fraction`` (at least one group when a label has two or more).
     """
     rng = np.random.default_rng(seed)
     source = index["source"].to_numpy() if "source" in index else None
     groups = pd.Series(spatial_groups(index["lon"].to_numpy(), index["lat"].to_numpy(), block_m, source),
                        index=index.index)
     split = pd.Series("train", index=index.index)
+    if test_sources:
+        if source is None:
+            raise ValueError("split.test_sources needs a source column in the tile index")
+        test = pd.Series(held_out(source, test_sources), index=index.index)
+        # A group seen in test must not be trained on: place-groups straddling sources go to test whole.
+        test |= groups.isin(set(groups[test]))
+        split[test] = "test"
+        if test.all():
+            raise ValueError(f"split.test_sources {list(test_sources)} match every tile: nothing left to train on")
     for label in sorted(index["label"].unique()):
-        rows = index["label"] == label
+        rows = (index["label"] == label) & (split != "test")
         g = groups[rows]
         sizes = g.value_counts()
         order = rng.permutation(sizes.index.to_numpy())

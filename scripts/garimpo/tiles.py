@@ -178,13 +178,14 @@ def split_and_augment(
     block_m: float,
     params: AugmentParams,
     seed: int = 0,
+    test_sources: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Split matched tiles by spatial block, then augment only the training rows.
+    """Split matched tiles by spatial block (and held-out sources), then augment only the training rows.
 
     Returns the split table: path, label, split, group, source, augmented.
     """
     both = pd.concat([positives.assign(label=1), negatives.assign(label=0)], ignore_index=True)
-    split, groups = assign_split(both, val_fraction, block_m, seed)
+    split, groups = assign_split(both, val_fraction, block_m, seed, test_sources)
     table = pd.DataFrame({"path": both["path"], "label": both["label"], "split": split, "group": groups,
                           "source": both["source"], "augmented": False})
     rng = np.random.default_rng(seed)
@@ -200,3 +201,19 @@ def split_and_augment(
     Path(pos_aug_dir).mkdir(parents=True, exist_ok=True)
     Path(neg_aug_dir).mkdir(parents=True, exist_ok=True)
     return pd.concat([table, pd.DataFrame(extra, columns=table.columns)], ignore_index=True)
+
+
+def write_chip_manifest(table: pd.DataFrame, split: str, folder: str | Path) -> Path:
+    """``folder/manifest.csv`` (path,label,source) of one split's un-augmented tiles: a chip set for evaluation.
+
+    Paths are relative to the manifest's folder, as chip-set manifests are read.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = table[(table["split"] == split) & ~table["augmented"].astype(bool)]
+    out = pd.DataFrame({"path": [os.path.relpath(Path(p).resolve(), folder.resolve()) for p in rows["path"]],
+                        "label": np.where(rows["label"].astype(int) == 1, "positive", "negative"),
+                        "source": rows["source"].to_numpy()})
+    path = folder / "manifest.csv"
+    out.to_csv(path, index=False)
+    return path

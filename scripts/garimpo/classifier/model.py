@@ -127,7 +127,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> di
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise ValueError(f"checkpoint meta lacks {missing}")
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     full = dict(meta)
     full["model_id"] = weights_id(state)
     full.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))

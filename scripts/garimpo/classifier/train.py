@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from garimpo.errors import ModelLoadError
 
@@ -35,6 +35,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "lr": 1e-4,
     "max_epochs": 300,
     "early_stopping_patience": 10,
+    "epoch_samples": None,
+    "time_budget_min": None,
     "lr_scheduler": {"factor": 0.5, "patience": 3},
     "threshold": {"method": "max_f1", "value": 0.5, "target_precision": 0.95},
     "seed": 42,
@@ -98,12 +100,17 @@ def _write_json(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    # channels_last runs convolutions about a quarter faster on this kind of CPU (measured).
+    return x.to(device).contiguous(memory_format=torch.channels_last)
+
+
 def _train_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
                  optimizer: torch.optim.Optimizer, device: torch.device) -> float:
     model.train()
     total, n = 0.0, 0
     for x, y in loader:
-        x, y = x.to(device), y.to(device)
+        x, y = _to_device(x, device), y.to(device)
         optimizer.zero_grad(set_to_none=True)
         loss = criterion(model(x).squeeze(1), y)
         loss.backward()
@@ -120,7 +127,7 @@ def _evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module,
     model.eval()
     total, probs, labels = 0.0, [], []
     for x, y in loader:
-        x, y = x.to(device), y.to(device)
+        x, y = _to_device(x, device), y.to(device)
         logits = model(x).squeeze(1)
         total += criterion(logits, y).item() * len(y)
         probs.append(torch.sigmoid(logits).cpu())
@@ -193,6 +200,7 @@ def train_classifier(
     # ImageNet kernels expect R, G, B first; meta["bands"] records the order used.
     bands = rgb_first(cfg["bands"]) if cfg["weights"] == "imagenet" else list(cfg["bands"])
     model = _build_model(cfg, len(bands), imagenet_weights_path).to(device)
+    model = model.to(memory_format=torch.channels_last)
     train_df, val_df = load_split(split_csv)
     low, high = band_limits(stats_json, bands)
     mean, std = normalisation_stats(len(bands), cfg["weights"])
@@ -205,8 +213,10 @@ def train_classifier(
     n_neg = len(train_df) - n_pos
     pin = device.type == "cuda"
     # A last batch of one breaks BatchNorm in train mode; drop it only in that case.
-    train_loader = DataLoader(dataset(train_df), batch_size=bs, shuffle=True, generator=gen,
-                              drop_last=len(train_df) % bs == 1, pin_memory=pin)
+    n_draw = int(cfg["epoch_samples"] or len(train_df))
+    sampler = RandomSampler(dataset(train_df), num_samples=n_draw, generator=gen)
+    train_loader = DataLoader(sampler.data_source, batch_size=bs, sampler=sampler,
+                              drop_last=n_draw % bs == 1, pin_memory=pin)
     val_loader = DataLoader(dataset(val_df), batch_size=bs, shuffle=False, pin_memory=pin)
 
     pos_weight = n_neg / n_pos  # rare positives weigh as much as the many negatives
@@ -228,8 +238,16 @@ def train_classifier(
     history: list[dict] = []
     best_loss, best_epoch, best_state, stale = float("inf"), 0, None, 0
     max_epochs, patience = int(cfg["max_epochs"]), int(cfg["early_stopping_patience"])
+    budget_s = 60.0 * float(cfg["time_budget_min"]) if cfg["time_budget_min"] else float("inf")
+    started = time.perf_counter()
+    stop_reason = "max_epochs"
     for epoch in range(1, max_epochs + 1):
         t0 = time.perf_counter()
+        if history and (t0 - started) + history[-1]["seconds"] > budget_s:
+            log.info("time budget: another epoch would end past %.0f min; stopping after %d epochs",
+                     budget_s / 60, len(history))
+            stop_reason = "time_budget"
+            break
         train_loss = _train_epoch(model, train_loader, criterion, optimizer, device)
         val_loss, probs, labels = _evaluate(model, val_loader, criterion, device)
         at_half = binary_metrics(labels, probs, 0.5)
@@ -252,6 +270,7 @@ def train_classifier(
                  history[-1]["seconds"], " *best" if improved else "")
         if stale >= patience:
             log.info("early stopping: val loss has not improved for %d epochs", patience)
+            stop_reason = "early_stopping"
             break
     if best_state is None:
         raise RuntimeError("validation loss was never finite: training diverged (lower classifier.lr?)")
@@ -282,7 +301,8 @@ def train_classifier(
     summary = {
         "classifier": cfg, "bands_model_order": bands, "data": data_counts, "pos_weight": pos_weight,
         "device": str(device), "threads": int(threads), "epochs_run": len(history),
-        "stopped_early": len(history) < max_epochs, "best_epoch": best_epoch, "best_val_loss": best_loss,
+        "stopped_early": len(history) < max_epochs, "stop_reason": stop_reason,
+        "train_minutes": round((time.perf_counter() - started) / 60, 2), "best_epoch": best_epoch, "best_val_loss": best_loss,
         "threshold": thr, "threshold_method": tcfg["method"], "val_metrics": val_metrics,
         "model_id": best_meta["model_id"],
         "final_model": {"threshold": final_thr, "val_metrics": final_metrics,

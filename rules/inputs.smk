@@ -1,0 +1,28 @@
+# Pinned public inputs (config downloads.files): fetched once into resources/downloads/, sha256-checked.
+# They need internet, so they are localrules: they run where snakemake runs, and compute nodes need none.
+
+
+localrules:
+    download_input,
+
+
+rule download_input:
+    output:
+        "resources/downloads/{name}",
+    log:
+        "logs/download_input_{name}.log",
+    benchmark:
+        "benchmarks/download_input_{name}.tsv"
+    wildcard_constraints:
+        name=download_names(),
+    conda:
+        "../envs/geo.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=15,
+    params:
+        url=lambda w: config["downloads"]["files"][w.name]["url"],
+        sha256=lambda w: config["downloads"]["files"][w.name]["sha256"],
+    script:
+        "../scripts/download_input.py"
