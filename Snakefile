@@ -14,6 +14,7 @@ validate(config, "config/schema.yaml")
 wildcard_constraints:
     region="[A-Za-z0-9_-]+",
     cls="positive|negative",
+    tile=r"[EW]\d{4,}[NS]\d{4,}",
 
 
 include: "rules/common.smk"
@@ -30,3 +31,7 @@ rule all:
     input:
         expand("results/detections/{region}.geojson", region=config["run_regions"]),
         expand("results/detections/{region}_overview.png", region=config["run_regions"]),
+        expand(
+            "results/stats/{region}_protected_areas.csv",
+            region=config["run_regions"] if config["encroachment"]["areas"] else [],
+        ),

@@ -27,5 +27,6 @@ rule train_classifier:
         gpu=1,
     params:
         classifier=config["classifier"],
+        matching=config["matching"],
     script:
         "../scripts/train_classifier.py"

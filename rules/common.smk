@@ -1,4 +1,5 @@
 # Helpers shared by the rules: input functions that turn config into file dependencies.
+import json
 import os
 import re
 
@@ -58,3 +59,57 @@ def chip_set_inputs(wildcards):
         )
     path = str(path).rstrip("/")
     return [f"{path}/manifest.csv"] if path.startswith("results/") else [path]
+
+
+def region_tile_ids(wildcards):
+    """Tile ids of a region, from the region_tiles checkpoint (re-evaluated once it has run)."""
+    path = checkpoints.region_tiles.get(region=wildcards.region).output[0]
+    with open(path) as fh:
+        return json.load(fh)["tiles"]
+
+
+def region_tile_chips(wildcards):
+    return [
+        f"results/regions/{wildcards.region}/chips/{tile}.npz"
+        for tile in region_tile_ids(wildcards)
+    ]
+
+
+# The scan and the merge read different detection keys, so changing a threshold re-merges
+# without rescanning every tile.
+SCAN_KEYS = (
+    "mode",
+    "stride_px",
+    "block_px",
+    "proposer_decimate",
+    "select",
+    "batch_size",
+    "precision",
+    "tta",
+)
+MERGE_KEYS = ("mode", "threshold", "isolated_threshold", "gap_m")
+
+
+def scan_params():
+    return {k: config["detection"][k] for k in SCAN_KEYS}
+
+
+def merge_params():
+    return {k: config["detection"][k] for k in MERGE_KEYS}
+
+
+def region_tile_scenes(wildcards):
+    return [
+        f"results/regions/{wildcards.region}/scenes/{tile}.tif"
+        for tile in region_tile_ids(wildcards)
+    ]
+
+
+def encroachment_areas(wildcards):
+    areas = config["encroachment"]["areas"]
+    if not areas:
+        raise ValueError(
+            "encroachment.areas is null: set it to a polygon GeoJSON of protected areas to get "
+            f"results/stats/{wildcards.region}_protected_areas.csv"
+        )
+    return areas

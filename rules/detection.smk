@@ -1,17 +1,41 @@
-# Two-stage detection per region: scene -> candidate zones -> classifier verdict -> GeoJSON + overview.
+# Detection per region, fanned out over fixed-grid tiles: tile list (checkpoint) -> per tile a scene and a
+# scan (proposer + classifier, or brute force) -> merged detections -> overview map and encroachment stats.
 
 
-rule region_scene:
+checkpoint region_tiles:
     input:
         region=region_file,
+    output:
+        "results/regions/{region}/tiles.json",
+    log:
+        "logs/region_tiles_{region}.log",
+    benchmark:
+        "benchmarks/region_tiles_{region}.tsv"
+    conda:
+        "../envs/geo.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        region=lambda w: config["regions"][w.region],
+        tile_size_m=config["detection"]["tile_size_m"],
+    script:
+        "../scripts/region_tiles.py"
+
+
+rule tile_scene:
+    input:
+        region=region_file,
+        tiles="results/regions/{region}/tiles.json",
         catalog=imagery_inputs,
     output:
-        scene="results/scenes/{region}.tif",
-        meta="results/scenes/{region}.json",
+        scene="results/regions/{region}/scenes/{tile}.tif",
+        meta="results/regions/{region}/scenes/{tile}.json",
     log:
-        "logs/region_scene_{region}.log",
+        "logs/tile_scene_{region}_{tile}.log",
     benchmark:
-        "benchmarks/region_scene_{region}.tsv"
+        "benchmarks/tile_scene_{region}_{tile}.tsv"
     conda:
         "../envs/geo.yaml"
     threads: 2
@@ -21,51 +45,26 @@ rule region_scene:
     params:
         imagery=config["imagery"],
         region=lambda w: config["regions"][w.region],
+        detection={
+            k: config["detection"][k] for k in ("tile_size_m", "margin_m", "block_px")
+        },
     script:
-        "../scripts/region_scene.py"
+        "../scripts/tile_scene.py"
 
 
-rule propose_candidates:
+rule detect_tile:
     input:
-        scene="results/scenes/{region}.tif",
-        meta="results/scenes/{region}.json",
-        region=region_file,
-        segformer=segformer_inputs,
-    output:
-        mask="results/candidates/{region}_mask.tif",
-        zones="results/candidates/{region}.geojson",
-    log:
-        "logs/propose_candidates_{region}.log",
-    benchmark:
-        "benchmarks/propose_candidates_{region}.tsv"
-    conda:
-        "../envs/ml.yaml"
-    threads: 2
-    resources:
-        mem_mb=2000,
-        runtime=120,
-        gpu=1,
-    params:
-        proposer=config["proposer"],
-        region=lambda w: config["regions"][w.region],
-    script:
-        "../scripts/propose_candidates.py"
-
-
-rule classify_candidates:
-    input:
-        scene="results/scenes/{region}.tif",
-        meta="results/scenes/{region}.json",
-        zones="results/candidates/{region}.geojson",
+        scene="results/regions/{region}/scenes/{tile}.tif",
+        meta="results/regions/{region}/scenes/{tile}.json",
         model="results/models/classifier/best_model.pth",
         stats="results/stats/positive.json",
+        segformer=segformer_inputs,
     output:
-        detections="results/detections/{region}.geojson",
-        scored="results/candidates/{region}_scored.geojson",
+        "results/regions/{region}/chips/{tile}.npz",
     log:
-        "logs/classify_candidates_{region}.log",
+        "logs/detect_tile_{region}_{tile}.log",
     benchmark:
-        "benchmarks/classify_candidates_{region}.tsv"
+        "benchmarks/detect_tile_{region}_{tile}.tsv"
     conda:
         "../envs/ml.yaml"
     threads: 2
@@ -74,16 +73,41 @@ rule classify_candidates:
         runtime=120,
         gpu=1,
     params:
-        detection=config["detection"],
-        tile_size_m=config["tiles"]["size_m"],
+        scan=scan_params(),
+        proposer=config["proposer"],
     script:
-        "../scripts/classify_candidates.py"
+        "../scripts/detect_tile.py"
+
+
+rule merge_detections:
+    input:
+        tiles="results/regions/{region}/tiles.json",
+        chips=region_tile_chips,
+        region=region_file,
+    output:
+        "results/detections/{region}.geojson",
+    log:
+        "logs/merge_detections_{region}.log",
+    benchmark:
+        "benchmarks/merge_detections_{region}.tsv"
+    conda:
+        "../envs/geo.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        detection=merge_params(),
+        region=lambda w: config["regions"][w.region],
+        attribution=config["publishing"]["attribution"],
+    script:
+        "../scripts/merge_detections.py"
 
 
 rule overview_map:
     input:
-        scene="results/scenes/{region}.tif",
-        scored="results/candidates/{region}_scored.geojson",
+        detections="results/detections/{region}.geojson",
+        scenes=region_tile_scenes,
         region=region_file,
     output:
         "results/detections/{region}_overview.png",
@@ -95,10 +119,36 @@ rule overview_map:
         "../envs/geo.yaml"
     threads: 1
     resources:
-        mem_mb=1500,
-        runtime=10,
+        mem_mb=2000,
+        runtime=30,
     params:
         region=lambda w: config["regions"][w.region],
         attribution=config["publishing"]["attribution"],
     script:
         "../scripts/plot_overview.py"
+
+
+rule encroachment_stats:
+    input:
+        detections="results/detections/{region}.geojson",
+        areas=encroachment_areas,
+        region=region_file,
+    output:
+        csv="results/stats/{region}_protected_areas.csv",
+        png="results/stats/{region}_protected_areas.png",
+    log:
+        "logs/encroachment_stats_{region}.log",
+    benchmark:
+        "benchmarks/encroachment_stats_{region}.tsv"
+    conda:
+        "../envs/geo.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        encroachment=config["encroachment"],
+        region=lambda w: config["regions"][w.region],
+        attribution=config["publishing"]["attribution"],
+    script:
+        "../scripts/encroachment_stats.py"

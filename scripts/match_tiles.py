@@ -17,7 +17,7 @@ def main(smk):
     index = pd.read_csv(smk.input.index, keep_default_na=False, na_values=[""])
     stats = json.loads(open(smk.input.stats).read())
     cfg = smk.params.matching
-    matched = match_tiles(index, stats, smk.output.tiles, cfg["p_low"], cfg["p_high"])
+    matched = match_tiles(index, stats, smk.output.tiles, cfg["p_low"], cfg["p_high"], cfg["per_tile"])
     log.info("%d tiles matched into %s", len(matched), smk.output.tiles)
     write_csv(smk.output.index, matched)
 

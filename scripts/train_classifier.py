@@ -35,6 +35,7 @@ def main(smk) -> None:
             stats_json=smk.input.stats,
             out_dir=Path(smk.output.best).parent,
             cfg=dict(smk.params.classifier),
+            matching=dict(smk.params.matching),
             imagenet_weights_path=_weights_path(smk),
             threads=smk.threads,
             log=log,

@@ -41,6 +41,6 @@ def test_default_config_plans_the_amazon_dag(tmp_path):
         "indigenous_territories_impacts.geojson",
         "riverbank_negatives_v2025-08.geojson",
     )], out[-6000:]
-    for rule in ("fetch_imagenet_weights", "positive_points", "negative_points", "train_classifier", "region_scene",
-                 "classify_candidates"):
+    for rule in ("fetch_imagenet_weights", "positive_points", "negative_points", "train_classifier", "region_tiles",
+                 "merge_detections"):
         assert re.search(rf"^{rule}\s+\d+\s*$", out, re.M), (rule, out[-3000:])

@@ -182,3 +182,32 @@ def test_window_across_utm_zones_is_seamless(tmp_path):
     assert 0.008 < np.median(step) < 0.010
     worst = np.unravel_index(np.argmax(np.abs(step - np.median(step))), step.shape)
     assert np.allclose(step, np.median(step), atol=0.0012), (worst, step[worst])
+
+
+def test_blockwise_composite_equals_whole_grid_composite(tiny_catalog, tmp_path):
+    """Written block by block (bounded memory), the scene is the same as composited at once."""
+    import rasterio
+
+    from garimpo.scene import write_composite
+
+    path, _ = tiny_catalog
+    src = Source.from_config({"kind": "local", "url": str(path)})
+    # 70 x 66 px: larger than the data (64 x 64, the rest is NaN) and not a multiple of the block.
+    grid = Grid(EPSG, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), 70, 66)
+    req = ImageryRequest(("B04", "B08"), ("2021-01-01", "2025-12-31"), 20, "median")
+    whole, used = fetch_composite(src, req, grid)
+    out = tmp_path / "scene.tif"
+    blocks_used = write_composite(out, src, req, grid, block_px=24)
+    with rasterio.open(out) as ds:
+        assert [d for d in ds.descriptions] == ["B04", "B08"]
+        np.testing.assert_allclose(ds.read(), whole, equal_nan=True, atol=1e-6)
+        assert ds.tags()["scene_ids"] == ";".join(i.id for i in used)
+    assert [i.id for i in blocks_used] == [i.id for i in used]
+    # No scene in the period: an error, or an all-NaN scene when a region-wide run must go on.
+    empty = ImageryRequest(("B04",), ("2019-01-01", "2019-12-31"), 20)
+    with pytest.raises(NoImageryError):
+        write_composite(tmp_path / "none.tif", src, empty, grid)
+    assert not (tmp_path / "none.tif").exists()
+    assert write_composite(tmp_path / "none.tif", src, empty, grid, allow_empty=True) == []
+    with rasterio.open(tmp_path / "none.tif") as ds:
+        assert np.isnan(ds.read()).all()

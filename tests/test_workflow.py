@@ -13,7 +13,8 @@ import pytest
 from shapely.geometry import shape
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = ["results/detections/demo.geojson", "results/detections/demo_overview.png", "results/eval/demo.json"]
+TARGETS = ["results/detections/demo.geojson", "results/detections/demo_overview.png", "results/eval/demo.json",
+           "results/stats/demo_protected_areas.csv"]
 pytestmark = pytest.mark.workflow
 
 
@@ -54,11 +55,17 @@ def test_every_stage_output_exists(demo_run):
         "results/tiles/matched/positive_index.csv", "results/tiles/matched/negative_index.csv", "results/split.csv",
         "results/models/classifier/best_model.pth", "results/models/classifier/final_model.pth",
         "results/models/classifier/training_history.json", "results/models/classifier/config.json",
-        "results/models/classifier/training_curves.png", "results/scenes/demo.tif", "results/scenes/demo.json",
-        "results/candidates/demo_mask.tif", "results/candidates/demo.geojson", *TARGETS,
+        "results/models/classifier/training_curves.png", "results/regions/demo/tiles.json",
+        "results/stats/demo_protected_areas.png", *TARGETS,
     ]
     missing = [p for p in expected if not (demo_run / p).is_file()]
     assert not missing
+    # The demo region fans out over several tiles, each with its scene and its chip scores.
+    tiles = json.loads((demo_run / "results/regions/demo/tiles.json").read_text())["tiles"]
+    assert len(tiles) >= 2
+    for tile in tiles:
+        assert (demo_run / f"results/regions/demo/scenes/{tile}.tif").is_file()
+        assert (demo_run / f"results/regions/demo/chips/{tile}.npz").is_file()
     assert any((demo_run / "results/tiles/pos_augmented").glob("*.tif"))
     assert any((demo_run / "results/tiles/neg_augmented").glob("*.tif"))
     stats = json.loads((demo_run / "results/stats/positive.json").read_text())
@@ -109,4 +116,5 @@ def test_rerun_nothing_then_threshold_reruns_only_detection(demo_run):
     assert planned_rules(snakemake(demo_run, *TARGETS, "-n")) == set()
     (demo_run / "threshold.yaml").write_text("detection:\n  threshold: 0.99\n")
     planned = planned_rules(snakemake(demo_run, *TARGETS, "-n", "--configfile", "config/demo.yaml", "threshold.yaml"))
-    assert planned == {"classify_candidates", "overview_map", "evaluate_demo"}
+    # The threshold is applied at the merge: no tile is rescanned.
+    assert planned == {"merge_detections", "overview_map", "encroachment_stats", "evaluate_demo"}

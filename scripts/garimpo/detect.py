@@ -1,88 +1,24 @@
-"""Two-stage detection: region scene -> candidate zones (proposer) -> classifier verdict per zone."""
+"""Detection helpers around the scan: chip preparation (the per-chip reference), chip scores on disk, and
+positive chips as lon/lat squares for the merge."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-import rasterio.features
-from shapely.geometry import box, shape
-from scipy import ndimage
-from shapely.ops import unary_union
+import shapely
+from affine import Affine
+from pyproj import Transformer
 
-from .geo import feature, feature_collection, geodesic_area_ha, reproject, write_geojson
 from .matching import reference_bounds, stretch_to_reference
-from .raster import Grid, Raster, bounds_grid, utm_epsg
+from .raster import Raster
 
 log = logging.getLogger(__name__)
-
-
-def region_grid(region_lonlat, resolution: float = 10.0) -> Grid:
-    """A grid over the region in the UTM zone of its centroid."""
-    c = region_lonlat.centroid
-    crs = f"EPSG:{utm_epsg(c.x, c.y)}"
-    return bounds_grid(crs, reproject(region_lonlat, "EPSG:4326", crs).bounds, resolution)
-
-
-def region_mask(region_lonlat, grid: Grid) -> np.ndarray:
-    """Pixels of ``grid`` inside the region polygon."""
-    geom = reproject(region_lonlat, "EPSG:4326", grid.crs)
-    return rasterio.features.geometry_mask([geom], (grid.height, grid.width), grid.transform, invert=True)
-
-
-def zones_from_mask(mask: np.ndarray, crs: str, transform, min_pixels: int = 1) -> list[dict]:
-    """Candidate zones (connected 8-neighbour components) as lon/lat polygons with pixel counts."""
-    labels, n = _label(mask)
-    if n == 0:
-        return []
-    counts = np.bincount(labels.ravel())
-    zones = {}
-    for geom, value in rasterio.features.shapes(labels, mask=labels > 0, connectivity=8, transform=transform):
-        value = int(value)
-        if counts[value] < min_pixels:
-            continue
-        poly = shape(geom)
-        zones.setdefault(value, []).append(poly)
-    out = []
-    for value, polys in sorted(zones.items()):
-        proj = unary_union(polys)
-        out.append({"zone_id": int(value), "n_pixels": int(counts[value]), "geometry_proj": proj,
-                    "geometry": reproject(proj, crs, "EPSG:4326")})
-    return out
-
-
-def _label(mask: np.ndarray):
-    return ndimage.label(mask, structure=np.ones((3, 3), dtype=int))
-
-
-def chip_windows(zone_proj, grid: Grid, chip_px: int) -> list[tuple[int, int]]:
-    """Top-left (row, col) of chips of ``chip_px`` that cover a zone; one centred chip for small zones.
-
-    Large zones get a regular lattice of chips over their bounding box, keeping only
-    chips whose square touches the zone.
-    """
-    res = grid.resolution
-    left, top = grid.transform.c, grid.transform.f
-    minx, miny, maxx, maxy = zone_proj.bounds
-    size = chip_px * res
-    if maxx - minx <= size and maxy - miny <= size:
-        cx, cy = zone_proj.centroid.x, zone_proj.centroid.y
-        return [(int(round((top - cy) / res - chip_px / 2)), int(round((cx - left) / res - chip_px / 2)))]
-    out = []
-    nx = int(np.ceil((maxx - minx) / size))
-    ny = int(np.ceil((maxy - miny) / size))
-    x0 = (minx + maxx) / 2 - nx * size / 2
-    y0 = (miny + maxy) / 2 + ny * size / 2
-    for i in range(ny):
-        for j in range(nx):
-            cell = box(x0 + j * size, y0 - (i + 1) * size, x0 + (j + 1) * size, y0 - i * size)
-            if cell.intersects(zone_proj):
-                out.append((int(round((top - (y0 - i * size)) / res)), int(round((x0 + j * size - left) / res))))
-    return out
 
 
 def extract_chip(image: np.ndarray, row: int, col: int, size: int) -> np.ndarray:
@@ -113,31 +49,55 @@ def config_hash(params: Mapping) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def detection_features(zones: Sequence[dict], scores: Sequence[float], threshold: float, provenance: Mapping,
-                       model_id: str, cfg_hash: str) -> tuple[list[dict], list[dict]]:
-    """(all scored candidate features, mining features) with area, bbox and provenance."""
-    scored, mining = [], []
-    for zone, score in zip(zones, scores):
-        geom = zone["geometry"]
-        label = "mining" if score >= threshold else "not_mining"
-        props = {
-            "zone_id": zone["zone_id"],
-            "score": round(float(score), 4),
-            "label": label,
-            "threshold": round(float(threshold), 4),
-            "area_ha": round(geodesic_area_ha(geom), 3),
-            "bbox": [round(v, 6) for v in geom.bounds],
-            "scene_ids": list(provenance.get("scene_ids", [])),
-            "dates": list(provenance.get("dates", [])),
-            "model_id": model_id,
-            "config_hash": cfg_hash,
-        }
-        f = feature(geom, props)
-        scored.append(f)
-        if label == "mining":
-            mining.append(f)
-    return scored, mining
+def chip_features(result, threshold: float, provenance: Mapping) -> list[dict]:
+    """Features (shapely lon/lat squares + properties) of a scan's chips scoring >= ``threshold``, one per chip.
+
+    Each chip stays its own part so the merge can tell an isolated chip from a group
+    (the dual threshold) and dissolve chips across tile edges.
+    """
+    keep = result.scores >= threshold
+    rows, cols, scores = result.rows[keep], result.cols[keep], result.scores[keep]
+    if not len(scores):
+        return []
+    t, size = result.transform, result.chip_px
+    x0, y0 = t.c + t.a * cols, t.f + t.e * rows
+    x1, y1 = x0 + t.a * size, y0 + t.e * size
+    squares = shapely.box(np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1), np.maximum(y0, y1))
+    tf = Transformer.from_crs(result.crs, "EPSG:4326", always_xy=True)
+    lonlat = shapely.transform(squares, lambda xy: np.column_stack(tf.transform(xy[:, 0], xy[:, 1])))
+    return [{"geometry": g, "properties": {"score": round(float(s), 4), **provenance}}
+            for g, s in zip(lonlat, scores)]
 
 
-def write_features(path: str | Path, features: list[dict], metadata: Mapping) -> None:
-    write_geojson(path, feature_collection(features), metadata)
+@dataclass
+class ChipScores:
+    """Every chip a tile scan classified: top-left pixel, score and the scene's georeferencing."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    scores: np.ndarray
+    chip_px: int
+    crs: str
+    transform: Affine
+    provenance: dict
+    summary: dict
+
+
+def save_chip_scores(path: str | Path, result, provenance: Mapping) -> Path:
+    """A scan's chip scores (all of them, so thresholds can change without rescanning) as .npz."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez_compressed(tmp, rows=result.rows.astype(np.int32), cols=result.cols.astype(np.int32),
+                        scores=result.scores.astype(np.float32), chip_px=result.chip_px, crs=str(result.crs),
+                        transform=np.asarray(list(result.transform)[:6]),
+                        provenance=json.dumps(dict(provenance)), summary=json.dumps(result.summary()))
+    tmp.replace(path)
+    return path
+
+
+def load_chip_scores(path: str | Path) -> ChipScores:
+    with np.load(path) as z:
+        return ChipScores(z["rows"], z["cols"], z["scores"], int(z["chip_px"]), str(z["crs"]),
+                          Affine(*z["transform"].tolist()), json.loads(str(z["provenance"])),
+                          json.loads(str(z["summary"])))

@@ -153,12 +153,21 @@ def iter_tiles(index: pd.DataFrame):
         yield r.array, r.band_names
 
 
-def match_tiles(index: pd.DataFrame, stats: Mapping, out_dir: str | Path, p_low=2.0, p_high=98.0) -> pd.DataFrame:
-    """Stretch every tile onto the positives' P2/P98; returns the index of matched tiles."""
+def match_tiles(index: pd.DataFrame, stats: Mapping, out_dir: str | Path, p_low=2.0, p_high=98.0,
+                per_tile: bool = True) -> pd.DataFrame:
+    """Stretch every tile onto the positives' P2/P98; returns the index of matched tiles.
+
+    With ``per_tile`` false the tiles are linked in unchanged (see config ``matching.per_tile``).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for rec in index[index["status"] == "ok"].to_dict("records"):
+        if not per_tile:
+            dest = out_dir / Path(rec["path"]).name
+            _link_or_copy(Path(rec["path"]), dest)
+            rows.append({**rec, "path": str(dest)})
+            continue
         r = read_raster(rec["path"])
         low, high = reference_bounds(stats, r.band_names)
         matched = stretch_to_reference(r.array, low, high, p_low, p_high)

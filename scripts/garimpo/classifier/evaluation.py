@@ -98,12 +98,14 @@ def read_chip(
     stats: Mapping | str | os.PathLike,
     p_low: float = 2.0,
     p_high: float = 98.0,
+    per_tile: bool = True,
 ) -> np.ndarray:
     """One chip as float32 [C, H, W] in ``bands`` order, matched to the positive statistics.
 
     8-bit PNG/JPEG chips are bands B04, B03, B02 scaled to 0..1; GeoTIFF bands are
     picked by their descriptions.  Each band's own P_low/P_high is then stretched
-    onto the positives' P2/P98 with ``stretch_to_reference``, as in ``match_tiles``.
+    onto the positives' P2/P98 with ``stretch_to_reference``, as in ``match_tiles``
+    (unless ``per_tile`` is false: then the chip is returned as read, as training saw it).
     """
     stats = _load_stats(stats)
     path = Path(path)
@@ -119,6 +121,8 @@ def read_chip(
             "(PNG/JPEG chips only carry B04, B03, B02)"
         )
     arr = np.ascontiguousarray(arr[[names.index(b) for b in bands]])
+    if not per_tile:
+        return arr.astype(np.float32, copy=False)
     try:
         low, high = reference_bounds(stats, list(bands))
     except KeyError as err:
@@ -160,6 +164,10 @@ def score_chips(
     stats = _load_stats(stats)
     bands = list(meta["bands"])
     args = (meta["low"], meta["high"], int(meta["input_size"]), meta["mean"], meta["std"])
+    # The checkpoint says how its training tiles were matched; older ones were matched per tile.
+    matching = meta.get("matching") or {}
+    p_low, p_high = float(matching.get("p_low", p_low)), float(matching.get("p_high", p_high))
+    per_tile = bool(matching.get("per_tile", True))
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.to(device).eval()
@@ -167,7 +175,7 @@ def score_chips(
     try:
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
-            x = torch.cat([preprocess(read_chip(p, bands, stats, p_low, p_high)[None], *args) for p in chunk])
+            x = torch.cat([preprocess(read_chip(p, bands, stats, p_low, p_high, per_tile)[None], *args) for p in chunk])
             x = x.to(device)
             views = _tta_views(x) if tta else [x]
             probs = torch.stack([torch.sigmoid(model(v).float()).flatten() for v in views]).mean(0)

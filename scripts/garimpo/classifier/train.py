@@ -187,6 +187,7 @@ def train_classifier(
     cfg: dict,
     imagenet_weights_path: str | os.PathLike | None = None,
     threads: int = 1,
+    matching: dict | None = None,
     log: logging.Logger = logging.getLogger("garimpo.classifier.train"),
 ) -> dict:
     """Train, keep the lowest-val-loss model, tune the threshold; returns a summary dict."""
@@ -288,6 +289,8 @@ def train_classifier(
         "arch": cfg["arch"], "weights": cfg["weights"], "bands": bands, "input_size": size,
         "in_channels": len(bands), "dropout": float(cfg["dropout"]), "low": low, "high": high,
         "mean": mean, "std": std, "threshold_method": tcfg["method"], "train_config": cfg,
+        # How the training tiles were matched: detection and evaluation must prepare chips alike.
+        "matching": {"per_tile": True, "p_low": 2.0, "p_high": 98.0, **(matching or {})},
     }
     best_meta = save_checkpoint(out / "best_model.pth", model, {
         **base_meta, "threshold": thr, "epoch": best_epoch, "val_loss": best_loss,

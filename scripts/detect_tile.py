@@ -1,0 +1,46 @@
+"""Rule detect_tile: scan one tile's scene (two-stage or brute force) -> the scores of every chip classified."""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from garimpo.detect import config_hash, save_chip_scores  # noqa: E402
+from garimpo.smk import setup_logging  # noqa: E402
+
+
+def main(smk):
+    log = setup_logging(smk)
+    import torch
+
+    from garimpo.classifier.model import load_classifier
+    from garimpo.scan import brute_force_scan, two_stage_scan
+
+    torch.set_num_threads(max(1, int(smk.threads)))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, meta = load_classifier(smk.input.model, device)
+    scan, proposer = smk.params.scan, smk.params.proposer
+    with open(smk.input.stats) as fh:
+        stats = json.load(fh)
+    with open(smk.input.meta) as fh:
+        scene_meta = json.load(fh)
+    common = dict(stride=scan["stride_px"], block_px=int(scan["block_px"]), batch_size=int(scan["batch_size"]),
+                  precision=scan["precision"], tta=bool(scan["tta"]), stats=stats, device=device)
+    if scan["mode"] == "brute_force":
+        result = brute_force_scan(smk.input.scene, model, meta, **common)
+    else:
+        segformer = None
+        if proposer["method"] in ("segformer", "union"):
+            from garimpo.segformer import SegformerProposer
+            segformer = SegformerProposer.from_pretrained(proposer["segformer"]["local_dir"])
+        result = two_stage_scan(smk.input.scene, model, meta, proposer=proposer, segformer=segformer,
+                                decimate=int(scan["proposer_decimate"]), select=scan["select"], **common)
+    log.info("tile %s: %s", smk.wildcards.tile, result.summary())
+    provenance = {"tile": smk.wildcards.tile, "scene_ids": scene_meta["scene_ids"], "dates": scene_meta["dates"],
+                  "model_id": meta["model_id"], "model_threshold": float(meta["threshold"]),
+                  "config_hash": config_hash({**scan, "proposer": proposer}), "mode": scan["mode"]}
+    save_chip_scores(smk.output[0], result, provenance)
+
+
+main(snakemake)  # noqa: F821

@@ -1,0 +1,35 @@
+"""Rule encroachment_stats: mined area and detections per protected area / indigenous territory (CSV + map)."""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from garimpo.encroachment import encroachment_table, plot_encroachment_map  # noqa: E402
+from garimpo.geo import read_region  # noqa: E402
+from garimpo.postprocess import from_geojson  # noqa: E402
+from garimpo.smk import setup_logging, write_csv  # noqa: E402
+
+
+def main(smk):
+    log = setup_logging(smk)
+    cfg = smk.params.encroachment
+    with open(smk.input.detections) as fh:
+        detections = from_geojson(json.load(fh))
+    with open(smk.input.areas) as fh:
+        areas = json.load(fh)["features"]
+    reg = smk.params.region
+    region = read_region(smk.input.region, reg.get("field"), reg.get("value"))
+    areas = [a for a in areas if a.get("geometry")]
+    table = encroachment_table(detections, areas, cfg["name_field"], cfg["id_field"])
+    log.info("%d of %d areas hold detections; %.1f ha mined in all", len(table), len(areas),
+             table["mined_area_ha"].sum() if len(table) else 0.0)
+    write_csv(smk.output.csv, table)
+    key = "id" if cfg["id_field"] else "name"
+    plot_encroachment_map(table, areas, detections, region, smk.output.png, attribution=smk.params.attribution,
+                          key=key, area_field=cfg["id_field"] or cfg["name_field"],
+                          title=f"Mining detections in protected areas: {smk.wildcards.region}")
+
+
+main(snakemake)  # noqa: F821

@@ -1,0 +1,121 @@
+"""Cloud-free composites of large grids, written block by block so memory stays bounded.
+
+A full tile (about 11,000 x 11,000 px) composited at once would hold every scene's bands in
+memory (tens of GB); here the scenes are searched once for the whole grid and each block is
+read, composited and written before the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from pyproj import CRS
+from rasterio.windows import Window
+
+from .errors import NoImageryError
+from .raster import Grid
+from .stac import ImageryRequest, Source, fetch_composite, search_items
+
+log = logging.getLogger(__name__)
+
+
+def grid_blocks(grid: Grid, block_px: int) -> Iterator[tuple[Window, Grid]]:
+    """(window, sub-grid) pairs that tile ``grid`` without overlap, row by row."""
+    t = grid.transform
+    for row in range(0, grid.height, block_px):
+        for col in range(0, grid.width, block_px):
+            h, w = min(block_px, grid.height - row), min(block_px, grid.width - col)
+            sub = Grid(grid.crs, t @ Affine.translation(col, row), w, h)
+            yield Window(col, row, w, h), sub
+
+
+def write_composite(
+    path: str | os.PathLike,
+    source: Source,
+    request: ImageryRequest,
+    grid: Grid,
+    block_px: int = 2048,
+    items: Sequence | None = None,
+    allow_empty: bool = False,
+) -> list:
+    """Composite ``request`` onto ``grid`` into a tiled GeoTIFF at ``path`` (float32, NaN = no clear pixel).
+
+    Returns the items that gave clear pixels somewhere.  Blocks with no clear pixel stay NaN.
+    With ``allow_empty`` a grid without any clear scene is written all NaN (one cloudy tile
+    must not stop a region-wide run) instead of raising ``NoImageryError``.
+    The file appears only when complete (written to a temporary name, then renamed), so a
+    killed run never leaves a half-written scene that looks finished.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if items is None:
+        items = search_items(source, grid.bbox_lonlat(), request.period, request.max_cloud)
+    items = list(items)[: request.max_scenes]
+    if not items:
+        message = (f"no {source.collection} scene with cloud < {request.max_cloud}% over {grid.bbox_lonlat()} "
+                   f"in {request.period[0]}..{request.period[1]}; widen imagery.period or raise "
+                   "imagery.max_cloud_cover")
+        if not allow_empty:
+            raise NoImageryError(message)
+        log.warning("%s: writing an empty (all NaN) scene", message)
+    profile = {
+        "driver": "GTiff", "width": grid.width, "height": grid.height, "count": len(request.bands),
+        "dtype": "float32", "crs": CRS.from_user_input(grid.crs).to_wkt(), "transform": grid.transform,
+        "nodata": float("nan"), "compress": "deflate", "predictor": 3, "tiled": True,
+        "blockxsize": 512, "blockysize": 512, "BIGTIFF": "IF_SAFER",
+    }
+    used: dict[str, object] = {}
+    fd, tmp = tempfile.mkstemp(suffix=".tif", dir=path.parent, prefix=f".{path.stem}.")
+    os.close(fd)
+    try:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            for i, name in enumerate(request.bands, start=1):
+                dst.set_band_description(i, name)
+            for window, sub in grid_blocks(grid, block_px):
+                try:
+                    image, block_items = fetch_composite(source, request, sub, items)
+                except NoImageryError:
+                    continue  # cloudy or outside every scene: the block stays NaN
+                dst.write(image.astype(np.float32, copy=False), window=window)
+                used.update({it.id: it for it in block_items})
+            if not used and not allow_empty:
+                raise NoImageryError(f"all {len(items)} scenes over {grid.bbox_lonlat()} are cloudy or empty there")
+            ordered = [it for it in items if it.id in used]
+            dst.update_tags(scene_ids=";".join(it.id for it in ordered),
+                            dates=";".join(it.datetime.date().isoformat() for it in ordered))
+            # Overviews make quicklooks and maps of a whole tile cheap to read.
+            factors = [f for f in (4, 16, 64) if min(grid.width, grid.height) // f >= 64]
+            if factors:
+                dst.build_overviews(factors, rasterio.enums.Resampling.average)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    log.info("composite %s: %d x %d px from %d scenes", path, grid.width, grid.height, len(used))
+    return ordered
+
+
+def tile_scene_grid(tile: str, region_lonlat, size_m: float, margin_m: float, resolution: float = 10.0) -> Grid:
+    """The grid a tile's scene is composited on: the tile's processing grid (cell plus margin, UTM)
+    cut down to the region's part of it plus the margin, so a small region never pays for a whole cell.
+    """
+    from .geo import reproject
+    from .raster import bounds_grid
+    from .tiling import tile_cell, tile_processing_grid
+
+    full = tile_processing_grid(tile, size_m, resolution, margin_m)
+    _, cell = tile_cell(tile, size_m)
+    part = region_lonlat.intersection(cell)
+    if part.is_empty:
+        raise ValueError(f"tile {tile} does not intersect the region; the tile list is stale: delete it and rerun")
+    left, bottom, right, top = reproject(part, "EPSG:4326", full.crs).buffer(margin_m).bounds
+    f_left, f_bottom, f_right, f_top = full.bounds
+    clipped = (max(left, f_left), max(bottom, f_bottom), min(right, f_right), min(top, f_top))
+    return bounds_grid(full.crs, clipped, resolution)

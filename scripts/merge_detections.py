@@ -1,0 +1,53 @@
+"""Rule merge_detections: every tile's chip scores -> the region's detections (chips over the threshold,
+clipped to their cells, dissolved across tile edges, dual threshold, geodesic areas) as RFC 7946 GeoJSON."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from garimpo.detect import chip_features, load_chip_scores  # noqa: E402
+from garimpo.geo import read_region, write_geojson  # noqa: E402
+from garimpo.postprocess import merge_tiles, to_geojson  # noqa: E402
+from garimpo.smk import setup_logging  # noqa: E402
+from garimpo.tiling import read_tile_list  # noqa: E402
+
+
+def main(smk):
+    log = setup_logging(smk)
+    det = smk.params.detection
+    tiles = read_tile_list(smk.input.tiles)
+    scans = [load_chip_scores(p) for p in smk.input.chips]
+    models = {s.provenance["model_id"] for s in scans}
+    if len(models) > 1:
+        raise ValueError(f"tiles of {smk.wildcards.region} were scanned with different models {sorted(models)}: "
+                         "rerun them all (snakemake -R detect_tile)")
+    model_thr = {s.provenance["model_threshold"] for s in scans}
+    low = float(det["threshold"]) if det["threshold"] is not None else (model_thr.pop() if model_thr else 0.5)
+    high = float(det["isolated_threshold"]) if det["isolated_threshold"] is not None else (1 + low) / 2
+    if high < low:
+        raise ValueError(f"detection.isolated_threshold {high} is below the threshold {low}; it must be higher")
+    per_tile = {s.provenance["tile"]: chip_features(s, low, {k: s.provenance[k] for k in
+                                                             ("scene_ids", "dates", "model_id", "config_hash")})
+                for s in scans}
+    reg = smk.params.region
+    region = read_region(smk.input.region, reg.get("field"), reg.get("value"))
+    merged = merge_tiles(per_tile, tiles["size_m"], low, high, float(det["gap_m"]))
+    inside = []
+    for f in merged:  # scenes reach past the region by the margin: keep the region's part
+        geom = f["geometry"].intersection(region)
+        if not geom.is_empty and geom.area > 0:
+            inside.append({"geometry": geom, "properties": {**f["properties"], "label": "mining",
+                                                            "threshold": low, "isolated_threshold": high}})
+    chips = sum(len(v) for v in per_tile.values())
+    classified = sum(len(s.scores) for s in scans)
+    log.info("%s: %d tiles, %d chips classified, %d >= %.3f -> %d detections (isolated chips need %.3f)",
+             smk.wildcards.region, len(scans), classified, chips, low, len(inside), high)
+    metadata = {"region": smk.wildcards.region, "tiles": len(scans), "tile_size_m": tiles["size_m"],
+                "threshold": low, "isolated_threshold": high, "chips_classified": classified,
+                "model_id": models.pop() if models else None, "generator": "garimpo detection",
+                "attribution": smk.params.attribution}
+    write_geojson(smk.output[0], to_geojson(inside), metadata)
+
+
+main(snakemake)  # noqa: F821

@@ -1,0 +1,253 @@
+"""Streaming two-stage scan (garimpo.scan), the bench tile generator and the bench's JSON line."""
+
+import json
+import sys
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from torch import nn
+
+from garimpo import bench_world as bw
+from garimpo.classifier.infer import predict_proba
+from garimpo.detect import extract_chip, prepare_chips
+from garimpo.proposers import propose
+from garimpo.raster import read_raster, write_raster
+from garimpo.scan import (
+    Lattice,
+    ScanResult,
+    brute_force_scan,
+    chip_polygons,
+    chips_touching,
+    iter_blocks,
+    match_chips,
+    read_reflectance,
+    band_indexes,
+    two_stage_scan,
+)
+
+BANDS = ["B02", "B03", "B04", "B08", "B11", "B12"]
+META = {"bands": BANDS, "input_size": 48, "low": [0.03, 0.05, 0.03, 0.2, 0.12, 0.05],
+        "high": [0.12, 0.15, 0.18, 0.32, 0.3, 0.24], "mean": [0.5] * 6, "std": [0.25] * 6, "threshold": 0.5}
+STATS = {"bands": {b: {"p2": lo, "p98": hi} for b, lo, hi in zip(BANDS, META["low"], META["high"])}}
+
+
+class TinyNet(nn.Module):
+    """A small deterministic stand-in for the ResNet (same input/output contract), fast on CPU."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2), nn.ReLU(),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _render(size, seed=3, mined=0.03):
+    lay = bw.make_layout(size, seed, mined_fraction=mined)
+    ren = bw.Renderer(lay)
+    return lay, ren.render(0, 0, size, size)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """A 700 x 620 px float reflectance scene (like the scene rule writes) with mines and look-alikes."""
+    d = tmp_path_factory.mktemp("scan")
+    lay, refl = _render(720)
+    refl = refl[:, :700, :620].copy()
+    refl[:, :3, :40] = np.nan  # a little nodata
+    path = write_raster(d / "scene.tif", refl, bw.CRS, lay.transform, BANDS)
+    return path, lay
+
+
+@pytest.fixture(scope="module")
+def model():
+    return TinyNet().eval()
+
+
+def _key(rows, cols):
+    return list(zip(np.asarray(rows).tolist(), np.asarray(cols).tolist()))
+
+
+@pytest.mark.parametrize("shape,block,halo", [((601, 977), 240, 64), ((1000, 1500), 500, 32), ((40, 30), 96, 64),
+                                             ((73, 1000), 100, 0)])
+def test_blocks_cover_every_lattice_chip_exactly_once(shape, block, halo):
+    lat = Lattice(*shape, chip=48, stride=24)
+    seen = []
+    for b in iter_blocks(lat, block, halo):
+        r0, c0, h, w = b.buf
+        for i in range(b.i0, b.i1):
+            for j in range(b.j0, b.j1):
+                seen.append((i, j))
+                # every owned chip, with the halo, lies inside the block's buffer
+                assert r0 + halo <= i * 24 and i * 24 + 48 + halo <= r0 + h
+                assert c0 + halo <= j * 24 and j * 24 + 48 + halo <= c0 + w
+        win = b.read
+        assert win.row_off >= 0 and win.col_off >= 0
+        assert win.row_off + win.height <= shape[0] and win.col_off + win.width <= shape[1]
+    assert len(seen) == len(set(seen)) == lat.size
+    assert set(seen) == {(i, j) for i in range(lat.n_rows) for j in range(lat.n_cols)}
+    # the chips cover every pixel and stick out by less than a stride
+    rows, cols = lat.origins()
+    assert rows.max() + 48 >= shape[0] > rows.max() + 48 - 24 or shape[0] <= 48
+    assert cols.max() + 48 >= shape[1] > cols.max() + 48 - 24 or shape[1] <= 48
+
+
+def test_match_chips_equals_prepare_chips(scene):
+    path, _ = scene
+    r = read_raster(path)
+    windows = [(0, 0), (-10, 600), (24, 48), (300, 200), (680, 610), (500, 24)]  # edges: NaN outside
+    ref = prepare_chips(r, windows, 48, STATS, BANDS)
+    chips = np.stack([extract_chip(r.array, a, b, 48) for a, b in windows])
+    exact = match_chips(chips, META["low"], META["high"])
+    np.testing.assert_array_equal(exact, ref)
+    fast = match_chips(chips, META["low"], META["high"], exact=False)
+    np.testing.assert_allclose(fast, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_streaming_scan_equals_scoring_the_whole_image(scene, model):
+    path, _ = scene
+    res = brute_force_scan(path, model, META, block_px=200, halo=40, channels_last=False, exact_match=True,
+                           batch_size=97)
+    r = read_raster(path)
+    lat = Lattice(700, 620, 48, 24)
+    rows, cols = lat.origins()
+    assert res.chips_classified == res.lattice_chips == lat.size
+    chips = prepare_chips(r, list(zip(rows, cols)), 48, STATS, BANDS)
+    want = dict(zip(_key(rows, cols), predict_proba(model, META, chips, batch_size=64, tta=False)))
+    got = dict(zip(_key(res.rows, res.cols), res.scores))
+    assert set(got) == set(want)
+    np.testing.assert_allclose([got[k] for k in want], list(want.values()), atol=1e-5)
+    # the fast path (float32 matching, channels_last) gives the same scores within rounding
+    fast = brute_force_scan(path, model, META, block_px=2048)
+    got_fast = dict(zip(_key(fast.rows, fast.cols), fast.scores))
+    np.testing.assert_allclose([got_fast[k] for k in want], list(want.values()), atol=1e-4)
+
+
+def test_two_stage_scores_the_candidate_subset_of_brute_force(scene, model):
+    path, _ = scene
+    brute = brute_force_scan(path, model, META, block_px=480)
+    two = two_stage_scan(path, model, META, block_px=192)
+    assert 0 < two.chips_classified < brute.chips_classified
+    assert two.classifier_calls == two.chips_classified
+    b = dict(zip(_key(brute.rows, brute.cols), brute.scores))
+    t = dict(zip(_key(two.rows, two.cols), two.scores))
+    assert set(t) <= set(b)
+    np.testing.assert_allclose([t[k] for k in t], [b[k] for k in t], atol=1e-5)
+    # block-wise candidates (halo 64) select the same chips as the proposer on the whole image
+    r = read_raster(path)
+    mask = propose({n: r.array[i] for i, n in enumerate(r.band_names)}, "spectral")
+    rows, cols = Lattice(700, 620, 48, 24).origins()
+    keep = chips_touching(mask, rows, cols, 48)
+    assert set(_key(rows[keep], cols[keep])) == set(t)
+    assert two.candidate_pixels == int(mask.sum())
+
+
+def test_two_stage_centre_selection_sees_every_candidate_pixel_once(scene, model):
+    from garimpo.scan import centre_boxes
+
+    path, _ = scene
+    anyc = two_stage_scan(path, model, META, block_px=192)
+    cen = two_stage_scan(path, model, META, block_px=192, select="centre")
+    a, c = set(_key(anyc.rows, anyc.cols)), set(_key(cen.rows, cen.cols))
+    assert c <= a and len(c) < len(a)
+    r = read_raster(path)
+    mask = propose({n: r.array[i] for i, n in enumerate(r.band_names)}, "spectral")
+    lat = Lattice(700, 620, 48, 24)
+    ii, jj = np.meshgrid(np.arange(lat.n_rows), np.arange(lat.n_cols), indexing="ij")
+    r0, c0, r1, c1 = (np.clip(v, 0, 10**6) for v in centre_boxes(ii.ravel(), jj.ravel(), lat))
+    cover = np.zeros((700, 620), int)
+    for k in range(lat.size):
+        cover[r0[k]:r1[k], c0[k]:c1[k]] += 1
+    assert (cover == 1).all()  # centre squares tile the raster
+    sel = {(int(ii.ravel()[k] * 24), int(jj.ravel()[k] * 24)) for k in range(lat.size)
+           if mask[r0[k]:r1[k], c0[k]:c1[k]].any()}
+    assert sel == c
+
+
+def test_two_stage_decimated_proposer_runs_and_keeps_most_chips(scene, model):
+    path, _ = scene
+    full = two_stage_scan(path, model, META)
+    dec = two_stage_scan(path, model, META, decimate=2)
+    a, b = set(_key(full.rows, full.cols)), set(_key(dec.rows, dec.cols))
+    assert len(a & b) >= 0.8 * len(a)
+
+
+def test_integer_dn_raster_reads_as_reflectance(tmp_path):
+    lay, refl = _render(256, seed=5)
+    path = tmp_path / "dn.tif"
+    lay.size = 256
+    bw.write_tile(path, lay, block=256)  # one block: the same per-block noise as the render above
+    with rasterio.open(path) as src:
+        got = read_reflectance(src, band_indexes(src, BANDS), rasterio.windows.Window(0, 0, 256, 256))
+        assert src.dtypes[0] == "uint16" and src.nodata == 0
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, np.clip(refl, 1e-4, None), atol=0.6e-4)
+
+
+def test_bench_tile_blocks_join_without_seams():
+    lay = bw.make_layout(512, 9, mined_fraction=0.02)
+    ren = bw.Renderer(lay)
+    whole = ren.render(0, 0, 256, 512)
+    parts = np.concatenate([ren.render(0, 0, 256, 256), ren.render(0, 256, 256, 256)], axis=2)
+    # identical up to the per-block sensor noise (independent per block by design)
+    assert np.abs(whole - parts).max() < 8 * max(bw.NOISE) * 2
+    assert abs(sum(m.area_ha for m in lay.mines) * 1e4 / (512 * 10.0) ** 2 - 0.02) < 0.015
+    assert all(0.5 <= m.area_ha <= 130 for m in lay.mines)
+
+
+def test_scan_memory_is_bounded_by_the_block_not_the_raster(tmp_path, model):
+    size = 1920
+    lay = bw.make_layout(size, 4)
+    path = bw.write_tile(tmp_path / "big.tif", lay, block=960)
+    raster_bytes = size * size * 6 * 4  # float32 reflectance of the whole raster: ~88 MB
+    tracemalloc.start()
+    res = two_stage_scan(path, model, META, block_px=240, halo=48)
+    res2 = brute_force_scan(path, model, META, block_px=240, halo=48, batch_size=128)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert res2.chips_classified == Lattice(size, size, 48, 24).size
+    assert res.blocks == res2.blocks > 1
+    assert peak < raster_bytes / 3, f"peak traced {peak / 1e6:.1f} MB vs raster {raster_bytes / 1e6:.1f} MB"
+
+
+def test_chip_polygons_union_of_positive_chips_clipped_to_the_raster():
+    from affine import Affine
+
+    tr = Affine(10, 0, 1000, 0, -10, 5000)
+    res = ScanResult("t", np.array([0, 0, 24, 192, 96]), np.array([0, 24, 24, 192, 96]),
+                     np.array([0.9, 0.8, 0.7, 0.95, 0.1], np.float32), 48, 24, 230, 230, "EPSG:32721", tr, 5, 5, 1.0)
+    polys = chip_polygons(res, 0.5)
+    assert len(polys) == 2
+    big = max(polys, key=lambda p: p["n_chips"])
+    assert big["n_chips"] == 3 and big["score"] == pytest.approx(0.9)
+    # chips (0,0), (0,24), (24,24): an L of 48x72 + 24x48 px... union area in px
+    assert big["geometry"].area == pytest.approx((48 * 72 + 24 * 48) * 100)
+    small = min(polys, key=lambda p: p["n_chips"])
+    assert small["geometry"].area == pytest.approx(38 * 38 * 100)  # clipped at the 230 px edge
+    assert chip_polygons(res, 0.99) == []
+
+
+def test_bench_prints_a_json_line_with_the_keys(tmp_path):
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_detect.py"
+    proc = subprocess.run([sys.executable, str(script), "--size", "480", "--bench-dir", str(tmp_path),
+                           "--train-seconds", "3", "--train-size", "640", "--threads", "1", "--no-extras",
+                           "--block-px", "240"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    for k in ("brute_km2_per_core_s", "two_stage_km2_per_core_s", "speedup", "brute_classifier_calls",
+              "two_stage_classifier_calls", "relative_recall", "peak_rss_mb", "tile_px", "tile_km2", "threads",
+              "brute_recall", "two_stage_recall", "brute_seconds", "two_stage_seconds"):
+        assert k in got, k
+    assert got["brute_classifier_calls"] == Lattice(480, 480, 48, 24).size
+    assert got["two_stage_classifier_calls"] <= got["brute_classifier_calls"]
+    assert 0 < got["peak_rss_mb"] < 2048
+    assert got["two_stage_chips_in_brute"]
+    assert (tmp_path / "tile_480_seed7.tif").exists() and (tmp_path / "bench_resnet34_48px.pth").exists()
