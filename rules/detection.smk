@@ -84,6 +84,7 @@ rule merge_detections:
         tiles="results/regions/{region}/tiles.json",
         chips=region_tile_chips,
         region=region_file,
+        model="results/models/classifier/config.json",
     output:
         "results/detections/{region}.geojson",
     log:

@@ -1,6 +1,7 @@
 """Rule merge_detections: every tile's chip scores -> the region's detections (chips over the threshold,
 clipped to their cells, dissolved across tile edges, dual threshold, geodesic areas) as RFC 7946 GeoJSON."""
 
+import json
 import os
 import sys
 
@@ -17,13 +18,14 @@ def main(smk):
     log = setup_logging(smk)
     det = smk.params.detection
     tiles = read_tile_list(smk.input.tiles)
+    with open(smk.input.model) as fh:
+        model = json.load(fh)  # the training summary: model id and the threshold chosen on validation
     scans = [load_chip_scores(p) for p in smk.input.chips]
-    models = {s.provenance["model_id"] for s in scans}
-    if len(models) > 1:
-        raise ValueError(f"tiles of {smk.wildcards.region} were scanned with different models {sorted(models)}: "
-                         "rerun them all (snakemake -R detect_tile)")
-    model_thr = {s.provenance["model_threshold"] for s in scans}
-    low = float(det["threshold"]) if det["threshold"] is not None else (model_thr.pop() if model_thr else 0.5)
+    stale = sorted(s.provenance["tile"] for s in scans if s.provenance["model_id"] != model["model_id"])
+    if stale:
+        raise ValueError(f"tiles {stale[:5]} of {smk.wildcards.region} were scanned with another model than "
+                         f"{model['model_id']}: rescan them (snakemake -R detect_tile)")
+    low = float(det["threshold"]) if det["threshold"] is not None else float(model["threshold"])
     high = float(det["isolated_threshold"]) if det["isolated_threshold"] is not None else (1 + low) / 2
     if high < low:
         raise ValueError(f"detection.isolated_threshold {high} is below the threshold {low}; it must be higher")
@@ -45,7 +47,7 @@ def main(smk):
              smk.wildcards.region, len(scans), classified, chips, low, len(inside), high)
     metadata = {"region": smk.wildcards.region, "tiles": len(scans), "tile_size_m": tiles["size_m"],
                 "threshold": low, "isolated_threshold": high, "chips_classified": classified,
-                "model_id": models.pop() if models else None, "generator": "garimpo detection",
+                "model_id": model["model_id"], "generator": "garimpo detection",
                 "attribution": smk.params.attribution}
     write_geojson(smk.output[0], to_geojson(inside), metadata)
 

@@ -222,6 +222,22 @@ def test_match_split_augment_pipeline(tmp_path):
     assert all(os.path.isfile(p) for p in chips.path)
 
 
+def test_matching_can_leave_tiles_as_they_are(tmp_path):
+    from garimpo.classifier.evaluation import read_chip
+
+    stats = {"bands": {b: {"p2": 0.0, "p98": 1.0} for b in ("B02", "B03", "B04")}}
+    p = _tile(tmp_path / "t.tif", 0.3)
+    idx = pd.DataFrame([{"tile_id": "t", "path": str(p), "lon": -56.0, "lat": -6.0, "source": "s", "scene_ids": "",
+                         "dates": "", "cloud_cover": "", "status": "ok"}])
+    kept = match_tiles(idx, stats, tmp_path / "kept", per_tile=False)
+    np.testing.assert_array_equal(read_raster(kept.path[0]).array, read_raster(p).array)
+    stretched = match_tiles(idx, stats, tmp_path / "stretched")
+    assert not np.allclose(read_raster(stretched.path[0]).array, read_raster(p).array)
+    # Evaluation reads chips the way the model was trained.
+    np.testing.assert_allclose(read_chip(p, ["B04"], stats, per_tile=False)[0], read_raster(p).array[2], atol=1e-7)
+    np.testing.assert_allclose(read_chip(p, ["B04"], stats)[0], read_raster(stretched.path[0]).array[2], atol=1e-6)
+
+
 def test_import_local_png_chips(tmp_path):
     from PIL import Image
 
