@@ -45,7 +45,10 @@ def main(smk):
     classified = sum(len(s.scores) for s in scans)
     log.info("%s: %d tiles, %d chips classified, %d >= %.3f -> %d detections (isolated chips need %.3f)",
              smk.wildcards.region, len(scans), classified, chips, low, len(inside), high)
+    scene_ids = sorted({i for s in scans for i in s.provenance["scene_ids"]})
+    dates = sorted({d for s in scans for d in s.provenance["dates"]})
     metadata = {"region": smk.wildcards.region, "tiles": len(scans), "tile_size_m": tiles["size_m"],
+                "scene_ids": scene_ids, "dates": dates,
                 "threshold": low, "isolated_threshold": high, "chips_classified": classified,
                 "model_id": model["model_id"], "generator": "garimpo detection",
                 "attribution": smk.params.attribution}
