@@ -14,7 +14,7 @@ validate(config, "config/schema.yaml")
 wildcard_constraints:
     region="[A-Za-z0-9_-]+",
     cls="positive|negative",
-    tile=r"[EW]\d{4,}[NS]\d{4,}",
+    tile="[EW][0-9]+[NS][0-9]+",
 
 
 include: "rules/common.smk"
