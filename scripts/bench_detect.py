@@ -165,7 +165,8 @@ def run_child(args) -> None:
     import torch
 
     from garimpo.classifier.model import load_classifier
-    from garimpo.scan import brute_force_scan, two_stage_scan, write_chip_scores
+    from garimpo.detect import save_chip_scores
+    from garimpo.scan import brute_force_scan, two_stage_scan
 
     torch.set_num_threads(args.threads)
     model, meta = load_classifier(args.model)
@@ -176,7 +177,7 @@ def run_child(args) -> None:
     else:
         res = two_stage_scan(args.tile, model, meta, decimate=args.decimate, select=args.select, **kw)
     out = Path(args.child_out)
-    write_chip_scores(out.with_suffix(".npz"), res)
+    save_chip_scores(out.with_suffix(".npz"), res, {})
     out.write_text(json.dumps(res.summary()))
 
 

@@ -38,7 +38,7 @@ def main(smk):
                                 decimate=int(scan["proposer_decimate"]), select=scan["select"], **common)
     log.info("tile %s: %s", smk.wildcards.tile, result.summary())
     provenance = {"tile": smk.wildcards.tile, "scene_ids": scene_meta["scene_ids"], "dates": scene_meta["dates"],
-                  "model_id": meta["model_id"], "model_threshold": float(meta["threshold"]),
+                  "model_id": meta["model_id"],
                   "config_hash": config_hash({**scan, "proposer": proposer}), "mode": scan["mode"]}
     save_chip_scores(smk.output[0], result, provenance)
 

@@ -39,7 +39,7 @@ def _scan_result(rows, cols, scores, transform, chip=48):
     from types import SimpleNamespace
 
     return SimpleNamespace(rows=np.array(rows), cols=np.array(cols), scores=np.array(scores, np.float32),
-                           chip_px=chip, crs=EPSG, transform=transform,
+                           chip_px=chip, stride=chip // 2, height=1000, width=1000, crs=EPSG, transform=transform,
                            summary=lambda: {"mode": "two_stage", "chips_classified": len(rows)})
 
 

@@ -108,7 +108,7 @@ class Sleeps(list):
         self.append(seconds)
 
 
-POLICY = RetryPolicy(attempts=3, base_delay_s=0.5, max_delay_s=4.0, timeout_s=5.0)
+POLICY = RetryPolicy(attempts=3, base_delay=0.5, max_delay=4.0, timeout=5.0)
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -174,7 +174,7 @@ def test_a_body_cut_short_is_retried(served, tmp_path):
 
 def test_a_timeout_is_retried(served, tmp_path):
     dest = tmp_path / "points.geojson"
-    policy = RetryPolicy(attempts=2, base_delay_s=0.1, max_delay_s=1.0, timeout_s=0.3)
+    policy = RetryPolicy(attempts=2, base_delay=0.1, max_delay=1.0, timeout=0.3)
     with FileServer(served, script=[("sleep", 1.5)]) as srv:
         download(f"{srv.url}/points.geojson", dest, PAYLOAD_SHA, retry=policy, sleep=Sleeps())
     assert dest.read_bytes() == PAYLOAD and len(srv.requests) == 2
@@ -191,7 +191,7 @@ def test_retry_after_is_honoured_up_to_the_longest_wait(served, tmp_path):
 def test_only_errors_give_a_clear_final_error(served, tmp_path):
     dest = tmp_path / "dl" / "points.geojson"
     sleeps = Sleeps()
-    policy = RetryPolicy(attempts=5, base_delay_s=1.0, max_delay_s=5.0, timeout_s=5.0)
+    policy = RetryPolicy(attempts=5, base_delay=1.0, max_delay=5.0, timeout=5.0)
     with FileServer(served, script=[503] * 10) as srv:
         url = f"{srv.url}/points.geojson"
         with pytest.raises(DownloadError) as info:

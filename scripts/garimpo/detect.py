@@ -89,7 +89,8 @@ def save_chip_scores(path: str | Path, result, provenance: Mapping) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.npz")
     np.savez_compressed(tmp, rows=result.rows.astype(np.int32), cols=result.cols.astype(np.int32),
-                        scores=result.scores.astype(np.float32), chip_px=result.chip_px, crs=str(result.crs),
+                        scores=result.scores.astype(np.float32), chip_px=result.chip_px, stride=result.stride,
+                        height=result.height, width=result.width, crs=str(result.crs),
                         transform=np.asarray(list(result.transform)[:6]),
                         provenance=json.dumps(dict(provenance)), summary=json.dumps(result.summary()))
     tmp.replace(path)

@@ -17,13 +17,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
 from .errors import ChecksumError, DownloadError
+from .stac import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +34,8 @@ CHUNK_BYTES = 1 << 20
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how patiently to try: waits double from ``base_delay_s`` up to ``max_delay_s``."""
-
-    attempts: int = 5
-    base_delay_s: float = 2.0
-    max_delay_s: float = 60.0
-    timeout_s: float = 120.0  # of one HTTP request (connect, and each read)
-
-    def delay(self, failed_attempt: int) -> float:
-        """Wait after the ``failed_attempt``-th attempt (1-based) failed."""
-        return min(self.max_delay_s, self.base_delay_s * 2 ** (failed_attempt - 1))
+# The project's one retry policy (as for STAC searches), with a pinned download's patience.
+DOWNLOAD_RETRY = RetryPolicy(attempts=5, base_delay=2.0, max_delay=60.0, timeout=120.0)
 
 
 class _Retryable(Exception):
@@ -103,7 +93,7 @@ def download(url: str, dest: str | Path, sha256: str, retry: RetryPolicy | None 
     :class:`DownloadError` when no attempt succeeded; in both cases nothing is left at ``dest``.
     An existing ``dest`` with the right checksum is kept as it is (no request made).
     """
-    retry = retry or RetryPolicy()
+    retry = retry or DOWNLOAD_RETRY
     dest = Path(dest)
     expected = str(sha256).strip().lower()
     if not _SHA256.match(expected):
@@ -122,7 +112,7 @@ def download(url: str, dest: str | Path, sha256: str, retry: RetryPolicy | None 
         wait = retry.delay(attempt)
         try:
             with os.fdopen(fd, "wb") as fh:
-                got, size = _fetch_once(url, fh, retry.timeout_s)
+                got, size = _fetch_once(url, fh, retry.timeout)
                 fh.flush()
                 os.fsync(fh.fileno())
             if got != expected:
@@ -147,7 +137,7 @@ def download(url: str, dest: str | Path, sha256: str, retry: RetryPolicy | None 
             last = f"HTTP {err.code} {err.reason}"
             asked = _retry_after_s(err)
             if asked is not None:
-                wait = min(retry.max_delay_s, asked)
+                wait = min(retry.max_delay, asked)
         except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException, _Retryable) as err:
             last = _describe(err)
         except ChecksumError:

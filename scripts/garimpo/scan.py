@@ -621,10 +621,3 @@ def chip_polygons(result: ScanResult, threshold: float) -> list[dict]:
         out.append({"geometry": g, "score": float(max_score[value - 1]), "n_chips": int(counts[value - 1]),
                     "area_km2": g.area / 1e6})
     return out
-
-
-def write_chip_scores(path, result: ScanResult) -> None:
-    """Chip scores and the scan's georeferencing as a compressed .npz."""
-    np.savez_compressed(path, rows=result.rows, cols=result.cols, scores=result.scores,
-                        chip_px=result.chip_px, stride=result.stride, height=result.height, width=result.width,
-                        crs=str(result.crs), transform=np.asarray(list(result.transform)[:6]))
