@@ -192,7 +192,8 @@ def spawn(mode: str, args, out: Path) -> tuple[dict, float, float]:
     if args.tta:
         cmd += ["--tta"]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd)
+    # as the detect_tile rule runs it (scripts/detect_tile.py), in both modes
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     _, status, ru = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)

