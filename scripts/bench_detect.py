@@ -41,12 +41,11 @@ CHIP = 48
 # --------------------------------------------------------------------------- bench model
 
 
-def _training_chips(rng_seed: int, size: int = TRAIN_SIZE):
-    """(chips [N, 6, 48, 48] matched like the scan's, labels) from a separate synthetic world."""
+def _training_world(rng_seed: int, size: int = TRAIN_SIZE):
+    """(layout, reflectance [6, size, size], mined-pixel mask) of a separate synthetic world."""
     from rasterio.features import rasterize
 
     from garimpo import bench_world as bw
-    from garimpo.scan import candidate_mask, gather_chips
 
     lay = bw.make_layout(size, rng_seed, *TRAIN_XY, mined_fraction=0.03)
     ren = bw.Renderer(lay)
@@ -57,6 +56,16 @@ def _training_chips(rng_seed: int, size: int = TRAIN_SIZE):
             img[:, r0:r0 + h, c0:c0 + w] = bw.to_dn(ren.render(r0, c0, h, w)).astype(np.float32) / bw.DN_SCALE
     foot = rasterize([(m.footprint, 1) for m in lay.mines], out_shape=(size, size), transform=lay.transform,
                      dtype="uint8").astype(bool)
+    return lay, img, foot
+
+
+def _training_chips(rng_seed: int, size: int = TRAIN_SIZE):
+    """(chips [N, 6, 48, 48] matched like the scan's, labels) from a separate synthetic world."""
+    from rasterio.features import rasterize
+
+    from garimpo.scan import candidate_mask, gather_chips
+
+    lay, img, foot = _training_world(rng_seed, size)
     near = rasterize([(m.footprint.buffer(60), 1) for m in lay.mines], out_shape=(size, size),
                      transform=lay.transform, dtype="uint8").astype(bool)
     cand = candidate_mask(img[:5], ["B02", "B03", "B04", "B08", "B11"])
@@ -205,6 +214,73 @@ def spawn(mode: str, args, out: Path) -> tuple[dict, float, float]:
     return summary, wall, ru.ru_maxrss / 1024.0
 
 
+# --------------------------------------------------------------------------- proposers
+
+
+def train_segformer_child(args) -> None:
+    """The stand-in SegFormer (garimpo.bench_proposers) trained on the training world at 20 m."""
+    from garimpo.bench_proposers import train_bench_segformer
+    from garimpo.demo_world import BANDS
+    from garimpo.scan import block_mean_nan
+
+    _, img, foot = _training_world(TRAIN_SEED, args.train_size)
+    f = args.decimate
+    small = {b: block_mean_nan(img[i], f) for i, b in enumerate(BANDS)}
+    truth = block_mean_nan(foot.astype(np.float32), f) >= 0.5
+    del img, foot
+    info = train_bench_segformer(Path(args.segformer), small, truth, args.segformer_train_seconds, args.threads)
+    Path(args.child_out).write_text(json.dumps(info))
+
+
+def proposers_child(args) -> None:
+    """Recall / area of each proposer on the bench tile (garimpo.bench_proposers)."""
+    import torch
+    from shapely.geometry import shape
+
+    from garimpo.bench_proposers import evaluate_proposers
+
+    torch.set_num_threads(args.threads)
+    truth = json.loads(Path(str(args.tile) + ".truth.geojson").read_text())
+    mines = [shape(f["geometry"]) for f in truth["features"] if f["properties"]["kind"] == "mine"]
+    methods, segformer, params = ["spectral"], None, {}
+    if args.segformer != "none":
+        from garimpo.segformer import SegformerProposer
+
+        segformer = SegformerProposer.from_pretrained(args.segformer, device="cpu")
+        params = {"segformer": {"suspicious_classes": args.segformer_classes.split(",")}}
+        methods += ["segformer", "union"]
+    out = evaluate_proposers(args.tile, mines, methods, decimate=args.decimate, proposer=params, segformer=segformer,
+                             block_px=args.block_px)
+    Path(args.child_out).write_text(json.dumps(out))
+
+
+def measure_proposers(args, bench: Path, common: list) -> dict:
+    """Proposer figures on the tile, in a subprocess; trains the stand-in SegFormer first if asked."""
+    seg = args.segformer
+    classes = args.segformer_classes
+    info = None
+    if seg == "train":
+        seg_dir = bench / "bench_segformer_b0"
+        info_path = seg_dir / "bench_training.json"
+        if not info_path.exists():
+            log.info("training the stand-in SegFormer (%.0fs)", args.segformer_train_seconds)
+            subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "train_segformer", "--child-out",
+                            str(info_path), "--segformer", str(seg_dir), "--decimate", str(args.decimate),
+                            "--segformer-train-seconds", str(args.segformer_train_seconds)] + common, check=True)
+        info = json.loads(info_path.read_text())
+        seg, classes = str(seg_dir), classes or "mine"
+    classes = classes or "barren,water"
+    out_json = bench / f"proposers_{args.size}.json"
+    subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "proposers", "--child-out", str(out_json),
+                    "--segformer", seg, "--segformer-classes", classes, "--decimate", str(args.decimate),
+                    "--block-px", str(args.block_px)] + common, check=True)
+    res = json.loads(out_json.read_text())
+    if "segformer" in res:
+        res["segformer"].update(model=args.segformer if args.segformer != "train" else "stand-in MiT-b0 trained here",
+                                classes=classes.split(","), training=info)
+    return res
+
+
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -298,7 +374,15 @@ def main(argv=None) -> dict | None:
     ap.add_argument("--modes", default="brute,two_stage",
                     help="modes to run; a mode left out reuses its last run on this tile if there is one")
     ap.add_argument("--no-extras", action="store_true", help="skip the bf16/TTA side measurements")
-    ap.add_argument("--child", choices=("brute", "two_stage", "gen", "train"), help=argparse.SUPPRESS)
+    ap.add_argument("--segformer", default="train",
+                    help="SegFormer proposer to measure: a model directory or hub id (e.g. a LoveDA fine-tune "
+                         "fetched by the fetch_segformer rule), 'train' (a MiT-b0 trained here from scratch on the "
+                         "training world, the offline stand-in) or 'none'")
+    ap.add_argument("--segformer-classes", default=None,
+                    help="comma-separated suspicious classes (default: 'mine' for 'train', else 'barren,water')")
+    ap.add_argument("--segformer-train-seconds", type=float, default=150.0)
+    ap.add_argument("--child", choices=("brute", "two_stage", "gen", "train", "train_segformer", "proposers"),
+                    help=argparse.SUPPRESS)
     ap.add_argument("--child-out", help=argparse.SUPPRESS)
     ap.add_argument("--tile", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
@@ -313,6 +397,12 @@ def main(argv=None) -> dict | None:
         meta = train_bench_model(Path(args.model), args.train_seconds, args.threads, args.train_size)
         Path(args.child_out).write_text(json.dumps({"threshold": meta["threshold"], "model_id": meta["model_id"],
                                                     "train_config": meta["train_config"]}))
+        return None
+    if args.child == "train_segformer":
+        train_segformer_child(args)
+        return None
+    if args.child == "proposers":
+        proposers_child(args)
         return None
     if args.child:
         run_child(args)
@@ -418,6 +508,10 @@ def main(argv=None) -> dict | None:
         out["tile_generation"] = gen
     if not args.no_extras:
         out["precision_tta"] = precision_and_tta(args, model_path)
+    out["proposers"] = measure_proposers(args, bench, common)
+    spectral = out["proposers"]["spectral"]
+    out["proposer_pixel_recall"] = spectral["pixel_recall"]
+    out["proposer_area_fraction"] = spectral["area_fraction"]
     out["bench_total_s"] = round(time.time() - t_all, 1)
     print(json.dumps(out), flush=True)
     return out
