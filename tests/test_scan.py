@@ -247,7 +247,8 @@ def test_bench_prints_a_json_line_with_the_keys(tmp_path):
     script = Path(__file__).resolve().parents[1] / "scripts" / "bench_detect.py"
     proc = subprocess.run([sys.executable, str(script), "--size", "480", "--bench-dir", str(tmp_path),
                            "--train-seconds", "3", "--train-size", "640", "--threads", "1", "--no-extras",
-                           "--block-px", "240"], capture_output=True, text=True, timeout=600)
+                           "--block-px", "240", "--segformer-train-seconds", "2"], capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     for k in ("brute_km2_per_core_s", "two_stage_km2_per_core_s", "speedup", "brute_classifier_calls",
@@ -259,6 +260,13 @@ def test_bench_prints_a_json_line_with_the_keys(tmp_path):
     assert 0 < got["peak_rss_mb"] < 2048
     assert got["two_stage_chips_in_brute"]
     assert (tmp_path / "tile_480_seed7.tif").exists() and (tmp_path / "bench_resnet34_48px.pth").exists()
+    # the proposers, the stand-in SegFormer included (trained for 2 s here)
+    assert set(got["proposers"]) == {"spectral", "segformer", "union"}
+    for m in got["proposers"].values():
+        assert 0 <= m["area_fraction"] <= 1 and 0 <= m["mine_recall"] <= 1
+    assert got["proposers"]["union"]["area_fraction"] >= got["proposers"]["spectral"]["area_fraction"]
+    assert got["proposer_area_fraction"] == got["proposers"]["spectral"]["area_fraction"]
+    assert got["proposers"]["segformer"]["training"]["steps"] >= 1
 
 
 # --------------------------------------------------------------------------- coarse masks, batching, prefetch
