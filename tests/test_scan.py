@@ -337,7 +337,7 @@ def test_prefetch_yields_in_order_bounded_and_raises_in_the_consumer():
             yield i
 
     seen = []
-    for v in prefetch(lambda x: x * 10, items(), ahead=1):
+    for v in prefetch((x * 10 for x in items()), ahead=1):
         import time
 
         time.sleep(0.02)  # a slow consumer: the producer must not run ahead by more than 2
@@ -352,6 +352,6 @@ def test_prefetch_yields_in_order_bounded_and_raises_in_the_consumer():
 
     got = []
     with pytest.raises(RuntimeError, match="block 2 unreadable"):
-        for v in prefetch(boom, range(5)):
+        for v in prefetch(boom(x) for x in range(5)):
             got.append(v)
     assert got == [0, 1]

@@ -70,12 +70,8 @@ def evaluate_proposers(path, mines: Sequence, methods: Sequence[str] = ("spectra
         lat = Lattice(src.height, src.width, chip, stride)
         for block in iter_blocks(lat, block_px, halo):
             arr = read_reflectance(src, idx, block.read)
-            rr, cc = int(block.read.row_off), int(block.read.col_off)
             h, w = arr.shape[1:]
-            # the pixels this block owns (as in the scan: each pixel once)
-            o_r0, o_c0 = max(block.i0 * stride - rr, 0), max(block.j0 * stride - cc, 0)
-            o_r1 = h if block.i1 == lat.n_rows else max(block.i1 * stride - rr, 0)
-            o_c1 = w if block.j1 == lat.n_cols else max(block.j1 * stride - cc, 0)
+            o_r0, o_r1, o_c0, o_c1 = block.owned_box(lat)  # as in the scan: each pixel once
             own = (slice(o_r0, o_r1), slice(o_c0, o_c1))
             win_tr = src.window_transform(block.read)
             ids = np.zeros((h, w), np.int32)

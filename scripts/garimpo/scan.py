@@ -118,6 +118,16 @@ class Block:
     def n_chips(self) -> int:
         return (self.i1 - self.i0) * (self.j1 - self.j0)
 
+    def owned_box(self, lattice: "Lattice") -> tuple[int, int, int, int]:
+        """(r0, r1, c0, c1) of the pixels this block owns, in its ``read`` window's frame: blocks'
+        owned boxes tile the raster, so per-pixel counts summed over blocks count each pixel once."""
+        s = lattice.stride
+        rr, cc = int(self.read.row_off), int(self.read.col_off)
+        r0, c0 = max(self.i0 * s - rr, 0), max(self.j0 * s - cc, 0)
+        r1 = int(self.read.height) if self.i1 == lattice.n_rows else max(self.i1 * s - rr, 0)
+        c1 = int(self.read.width) if self.j1 == lattice.n_cols else max(self.j1 * s - cc, 0)
+        return r0, r1, c0, c1
+
 
 def iter_blocks(lattice: Lattice, block_px: int = DEFAULT_BLOCK_PX, halo: int = DEFAULT_HALO_PX) -> Iterator[Block]:
     """Blocks of about ``block_px`` px (a whole number of strides) tiling the lattice, row-major."""
@@ -423,9 +433,11 @@ def count_in_box(mask: np.ndarray, r0: int, r1: int, c0: int, c1: int, factor: i
     return int(wr @ mask.astype(np.int64) @ wc)
 
 
-def chips_touching(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray, chip: int) -> np.ndarray:
-    """For chips at (rows, cols) of ``mask``'s frame: does the chip hold at least one True pixel?"""
-    return boxes_touching(mask, rows, cols, rows + chip, cols + chip)
+def chips_touching(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray, chip: int, factor: int = 1,
+                   full_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """For chips at (rows, cols) of ``mask``'s frame: does the chip hold at least one True pixel?
+    (``factor``, ``full_shape``: as in ``boxes_touching``.)"""
+    return boxes_touching(mask, rows, cols, rows + chip, cols + chip, factor, full_shape)
 
 
 def centre_boxes(ii: np.ndarray, jj: np.ndarray, lattice: "Lattice") -> tuple[np.ndarray, ...]:
@@ -480,12 +492,12 @@ class ScanResult:
                 "blocks": self.blocks, "chip_px": self.chip_px, "stride": self.stride}
 
 
-def prefetch(fn, items, ahead: int = 1) -> Iterator:
-    """``fn(item)`` for each item, computed in a background thread at most ``ahead`` items ahead
-    of the consumer, so at most ``ahead + 1`` results are alive at once (bounded memory).
+def prefetch(items, ahead: int = 1) -> Iterator:
+    """The items of an iterable, produced in a background thread at most ``ahead`` items ahead of
+    the consumer, so at most ``ahead + 1`` of them are alive at once (bounded memory).
 
     GDAL reads, NumPy and most of SciPy release the GIL, so block k+1 is read and proposed while
-    block k is classified. An exception in ``fn`` is raised in the consumer.
+    block k is classified. An exception while producing an item is raised in the consumer.
     """
     slots = threading.Semaphore(ahead + 1)
     results: queue.Queue = queue.Queue()
@@ -494,13 +506,17 @@ def prefetch(fn, items, ahead: int = 1) -> Iterator:
     def work():
         it = iter(items)
         try:
-            for item in it:
+            while True:
                 while not slots.acquire(timeout=0.1):
                     if stop.is_set():
                         return
                 if stop.is_set():
                     return
-                results.put((True, fn(item)))
+                try:
+                    item = next(it)
+                except StopIteration:
+                    break
+                results.put((True, item))
             results.put((None, None))
         except BaseException as exc:  # handed to the consumer
             results.put((False, exc))
@@ -544,6 +560,12 @@ def rebatch(batches: Iterator[_Batch], size: int) -> Iterator[_Batch]:
     Fixed-size batches let oneDNN reuse its compiled kernels; a block's last partial batch would
     otherwise give a new batch shape almost every time in a sparse two-stage scan.
     """
+    def join(parts: list[_Batch]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if len(parts) == 1:
+            return parts[0].rows, parts[0].cols, parts[0].chips
+        return (np.concatenate([p.rows for p in parts]), np.concatenate([p.cols for p in parts]),
+                np.concatenate([p.chips for p in parts]))
+
     parts: list[_Batch] = []
     n = cand = blocks = 0
     for b in batches:
@@ -553,9 +575,7 @@ def rebatch(batches: Iterator[_Batch], size: int) -> Iterator[_Batch]:
             parts.append(b)
             n += len(b.rows)
         while n >= size:
-            rows = np.concatenate([p.rows for p in parts])
-            cols = np.concatenate([p.cols for p in parts])
-            chips = np.concatenate([p.chips for p in parts]) if len(parts) > 1 else parts[0].chips
+            rows, cols, chips = join(parts)
             n -= size
             # copies, so neither piece keeps the other alive through a shared base array
             parts = [_Batch(rows[size:], cols[size:], chips[size:].copy())] if n else []
@@ -564,14 +584,8 @@ def rebatch(batches: Iterator[_Batch], size: int) -> Iterator[_Batch]:
             yield _Batch(rows[:size], cols[:size], head, cand, blocks)
             cand = blocks = 0
     if n or cand or blocks:
-        if parts:
-            rows = np.concatenate([p.rows for p in parts])
-            cols = np.concatenate([p.cols for p in parts])
-            chips = np.concatenate([p.chips for p in parts])
-        else:
-            rows = cols = np.zeros(0, np.int64)
-            chips = None
-        yield _Batch(rows, cols, chips, cand, blocks)
+        empty = np.zeros(0, np.int64)
+        yield _Batch(*join(parts), cand, blocks) if parts else _Batch(empty, empty, None, cand, blocks)
 
 
 def _scan(path, model, meta: Mapping, mode: str, *, stride: int | None, block_px: int, halo: int, batch_size: int,
@@ -621,12 +635,9 @@ def _scan(path, model, meta: Mapping, mode: str, *, stride: int | None, block_px
                 b0, b1, b2, b3 = centre_boxes(ii.ravel(), jj.ravel(), lat)
                 keep = boxes_touching(mask, b0 - rr, b1 - cc, b2 - rr, b3 - cc, decimate, shape)
             else:
-                keep = boxes_touching(mask, rows - rr, cols - cc, rows - rr + chip, cols - cc + chip, decimate, shape)
+                keep = chips_touching(mask, rows - rr, cols - cc, chip, decimate, shape)
             # candidate pixels in the part of the raster this block owns (each pixel counted once)
-            own_r0, own_c0 = max(block.i0 * stride - rr, 0), max(block.j0 * stride - cc, 0)
-            own_r1 = shape[0] if block.i1 == lat.n_rows else max(block.i1 * stride - rr, 0)
-            own_c1 = shape[1] if block.j1 == lat.n_cols else max(block.j1 * stride - cc, 0)
-            n_cand = count_in_box(mask, own_r0, own_r1, own_c0, own_c1, decimate)
+            n_cand = count_in_box(mask, *block.owned_box(lat), decimate)
             rows, cols = rows[keep], cols[keep]
             secs["select"] += time.perf_counter() - t2
         if len(rows) == 0:
@@ -657,7 +668,7 @@ def _scan(path, model, meta: Mapping, mode: str, *, stride: int | None, block_px
     n_cand = 0
     n_blocks = 0
     # Two batches ahead at most: the producer holds one block (~0.1 GB at 2048 px) plus <= 2 x 1024 chips.
-    stream = prefetch(lambda x: x, batches(), ahead=1)
+    stream = prefetch(batches(), ahead=1)
     while True:
         t_wait = time.perf_counter()
         item = next(stream, None)
