@@ -10,6 +10,7 @@ rule evaluate_chip_set:
         metrics="results/eval/{name}/metrics.json",
         pr_curve="results/eval/{name}/pr_curve.png",
         gallery="results/eval/{name}/gallery.png",
+        scores="results/eval/{name}/scores.csv",
     log:
         "logs/evaluate_chip_set_{name}.log",
     benchmark:

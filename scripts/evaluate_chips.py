@@ -12,7 +12,7 @@ from garimpo.classifier.evaluation import (  # noqa: E402
     evaluate_chip_set, load_chip_set, plot_gallery, plot_pr_curve,
 )
 from garimpo.classifier.model import load_classifier  # noqa: E402
-from garimpo.smk import setup_logging, write_json  # noqa: E402
+from garimpo.smk import setup_logging, write_csv, write_json  # noqa: E402
 
 
 def main(smk):
@@ -37,6 +37,9 @@ def main(smk):
     log.info("precision %.3f recall %.3f f1 %.3f pr_auc %s roc_auc %s at threshold %.3f", report["precision"],
              report["recall"], report["f1"], report["pr_auc"], report["roc_auc"], report["threshold"])
     write_json(smk.output.metrics, report)
+    # Every chip's score, so that any figure (another threshold, another grouping) can be redone.
+    chips["predicted"] = (chips["score"] >= report["threshold"]).astype(int)
+    write_csv(smk.output.scores, chips)
     plot_pr_curve(chips["label"], chips["score"], report["threshold"], smk.output.pr_curve)
     plot_gallery(chips, smk.output.gallery, n=16, threshold=report["threshold"])
 

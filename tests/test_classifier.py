@@ -281,7 +281,19 @@ def test_training_from_imagenet_file_reorders_bands(tiny_dataset):
     assert meta["threshold_method"] == "target_precision"
 
 
+def test_bf16_mixed_precision_training_keeps_fp32_weights(tiny_dataset):
+    cfg = {**CFG, "max_epochs": 1, "precision": "bf16"}
+    res = train_classifier("split.csv", "positive.json", "model", cfg)
+    assert math.isfinite(res["history"][0]["train_loss"]) and math.isfinite(res["best_val_loss"])
+    model, meta = load_classifier("model/best_model.pth")
+    assert meta["train_config"]["precision"] == "bf16"
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
 def test_training_input_errors(tiny_dataset):
+    with pytest.raises(ValueError, match="precision"):
+        train_classifier("split.csv", "positive.json", "m", {**CFG, "precision": "fp16"})
+
     with pytest.raises(ModelLoadError, match="fetch_imagenet_weights"):
         train_classifier("split.csv", "positive.json", "m", {**CFG, "weights": "imagenet"},
                          imagenet_weights_path="nowhere.pth")

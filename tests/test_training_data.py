@@ -175,6 +175,32 @@ def test_held_out_sources_form_the_test_split():
         held_out(["a"], ["("])
 
 
+def test_local_chips_split_in_runs_of_their_list_with_every_list_validated():
+    rng = np.random.default_rng(5)
+    sources = ["riverbank_neg"] * 40 + ["cloud_neg"] * 60 + ["mines_a"] * 30 + ["mines_b"] * 50 + ["held_pos"] * 10
+    names = [f"{s}__{i:04d}.tif" for s, n in zip(*np.unique(sources, return_counts=True)) for i in range(n)]
+    df = pd.DataFrame({"path": names, "source": sorted(sources), "lon": np.nan, "lat": np.nan})
+    df["label"] = [int("mines" in s or "pos" in s) for s in df["source"]]
+    df = df.iloc[rng.permutation(len(df))].reset_index(drop=True)  # index order must not matter
+    split, groups = assign_split(df, 0.2, 20_000, seed=3, test_sources=["held"], run_length=10)
+    assert set(split[df.source == "held_pos"]) == {"test"}
+    for name, rows in df[split != "test"].groupby("source"):
+        # Runs are ten consecutive file names of one list.
+        for _, run in rows.groupby(groups[rows.index]):
+            ranks = sorted(int(p[-8:-4]) for p in run["path"])
+            assert len(ranks) == 10 and ranks == list(range(ranks[0], ranks[0] + 10)) and ranks[0] % 10 == 0
+            assert split[run.index].nunique() == 1
+        val = (split[rows.index] == "val").sum()
+        assert 0 < val < len(rows), name  # every list is both trained on and validated on
+        assert val <= 2 * 0.2 * len(rows)
+    # Without runs, lists stay whole: some list is missing from training or from validation.
+    split, groups = assign_split(df, 0.2, 20_000, seed=3, test_sources=["held"])
+    per_list = split[split != "test"].groupby(df["source"]).nunique()
+    assert (per_list == 1).all()
+    with pytest.raises(ValueError, match="source column"):
+        assign_split(df.drop(columns="source"), 0.2, 20_000, run_length=10)
+
+
 def test_geodesic_area_of_one_hectare_square():
     # 100 m x 100 m at the equator: 1 hectare.
     d = 100 / 111_319.49

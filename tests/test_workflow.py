@@ -112,6 +112,40 @@ def test_no_rule_above_2gb(demo_run):
         assert rss < 2048, f"{tsv.name}: {rss} MB"
 
 
+def test_evaluation_rule_scores_chip_sets_given_on_the_command_line(demo_run):
+    # Two layouts of labelled chips, made of the demo's matched tiles: class subfolders, and a manifest.
+    index = pd.concat([pd.read_csv(demo_run / f"results/tiles/matched/{c}_index.csv").head(6).assign(label=c)
+                       for c in ("positive", "negative")])
+    folders, listed = demo_run / "chips_folders", demo_run / "chips_listed"
+    rows = []
+    for i, rec in enumerate(index.to_dict("records")):
+        (folders / rec["label"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(demo_run / rec["path"], folders / rec["label"] / f"{i}.tif")
+        (listed / "img").mkdir(parents=True, exist_ok=True)
+        shutil.copy(demo_run / rec["path"], listed / "img" / f"{i}.tif")
+        rows.append({"path": f"img/{i}.tif", "label": rec["label"], "source": f"list_{i % 2}"})
+    pd.DataFrame(rows).to_csv(listed / "manifest.csv", index=False)
+    targets = ["results/eval/folders/metrics.json", "results/eval/listed/metrics.json"]
+    snakemake(demo_run, *targets, "--config", f"evaluation={{chip_sets: {{folders: {folders}, listed: {listed}}}}}")
+    keys = {"precision", "recall", "f1", "specificity", "pr_auc", "roc_auc", "threshold", "n_positive", "n_negative",
+            "confusion"}
+    reports = {}
+    for name in ("folders", "listed"):
+        out = demo_run / "results/eval" / name
+        reports[name] = rep = json.loads((out / "metrics.json").read_text())
+        assert keys <= set(rep) and rep["n_positive"] == 6 and rep["n_negative"] == 6, rep
+        assert (out / "pr_curve.png").stat().st_size > 0 and (out / "gallery.png").stat().st_size > 0
+        scores = pd.read_csv(out / "scores.csv")
+        assert len(scores) == 12 and scores["score"].between(0, 1).all()
+        assert (scores["predicted"] == (scores["score"] >= rep["threshold"])).all()
+        confusion = rep["confusion"]
+        assert confusion["tp"] == int(((scores["label"] == 1) & (scores["predicted"] == 1)).sum())
+    assert "per_source" not in reports["folders"]
+    assert set(reports["listed"]["per_source"]) == {"list_0", "list_1"}
+    # The same chips score the same, whichever layout brought them.
+    assert reports["folders"]["roc_auc"] == pytest.approx(reports["listed"]["roc_auc"])
+
+
 def test_rerun_nothing_then_threshold_reruns_only_detection(demo_run):
     assert planned_rules(snakemake(demo_run, *TARGETS, "-n")) == set()
     (demo_run / "threshold.yaml").write_text("detection:\n  threshold: 0.99\n")

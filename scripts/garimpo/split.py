@@ -9,11 +9,14 @@ import numpy as np
 import pandas as pd
 
 
-def spatial_groups(lon: np.ndarray, lat: np.ndarray, block_m: float, source=None) -> np.ndarray:
+def spatial_groups(lon: np.ndarray, lat: np.ndarray, block_m: float, source=None, order=None,
+                   run_length: int | None = None) -> np.ndarray:
     """Group id of the square block (about ``block_m`` on a side) each point falls in.
 
     Images without coordinates (local folders) are grouped by their source list when one
     is given, since chips of one list share places and scenes; else each is its own group.
+    With ``run_length``, a list is instead cut into runs of that many chips in ``order``
+    (e.g. file name): exported lists are in place order, so neighbours share a run.
     """
     lon = np.asarray(lon, dtype=float)
     lat = np.asarray(lat, dtype=float)
@@ -26,7 +29,15 @@ def spatial_groups(lon: np.ndarray, lat: np.ndarray, block_m: float, source=None
                       dtype=object)
     lonely = groups == ""
     if source is not None:
-        groups[lonely] = [f"src:{s}" for s in np.asarray(source, dtype=object)[lonely]]
+        source = np.asarray(source, dtype=object)
+        groups[lonely] = [f"src:{s}" for s in source[lonely]]
+        if run_length:
+            keys = np.arange(len(groups)) if order is None else np.asarray(order, dtype=object)
+            for name in pd.unique(source[lonely]):
+                rows = np.flatnonzero(lonely & (source == name))
+                rows = rows[np.argsort(keys[rows], kind="stable")]
+                for rank, i in enumerate(rows):
+                    groups[i] = f"src:{name}:run{rank // int(run_length)}"
     else:
         groups[lonely] = [f"p{i}" for i in np.flatnonzero(lonely)]
     return groups
@@ -49,17 +60,24 @@ def held_out(source: Sequence[str], patterns: Sequence[str]) -> np.ndarray:
 
 
 def assign_split(index: pd.DataFrame, val_fraction: float, block_m: float, seed: int = 0,
-                 test_sources: Sequence[str] = ()) -> tuple[pd.Series, pd.Series]:
+                 test_sources: Sequence[str] = (), run_length: int | None = None) -> tuple[pd.Series, pd.Series]:
     """``train``/``val``/``test`` per row, whole spatial groups at a time, stratified by label.
 
     Rows whose source matches ``test_sources`` are ``test``.  Of the rest, for each label,
     groups are shuffled and taken into validation until the label's validation share
-    reaches ``val_fraction`` (at least one group when a label has two or more).
+    reaches ``val_fraction``, skipping groups that would take it past twice that (at least
+    one group, the smallest, when a label has two or more).  With
+    ``run_length`` (chips without coordinates cut into runs of their list, see
+    :func:`spatial_groups`) the share is taken from every source list of each label, so
+    that no kind of look-alike is left out of training or out of validation.
     """
     rng = np.random.default_rng(seed)
     source = index["source"].to_numpy() if "source" in index else None
-    groups = pd.Series(spatial_groups(index["lon"].to_numpy(), index["lat"].to_numpy(), block_m, source),
-                       index=index.index)
+    if run_length and source is None:
+        raise ValueError("split.local_run_length needs a source column in the tile index")
+    order = index["path"].to_numpy() if "path" in index else None
+    groups = pd.Series(spatial_groups(index["lon"].to_numpy(), index["lat"].to_numpy(), block_m, source, order,
+                                      run_length), index=index.index)
     split = pd.Series("train", index=index.index)
     if test_sources:
         if source is None:
@@ -70,18 +88,24 @@ def assign_split(index: pd.DataFrame, val_fraction: float, block_m: float, seed:
         split[test] = "test"
         if test.all():
             raise ValueError(f"split.test_sources {list(test_sources)} match every tile: nothing left to train on")
-    for label in sorted(index["label"].unique()):
-        rows = (index["label"] == label) & (split != "test")
-        g = groups[rows]
-        sizes = g.value_counts()
-        order = rng.permutation(sizes.index.to_numpy())
-        target = val_fraction * rows.sum()
+    strata = ["label", "source"] if run_length else ["label"]
+    kept = index[split != "test"]
+    for _, stratum in kept.groupby(strata, sort=True, dropna=False):
+        label = stratum["label"].iloc[0]
+        # A chosen group goes to validation whole for its label, even rows of another source.
+        same_label = (index["label"] == label) & (split != "test")
+        sizes = groups[stratum.index].value_counts()
+        target = val_fraction * len(stratum)
+        if len(sizes) < 2:
+            continue  # one group cannot be both trained on and validated on
         taken = 0
-        for grp in order:
-            if taken >= target or len(sizes) < 2:
+        for grp in rng.permutation(sizes.index.to_numpy()):
+            if taken >= target:
                 break
-            if taken + sizes[grp] > 2 * target and taken > 0:
-                continue
-            split[rows & (groups == grp)] = "val"
+            if taken + sizes[grp] > 2 * target:
+                continue  # would overshoot: a smaller group may fit
+            split[same_label & (groups == grp)] = "val"
             taken += sizes[grp]
+        if taken == 0:  # every group is large: the smallest one
+            split[same_label & (groups == sizes.idxmin())] = "val"
     return split, groups

@@ -188,13 +188,14 @@ def split_and_augment(
     params: AugmentParams,
     seed: int = 0,
     test_sources: Sequence[str] = (),
+    run_length: int | None = None,
 ) -> pd.DataFrame:
     """Split matched tiles by spatial block (and held-out sources), then augment only the training rows.
 
     Returns the split table: path, label, split, group, source, augmented.
     """
     both = pd.concat([positives.assign(label=1), negatives.assign(label=0)], ignore_index=True)
-    split, groups = assign_split(both, val_fraction, block_m, seed, test_sources)
+    split, groups = assign_split(both, val_fraction, block_m, seed, test_sources, run_length)
     table = pd.DataFrame({"path": both["path"], "label": both["label"], "split": split, "group": groups,
                           "source": both["source"], "augmented": False})
     rng = np.random.default_rng(seed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -40,6 +41,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "lr_scheduler": {"factor": 0.5, "patience": 3},
     "threshold": {"method": "max_f1", "value": 0.5, "target_precision": 0.95},
     "seed": 42,
+    "precision": "fp32",
 }
 
 
@@ -55,7 +57,16 @@ def resolve_config(cfg: dict | None) -> dict:
         raise ValueError(f"classifier.weights must be 'none' or 'imagenet', got {out['weights']!r}")
     if not out["bands"]:
         raise ValueError("classifier.bands is empty")
+    if out["precision"] not in ("fp32", "bf16"):
+        raise ValueError(f"classifier.precision must be 'fp32' or 'bf16', got {out['precision']!r}")
     return out
+
+
+def _autocast(device: torch.device, precision: str):
+    """bf16 autocast (weights, loss and optimiser stay fp32) or nothing."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _as_bool(col: pd.Series) -> pd.Series:
@@ -106,13 +117,15 @@ def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def _train_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
-                 optimizer: torch.optim.Optimizer, device: torch.device) -> float:
+                 optimizer: torch.optim.Optimizer, device: torch.device, precision: str = "fp32") -> float:
     model.train()
     total, n = 0.0, 0
     for x, y in loader:
         x, y = _to_device(x, device), y.to(device)
         optimizer.zero_grad(set_to_none=True)
-        loss = criterion(model(x).squeeze(1), y)
+        with _autocast(device, precision):
+            logits = model(x).squeeze(1)
+        loss = criterion(logits.float(), y)
         loss.backward()
         optimizer.step()
         total += loss.item() * len(y)
@@ -122,13 +135,14 @@ def _train_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
 
 @torch.inference_mode()
 def _evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module,
-              device: torch.device) -> tuple[float, np.ndarray, np.ndarray]:
+              device: torch.device, precision: str = "fp32") -> tuple[float, np.ndarray, np.ndarray]:
     """Mean loss, probabilities and labels over a loader."""
     model.eval()
     total, probs, labels = 0.0, [], []
     for x, y in loader:
         x, y = _to_device(x, device), y.to(device)
-        logits = model(x).squeeze(1)
+        with _autocast(device, precision):
+            logits = model(x).squeeze(1).float()
         total += criterion(logits, y).item() * len(y)
         probs.append(torch.sigmoid(logits).cpu())
         labels.append(y.cpu())
@@ -249,8 +263,8 @@ def train_classifier(
                      budget_s / 60, len(history))
             stop_reason = "time_budget"
             break
-        train_loss = _train_epoch(model, train_loader, criterion, optimizer, device)
-        val_loss, probs, labels = _evaluate(model, val_loader, criterion, device)
+        train_loss = _train_epoch(model, train_loader, criterion, optimizer, device, cfg["precision"])
+        val_loss, probs, labels = _evaluate(model, val_loader, criterion, device, cfg["precision"])
         at_half = binary_metrics(labels, probs, 0.5)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step(val_loss)
