@@ -29,7 +29,6 @@ float32 reflectance.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import queue
@@ -51,7 +50,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BLOCK_PX = 2048
 DEFAULT_HALO_PX = 64
-PRECISIONS = ("fp32", "bf16")
 GDAL_CACHE_BYTES = 192 * 2**20  # holds the tiles shared with the next block of a row
 
 
@@ -292,6 +290,8 @@ class ChipScorer:
                  channels_last: bool = True, tta: bool = False, device: str | None = None):
         import torch
 
+        from .classifier.model import PRECISIONS
+
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r}; choose one of {PRECISIONS}")
         self.torch = torch
@@ -309,14 +309,13 @@ class ChipScorer:
 
     def __call__(self, matched: np.ndarray) -> np.ndarray:
         from .classifier.data import preprocess
+        from .classifier.model import autocast
 
         torch = self.torch
         m = self.meta
         args = (m["low"], m["high"], int(m["input_size"]), m["mean"], m["std"])
         out = []
-        autocast = (torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-                    if self.precision == "bf16" else contextlib.nullcontext())
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast(self.device, self.precision):
             for i in range(0, len(matched), self.batch_size):
                 x = preprocess(matched[i:i + self.batch_size], *args).to(self.device)
                 views = [x]

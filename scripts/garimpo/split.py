@@ -36,8 +36,7 @@ def spatial_groups(lon: np.ndarray, lat: np.ndarray, block_m: float, source=None
             for name in pd.unique(source[lonely]):
                 rows = np.flatnonzero(lonely & (source == name))
                 rows = rows[np.argsort(keys[rows], kind="stable")]
-                for rank, i in enumerate(rows):
-                    groups[i] = f"src:{name}:run{rank // int(run_length)}"
+                groups[rows] = [f"src:{name}:run{k // int(run_length)}" for k in range(len(rows))]
     else:
         groups[lonely] = [f"p{i}" for i in np.flatnonzero(lonely)]
     return groups
@@ -95,9 +94,9 @@ def assign_split(index: pd.DataFrame, val_fraction: float, block_m: float, seed:
         # A chosen group goes to validation whole for its label, even rows of another source.
         same_label = (index["label"] == label) & (split != "test")
         sizes = groups[stratum.index].value_counts()
-        target = val_fraction * len(stratum)
         if len(sizes) < 2:
             continue  # one group cannot be both trained on and validated on
+        target = val_fraction * len(stratum)
         taken = 0
         for grp in rng.permutation(sizes.index.to_numpy()):
             if taken >= target:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import contextlib
 import os
 import tempfile
 from datetime import datetime, timezone
@@ -27,6 +28,18 @@ REQUIRED_META = (
     "arch", "bands", "input_size", "in_channels", "dropout",
     "low", "high", "mean", "std", "threshold",
 )
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast on ``device`` (weights stay fp32), or nothing for fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}; choose one of {PRECISIONS}")
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:

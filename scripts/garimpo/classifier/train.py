@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
@@ -23,7 +22,7 @@ from garimpo.errors import ModelLoadError
 
 from .data import TileDataset, band_limits, normalisation_stats, rgb_first
 from .metrics import binary_metrics, choose_threshold
-from .model import build_classifier, save_checkpoint
+from .model import PRECISIONS, autocast, build_classifier, save_checkpoint
 from .weights import load_imagenet_state_dict
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -57,16 +56,9 @@ def resolve_config(cfg: dict | None) -> dict:
         raise ValueError(f"classifier.weights must be 'none' or 'imagenet', got {out['weights']!r}")
     if not out["bands"]:
         raise ValueError("classifier.bands is empty")
-    if out["precision"] not in ("fp32", "bf16"):
-        raise ValueError(f"classifier.precision must be 'fp32' or 'bf16', got {out['precision']!r}")
+    if out["precision"] not in PRECISIONS:
+        raise ValueError(f"classifier.precision must be one of {PRECISIONS}, got {out['precision']!r}")
     return out
-
-
-def _autocast(device: torch.device, precision: str):
-    """bf16 autocast (weights, loss and optimiser stay fp32) or nothing."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _as_bool(col: pd.Series) -> pd.Series:
@@ -123,7 +115,7 @@ def _train_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
     for x, y in loader:
         x, y = _to_device(x, device), y.to(device)
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             logits = model(x).squeeze(1)
         loss = criterion(logits.float(), y)
         loss.backward()
@@ -141,7 +133,7 @@ def _evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module,
     total, probs, labels = 0.0, [], []
     for x, y in loader:
         x, y = _to_device(x, device), y.to(device)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             logits = model(x).squeeze(1).float()
         total += criterion(logits, y).item() * len(y)
         probs.append(torch.sigmoid(logits).cpu())
