@@ -290,6 +290,23 @@ def test_bf16_mixed_precision_training_keeps_fp32_weights(tiny_dataset):
     assert {p.dtype for p in model.parameters()} == {torch.float32}
 
 
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_training_precision_sets_the_dtype_of_training_steps(tiny_dataset, monkeypatch, precision, dtype):
+    import garimpo.classifier.train as train_mod
+
+    seen = set()
+
+    def build_and_watch(*args, **kwargs):
+        model = build_classifier(*args, **kwargs)
+        # The head's output dtype in training mode is what autocast decides for the step.
+        model.fc.register_forward_hook(lambda mod, inp, out: seen.add(out.dtype) if mod.training else None)
+        return model
+
+    monkeypatch.setattr(train_mod, "build_classifier", build_and_watch)
+    train_classifier("split.csv", "positive.json", "model", {**CFG, "max_epochs": 1, "precision": precision})
+    assert seen == {dtype}
+
+
 def test_training_input_errors(tiny_dataset):
     with pytest.raises(ValueError, match="precision"):
         train_classifier("split.csv", "positive.json", "m", {**CFG, "precision": "fp16"})

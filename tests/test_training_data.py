@@ -201,6 +201,20 @@ def test_local_chips_split_in_runs_of_their_list_with_every_list_validated():
         assign_split(df.drop(columns="source"), 0.2, 20_000, run_length=10)
 
 
+def test_validation_skips_groups_that_overshoot_and_else_takes_the_smallest():
+    # Runs of 20: a 21-chip list has runs of 20 and 1; a 40-chip list two runs of 20.
+    sources = ["short"] * 21 + ["long"] * 40
+    df = pd.DataFrame({"path": [f"{s}__{i:04d}" for i, s in enumerate(sources)], "source": sources,
+                       "lon": np.nan, "lat": np.nan, "label": 0})
+    for seed in range(5):
+        split, groups = assign_split(df, 0.15, 20_000, seed=seed, run_length=20)
+        val = split[split == "val"].groupby(df["source"]).size()
+        # 15 % of 21 is 3.2: the run of 20 would overshoot, the run of 1 fits.
+        assert val["short"] == 1
+        # 15 % of 40 is 6: both runs overshoot, so the smaller (either, 20 chips) goes.
+        assert val["long"] == 20
+
+
 def test_geodesic_area_of_one_hectare_square():
     # 100 m x 100 m at the equator: 1 hectare.
     d = 100 / 111_319.49
