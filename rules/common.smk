@@ -87,7 +87,7 @@ SCAN_KEYS = (
     "precision",
     "tta",
 )
-MERGE_KEYS = ("mode", "threshold", "isolated_threshold", "gap_m")
+MERGE_KEYS = ("mode", "threshold", "isolated_threshold", "gap_m", "tta")
 
 
 def scan_params():

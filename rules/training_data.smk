@@ -144,7 +144,7 @@ rule split_and_augment:
         "benchmarks/split_and_augment.tsv"
     conda:
         "../envs/geo.yaml"
-    threads: 1
+    threads: 4  # GeoTIFF writers of the augmented copies
     resources:
         mem_mb=1500,
         runtime=60,

@@ -7,6 +7,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+from garimpo.classifier.metrics import decision_threshold  # noqa: E402
 from garimpo.detect import chip_features, load_chip_scores  # noqa: E402
 from garimpo.geo import read_region, write_geojson  # noqa: E402
 from garimpo.postprocess import merge_tiles, to_geojson  # noqa: E402
@@ -25,7 +26,8 @@ def main(smk):
     if stale:
         raise ValueError(f"tiles {stale[:5]} of {smk.wildcards.region} were scanned with another model than "
                          f"{model['model_id']}: rescan them (snakemake -R detect_tile)")
-    low = float(det["threshold"]) if det["threshold"] is not None else float(model["threshold"])
+    # The model's own threshold is the one chosen on validation scores made as the scan made them.
+    low = float(det["threshold"]) if det["threshold"] is not None else decision_threshold(model, bool(det["tta"]))
     high = float(det["isolated_threshold"]) if det["isolated_threshold"] is not None else (1 + low) / 2
     if high < low:
         raise ValueError(f"detection.isolated_threshold {high} is below the threshold {low}; it must be higher")

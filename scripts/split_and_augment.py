@@ -21,7 +21,7 @@ def main(smk):
     table = split_and_augment(read(smk.input.positive), read(smk.input.negative), stats, smk.output.pos_aug,
                               smk.output.neg_aug, cfg["val_fraction"], cfg["block_m"],
                               AugmentParams.from_config(smk.params.augmentation), cfg["seed"],
-                              cfg.get("test_sources") or [], cfg.get("local_run_length"))
+                              cfg.get("test_sources") or [], cfg.get("local_run_length"), smk.threads)
     counts = table.groupby(["split", "label", "augmented"]).size()
     log.info("split (split, label, augmented -> tiles):\n%s", counts.to_string())
     test = table[table["split"] == "test"]

@@ -17,7 +17,7 @@ from garimpo.classifier.data import (
     TileDataset, normalisation_stats, read_tile, rgb_first, scale_to_unit,
 )
 from garimpo.classifier.infer import predict_paths, predict_proba
-from garimpo.classifier.metrics import binary_metrics, choose_threshold
+from garimpo.classifier.metrics import binary_metrics, choose_threshold, decision_threshold
 from garimpo.classifier.model import (
     adapt_first_conv, build_classifier, load_classifier, save_checkpoint,
 )
@@ -259,6 +259,7 @@ def test_tiny_training_end_to_end(tiny_dataset):
     model, meta = load_classifier(out / "best_model.pth")
     _, final_meta = load_classifier(out / "final_model.pth")
     assert meta["threshold"] == pytest.approx(res["threshold"]) and "threshold" in final_meta
+    assert "threshold_tta" in final_meta and conf["threshold_tta"] == pytest.approx(meta["threshold_tta"])
     assert meta["bands"] == CFG["bands"] and meta["epoch"] == res["best_epoch"]
     held_out = split[split["split"] != "train"]
     chips = np.stack([read_tile(p, meta["bands"]) for p in held_out["path"]])
@@ -267,6 +268,15 @@ def test_tiny_training_end_to_end(tiny_dataset):
     labels = held_out["label"].to_numpy()
     assert prob[labels == 1].mean() > prob[labels == 0].mean()
     assert np.allclose(predict_paths(model, meta, held_out["path"].tolist()), prob, atol=1e-5)
+
+    # Both thresholds are the max-F1 ones of the validation scores made the same way: single view,
+    # and the mean over the 8 rotations/flips (what detection and evaluation use with tta).
+    val = split[split["split"] == "val"]
+    val_chips = np.stack([read_tile(p, meta["bands"]) for p in val["path"]])
+    for key, tta in (("threshold", False), ("threshold_tta", True)):
+        probs = predict_proba(model, meta, val_chips, tta=tta)
+        assert meta[key] == pytest.approx(choose_threshold(val["label"], probs, "max_f1"), abs=1e-4), key
+        assert meta[f"val_metrics{key[9:]}"] == binary_metrics(val["label"], probs, meta[key])
 
 
 def test_training_from_imagenet_file_reorders_bands(tiny_dataset):
@@ -334,3 +344,14 @@ def test_tta_scores_do_not_depend_on_orientation():
     np.testing.assert_allclose(tta_a, tta_b, atol=1e-5)
     assert tta_a.shape == (3,) and np.all((tta_a > 0) & (tta_a < 1))
     assert not np.allclose(plain_a, plain_b, atol=1e-5)  # without TTA the orientation matters
+
+
+def test_decision_threshold_matches_how_scores_are_made(caplog):
+    meta = {"model_id": "m", "threshold": 0.8, "threshold_tta": 0.6}
+    assert decision_threshold(meta, tta=False) == 0.8
+    assert decision_threshold(meta, tta=True) == 0.6
+    old = {"model_id": "m", "threshold": 0.8}  # a checkpoint from before threshold_tta
+    assert decision_threshold(old, tta=False) == 0.8 and not caplog.records
+    assert decision_threshold(old, tta=True) == 0.8
+    assert "no threshold chosen on 8-view scores" in caplog.text
+

@@ -195,6 +195,10 @@ def test_evaluate_chip_set_end_to_end(tmp_path, tiny_model):
     assert rep2["confusion"]["tp"] == 6 and rep2["confusion"]["fp"] == 6
     rep3 = evaluate_chip_set(model, meta, chips, STATS, threshold=float(np.median(scores)), tta=True)
     assert rep3["threshold"] == pytest.approx(float(np.median(scores)))
+    # Without a threshold, 8-view scores are judged by the threshold chosen on 8-view validation scores.
+    rep4 = evaluate_chip_set(model, {**meta, "threshold_tta": 0.25}, chips, STATS, tta=True)
+    assert rep4["threshold"] == 0.25
+    assert evaluate_chip_set(model, {**meta, "threshold_tta": 0.25}, chips, STATS)["threshold"] == 0.5
 
     pr = plot_pr_curve(chips["label"], scores, rep["threshold"], tmp_path / "out" / "pr.png")
     gal = plot_gallery(chips, tmp_path / "out" / "gallery.png", n=16)

@@ -249,6 +249,14 @@ def test_match_split_augment_pipeline(tmp_path):
     # No augmented copy of a validation tile exists anywhere.
     val_stems = {p.split("/")[-1][:-4] for p in originals[originals.split == "val"].path}
     assert not any(p.split("/")[-1].rsplit("_aug", 1)[0] in val_stems for p in aug.path)
+    # Several writer threads save the same copies (the random draws stay in table order).
+    threaded = split_and_augment(pos, neg, stats, tmp_path / "pa3", tmp_path / "na3", 0.3, 10_000,
+                                 AugmentParams(copies=2), threads=3)
+    t_aug = threaded[threaded.augmented]
+    assert [p.split("/")[-1] for p in t_aug.path] == [p.split("/")[-1] for p in aug.path]
+    for a, b in zip(aug.path, t_aug.path):
+        np.testing.assert_array_equal(read_raster(a).array, read_raster(b).array)
+    assert len({read_raster(p).array.tobytes() for p in aug.path}) == len(aug)  # the copies differ
 
     # Held-out sources: in the table as test, never augmented, listed in the chip-set manifest.
     # (The negatives sit in the positives' blocks here; move them so the blocks do not pull positives in.)

@@ -86,6 +86,7 @@ def test_detections_are_valid_geojson_on_the_truth(demo_run):
              json.loads((demo_run / "results/demo_world/truth/mines.geojson").read_text())["features"]]
     regions = {f["properties"]["name"]: shape(f["geometry"]) for f in
                json.loads((demo_run / "results/demo_world/truth/regions.geojson").read_text())["features"]}
+    model = json.loads((demo_run / "results/models/classifier/config.json").read_text())
     hits = 0
     for f in doc["features"]:
         geom = shape(f["geometry"])
@@ -94,6 +95,8 @@ def test_detections_are_valid_geojson_on_the_truth(demo_run):
         assert -180 <= lon <= 180 and -90 <= lat <= 90
         props = f["properties"]
         assert props["label"] == "mining" and props["score"] >= props["threshold"]
+        # The demo scans with TTA: its threshold is the one chosen on 8-view validation scores.
+        assert props["threshold"] == pytest.approx(model["threshold_tta"])
         assert props["area_ha"] > 0 and props["scene_ids"] and props["model_id"]
         assert not geom.intersects(regions["control"])  # the pure-forest control area stays clean
         hits += any(geom.intersects(t) for t in truth)

@@ -309,7 +309,7 @@ class ChipScorer:
 
     def __call__(self, matched: np.ndarray) -> np.ndarray:
         from .classifier.data import preprocess
-        from .classifier.model import autocast
+        from .classifier.model import autocast, dihedral_views
 
         torch = self.torch
         m = self.meta
@@ -318,10 +318,7 @@ class ChipScorer:
         with torch.inference_mode(), autocast(self.device, self.precision):
             for i in range(0, len(matched), self.batch_size):
                 x = preprocess(matched[i:i + self.batch_size], *args).to(self.device)
-                views = [x]
-                if self.tta:
-                    rots = [torch.rot90(x, k, dims=(2, 3)) for k in range(4)]
-                    views = rots + [torch.flip(v, dims=(3,)) for v in rots]
+                views = dihedral_views(x) if self.tta else [x]
                 probs = 0
                 for v in views:
                     if self.channels_last:

@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import shutil
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -189,10 +191,13 @@ def split_and_augment(
     seed: int = 0,
     test_sources: Sequence[str] = (),
     run_length: int | None = None,
+    threads: int = 1,
 ) -> pd.DataFrame:
     """Split matched tiles by spatial block (and held-out sources), then augment only the training rows.
 
-    Returns the split table: path, label, split, group, source, augmented.
+    Returns the split table: path, label, split, group, source, augmented.  The copies are drawn in
+    one thread, in table order (the same files for any ``threads``); ``threads`` writers save them,
+    since writing the GeoTIFFs takes most of the time.
     """
     both = pd.concat([positives.assign(label=1), negatives.assign(label=0)], ignore_index=True)
     split, groups = assign_split(both, val_fraction, block_m, seed, test_sources, run_length)
@@ -200,14 +205,21 @@ def split_and_augment(
                           "source": both["source"], "augmented": False})
     rng = np.random.default_rng(seed)
     extra = []
-    for rec in table[table["split"] == "train"].to_dict("records"):
-        r = read_raster(rec["path"])
-        low, high = reference_bounds(stats, r.band_names)
-        out_dir = Path(pos_aug_dir if rec["label"] == 1 else neg_aug_dir)
-        for k in range(params.copies):
-            dest = out_dir / f"{Path(rec['path']).stem}_aug{k}.tif"
-            write_raster(dest, augment(r.array, rng, params, low, high), r.crs, r.transform, r.band_names)
-            extra.append({**rec, "path": str(dest), "augmented": True})
+    with ThreadPoolExecutor(max(1, int(threads))) as pool:
+        pending: deque[Future] = deque()
+        for rec in table[table["split"] == "train"].to_dict("records"):
+            r = read_raster(rec["path"])
+            low, high = reference_bounds(stats, r.band_names)
+            out_dir = Path(pos_aug_dir if rec["label"] == 1 else neg_aug_dir)
+            for k in range(params.copies):
+                dest = out_dir / f"{Path(rec['path']).stem}_aug{k}.tif"
+                pending.append(pool.submit(write_raster, dest, augment(r.array, rng, params, low, high), r.crs,
+                                           r.transform, r.band_names))
+                extra.append({**rec, "path": str(dest), "augmented": True})
+            while len(pending) > 64:  # bounded memory; result() re-raises a failed write here
+                pending.popleft().result()
+        for fut in pending:
+            fut.result()
     Path(pos_aug_dir).mkdir(parents=True, exist_ok=True)
     Path(neg_aug_dir).mkdir(parents=True, exist_ok=True)
     return pd.concat([table, pd.DataFrame(extra, columns=table.columns)], ignore_index=True)

@@ -29,7 +29,8 @@ from garimpo.matching import reference_bounds, stretch_to_reference
 from garimpo.raster import GEOTIFF_SUFFIXES, IMAGE_SUFFIXES, RGB_BANDS, read_image
 
 from .data import preprocess
-from .metrics import _as_arrays, binary_metrics, threshold_sweep
+from .metrics import _as_arrays, binary_metrics, decision_threshold, threshold_sweep
+from .model import dihedral_views
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +140,6 @@ def _load_stats(stats: Mapping | str | os.PathLike) -> Mapping:
 
 # ---------------------------------------------------------------- scoring
 
-def _tta_views(x: torch.Tensor) -> list[torch.Tensor]:
-    views = [torch.rot90(x, k, dims=(2, 3)) for k in range(4)]
-    return views + [torch.flip(v, dims=(3,)) for v in views]
-
-
 @torch.inference_mode()
 def score_chips(
     model: nn.Module,
@@ -177,7 +173,7 @@ def score_chips(
             chunk = paths[start:start + batch_size]
             x = torch.cat([preprocess(read_chip(p, bands, stats, p_low, p_high, per_tile)[None], *args) for p in chunk])
             x = x.to(device)
-            views = _tta_views(x) if tta else [x]
+            views = dihedral_views(x) if tta else [x]
             probs = torch.stack([torch.sigmoid(model(v).float()).flatten() for v in views]).mean(0)
             out.append(probs.cpu())
             if (start // batch_size) % 20 == 0:
@@ -272,12 +268,13 @@ def evaluate_chip_set(
 ) -> dict:
     """Score ``chips_df`` (from ``load_chip_set``) and report metrics at ``threshold``.
 
-    ``threshold`` None uses the checkpoint's (``meta["threshold"]``).  Keys: n, n_positive,
+    ``threshold`` None uses the checkpoint's, chosen on validation scores made the same way
+    (single view, or the 8-view average with ``tta``).  Keys: n, n_positive,
     n_negative, threshold, precision, recall, f1, specificity, accuracy, pr_auc (average
     precision), roc_auc, confusion {tp, fp, tn, fn}, and per_source when sources are known.
     The scores themselves are added to ``chips_df`` as column ``score`` (in place).
     """
-    thr = float(meta["threshold"] if threshold is None else threshold)
+    thr = decision_threshold(meta, tta) if threshold is None else float(threshold)
     scores = score_chips(model, meta, list(chips_df["path"]), stats, batch_size, device, tta, p_low, p_high)
     chips_df["score"] = scores
     sources = chips_df["source"] if "source" in chips_df.columns else None

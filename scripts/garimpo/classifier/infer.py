@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .data import TileDataset, preprocess
+from .model import dihedral_views
 
 
 def _device_of(model: nn.Module, device: str | torch.device | None) -> torch.device:
@@ -42,10 +43,8 @@ def predict_proba(
     so this removes orientation noise from a model trained on few sites (8x the calls).
     """
     if tta:
-        chips = np.asarray(chips, dtype=np.float32)
-        views = [np.rot90(chips, k, axes=(2, 3)) for k in range(4)]
-        views += [v[:, :, :, ::-1] for v in views]
-        return np.mean([predict_proba(model, meta, np.ascontiguousarray(v), batch_size, device) for v in views], axis=0)
+        views = dihedral_views(torch.from_numpy(np.asarray(chips, dtype=np.float32)))
+        return np.mean([predict_proba(model, meta, v.contiguous().numpy(), batch_size, device) for v in views], axis=0)
     chips = np.asarray(chips, dtype=np.float32)
     if chips.ndim != 4 or chips.shape[1] != len(meta["bands"]):
         raise ValueError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Mapping
 
 import numpy as np
 
@@ -109,3 +110,18 @@ def choose_threshold(
     f1 = sweep["f1"]
     best = int(np.flatnonzero(f1 == f1.max())[-1])
     return _between(cand, best)
+
+
+def decision_threshold(meta: Mapping, tta: bool) -> float:
+    """The threshold chosen on validation for scores made like these: 8-view averages
+    (``threshold_tta``) or single views (``threshold``).
+
+    Averaged scores are less extreme, so the single-view threshold does not fit them.  Checkpoints
+    from before ``threshold_tta`` existed fall back to ``threshold``.
+    """
+    if tta and meta.get("threshold_tta") is not None:
+        return float(meta["threshold_tta"])
+    if tta:
+        log.warning("model %s has no threshold chosen on 8-view scores (trained before garimpo had it); "
+                    "using its single-view threshold %.3f", meta.get("model_id"), float(meta["threshold"]))
+    return float(meta["threshold"])

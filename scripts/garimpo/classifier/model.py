@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import contextlib
+import json
 import os
 import tempfile
 from datetime import datetime, timezone
@@ -40,6 +40,15 @@ def autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def dihedral_views(x: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 rotations and flips of a batch [N, C, H, W] (test-time augmentation).
+
+    A mine seen from above has no up or down, so averaging over them removes orientation noise.
+    """
+    rots = [torch.rot90(x, k, dims=(-2, -1)) for k in range(4)]
+    return rots + [torch.flip(v, dims=(-1,)) for v in rots]
 
 
 def adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:

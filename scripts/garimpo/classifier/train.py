@@ -22,7 +22,7 @@ from garimpo.errors import ModelLoadError
 
 from .data import TileDataset, band_limits, normalisation_stats, rgb_first
 from .metrics import binary_metrics, choose_threshold
-from .model import PRECISIONS, autocast, build_classifier, save_checkpoint
+from .model import PRECISIONS, autocast, build_classifier, dihedral_views, save_checkpoint
 from .weights import load_imagenet_state_dict
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -142,6 +142,20 @@ def _evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module,
     return total / max(len(y_all), 1), torch.cat(probs).numpy(), y_all
 
 
+@torch.inference_mode()
+def _view_scores(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """fp32 probabilities of the chips as they are and averaged over their 8 rotations and flips
+    (as detection and evaluation make them with tta), and the labels."""
+    model.eval()
+    single, mean, labels = [], [], []
+    for x, y in loader:
+        views = [torch.sigmoid(model(_to_device(v, device)).squeeze(1).float()).cpu() for v in dihedral_views(x)]
+        single.append(views[0])  # the first view is the chip itself
+        mean.append(torch.stack(views).mean(0))
+        labels.append(y)
+    return torch.cat(single).numpy(), torch.cat(mean).numpy(), torch.cat(labels).numpy().astype(int)
+
+
 def _plot_curves(history: list[dict], best_epoch: int, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -177,13 +191,16 @@ def _build_model(cfg: dict, n_bands: int, imagenet_weights_path: str | os.PathLi
     return build_classifier(cfg["arch"], n_bands, float(cfg["dropout"]), imagenet_state_dict=state)
 
 
-def _tuned(model: nn.Module, loader: DataLoader, criterion: nn.Module,
-           device: torch.device, tcfg: dict) -> tuple[float, dict]:
-    """Threshold chosen on this model's own validation scores, and metrics there."""
-    _, probs, labels = _evaluate(model, loader, criterion, device)
-    thr = choose_threshold(labels, probs, tcfg["method"], float(tcfg["value"]),
-                           float(tcfg["target_precision"]))
-    return thr, binary_metrics(labels, probs, thr)
+def _tuned(model: nn.Module, loader: DataLoader, device: torch.device, tcfg: dict) -> dict:
+    """Thresholds chosen on this model's own validation scores, and metrics there: for single-view
+    scores (``threshold``, ``val_metrics``) and for 8-view averages (``threshold_tta``, ``val_metrics_tta``)."""
+    single, mean, labels = _view_scores(model, loader, device)
+    out = {}
+    for suffix, probs in (("", single), ("_tta", mean)):
+        thr = choose_threshold(labels, probs, tcfg["method"], float(tcfg["value"]),
+                               float(tcfg["target_precision"]))
+        out[f"threshold{suffix}"], out[f"val_metrics{suffix}"] = thr, binary_metrics(labels, probs, thr)
+    return out
 
 
 def train_classifier(
@@ -283,13 +300,16 @@ def train_classifier(
         raise RuntimeError("validation loss was never finite: training diverged (lower classifier.lr?)")
 
     tcfg = cfg["threshold"]
-    final_thr, final_metrics = _tuned(model, val_loader, criterion, device, tcfg)
+    final_tuned = _tuned(model, val_loader, device, tcfg)
     final_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
-    thr, val_metrics = _tuned(model, val_loader, criterion, device, tcfg)
-    log.info("best epoch %d (val loss %.4f); threshold %.4f (%s): precision %.3f recall %.3f f1 %.3f",
-             best_epoch, best_loss, thr, tcfg["method"], val_metrics["precision"],
-             val_metrics["recall"], val_metrics["f1"])
+    # Scoring the validation chips 8 times takes minutes: not twice for the same weights.
+    tuned = final_tuned if best_epoch == len(history) else _tuned(model, val_loader, device, tcfg)
+    for suffix, what in (("", "single view"), ("_tta", "8-view average")):
+        m = tuned[f"val_metrics{suffix}"]
+        log.info("best epoch %d (val loss %.4f), %s: threshold %.4f (%s): precision %.3f recall %.3f f1 %.3f",
+                 best_epoch, best_loss, what, tuned[f"threshold{suffix}"], tcfg["method"], m["precision"],
+                 m["recall"], m["f1"])
 
     base_meta = {
         "arch": cfg["arch"], "weights": cfg["weights"], "bands": bands, "input_size": size,
@@ -299,12 +319,10 @@ def train_classifier(
         "matching": {"per_tile": True, "p_low": 2.0, "p_high": 98.0, **(matching or {})},
     }
     best_meta = save_checkpoint(out / "best_model.pth", model, {
-        **base_meta, "threshold": thr, "epoch": best_epoch, "val_loss": best_loss,
-        "val_metrics": val_metrics})
+        **base_meta, **tuned, "epoch": best_epoch, "val_loss": best_loss})
     model.load_state_dict(final_state)
     final_meta = save_checkpoint(out / "final_model.pth", model, {
-        **base_meta, "threshold": final_thr, "epoch": len(history), "val_loss": history[-1]["val_loss"],
-        "val_metrics": final_metrics})
+        **base_meta, **final_tuned, "epoch": len(history), "val_loss": history[-1]["val_loss"]})
 
     _plot_curves(history, best_epoch, out / "training_curves.png")
     summary = {
@@ -312,10 +330,8 @@ def train_classifier(
         "device": str(device), "threads": int(threads), "epochs_run": len(history),
         "stopped_early": len(history) < max_epochs, "stop_reason": stop_reason,
         "train_minutes": round((time.perf_counter() - started) / 60, 2), "best_epoch": best_epoch, "best_val_loss": best_loss,
-        "threshold": thr, "threshold_method": tcfg["method"], "val_metrics": val_metrics,
-        "model_id": best_meta["model_id"],
-        "final_model": {"threshold": final_thr, "val_metrics": final_metrics,
-                        "model_id": final_meta["model_id"]},
+        **tuned, "threshold_method": tcfg["method"], "model_id": best_meta["model_id"],
+        "final_model": {**final_tuned, "model_id": final_meta["model_id"]},
         "split_csv": str(split_csv), "stats_json": str(stats_json),
         "low": low, "high": high, "mean": mean, "std": std,
     }
