@@ -354,4 +354,3 @@ def test_decision_threshold_matches_how_scores_are_made(caplog):
     assert decision_threshold(old, tta=False) == 0.8 and not caplog.records
     assert decision_threshold(old, tta=True) == 0.8
     assert "no threshold chosen on 8-view scores" in caplog.text
-
