@@ -22,7 +22,7 @@ rule train_classifier:
         "../envs/ml.yaml"
     threads: 2
     resources:
-        mem_mb=6000,
+        mem_mb=8000,
         runtime=720,
         gpu=1,
     params:

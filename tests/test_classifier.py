@@ -13,6 +13,7 @@ import torch
 from affine import Affine
 from torch import nn
 
+from garimpo.classifier.averaging import WeightAverage
 from garimpo.classifier.data import (
     TileDataset, normalisation_stats, read_tile, rgb_first, scale_to_unit,
 )
@@ -317,9 +318,45 @@ def test_training_precision_sets_the_dtype_of_training_steps(tiny_dataset, monke
     assert seen == {dtype}
 
 
+def test_weight_average_by_hand():
+    net = nn.Sequential(nn.Linear(2, 1), nn.BatchNorm1d(1))
+    avg = WeightAverage(net, decay=0.75)
+    before = {k: v.clone() for k, v in avg.model.state_dict().items()}
+    with torch.no_grad():
+        net[0].weight.add_(4.0)
+    net.train()(torch.tensor([[1.0, 2.0], [3.0, 5.0]]))  # moves BatchNorm's running stats and counter
+    avg.update(net)
+    now, cur = avg.model.state_dict(), net.state_dict()
+    for key in ("0.weight", "0.bias", "1.running_mean", "1.running_var"):
+        assert torch.allclose(now[key], 0.75 * before[key] + 0.25 * cur[key]), key
+    assert now["1.num_batches_tracked"] == cur["1.num_batches_tracked"] == 1  # counted, not averaged
+    assert not any(p.requires_grad for p in avg.model.parameters())
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(net, decay=1.0)
+
+
+def test_training_with_weight_average(tiny_dataset):
+    cfg = {**CFG, "max_epochs": 2}
+    plain = train_classifier("split.csv", "positive.json", "plain", cfg, threads=1)
+    # The optimiser's path does not depend on the average: its val loss is the plain run's.
+    ema = train_classifier("split.csv", "positive.json", "ema", {**cfg, "ema_decay": 0.9}, threads=1)
+    assert [h["val_loss_raw"] for h in ema["history"]] == pytest.approx(
+        [h["val_loss"] for h in plain["history"]], rel=1e-5)
+    assert [h["val_loss"] for h in ema["history"]] != pytest.approx([h["val_loss_raw"] for h in ema["history"]])
+    # The average is what is validated and saved: with decay 0 it is the optimiser's weights.
+    same = train_classifier("split.csv", "positive.json", "ema0", {**cfg, "ema_decay": 0.0}, threads=1)
+    assert same["model_id"] == plain["model_id"]
+    assert same["final_model"]["model_id"] == plain["final_model"]["model_id"]
+    _, meta = load_classifier("ema/best_model.pth")
+    assert meta["train_config"]["ema_decay"] == 0.9 and meta["model_id"] == ema["model_id"]
+    assert meta["val_loss"] == pytest.approx(ema["history"][meta["epoch"] - 1]["val_loss"])
+
+
 def test_training_input_errors(tiny_dataset):
     with pytest.raises(ValueError, match="precision"):
         train_classifier("split.csv", "positive.json", "m", {**CFG, "precision": "fp16"})
+    with pytest.raises(ValueError, match="ema_decay"):
+        train_classifier("split.csv", "positive.json", "m", {**CFG, "ema_decay": 1.5})
 
     with pytest.raises(ModelLoadError, match="fetch_imagenet_weights"):
         train_classifier("split.csv", "positive.json", "m", {**CFG, "weights": "imagenet"},

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from garimpo.errors import ModelLoadError
 
+from .averaging import WeightAverage
 from .data import TileDataset, band_limits, normalisation_stats, rgb_first
 from .metrics import binary_metrics, choose_threshold
 from .model import PRECISIONS, autocast, build_classifier, dihedral_views, save_checkpoint
@@ -41,6 +42,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "threshold": {"method": "max_f1", "value": 0.5, "target_precision": 0.95},
     "seed": 42,
     "precision": "fp32",
+    "ema_decay": None,
 }
 
 
@@ -58,6 +60,8 @@ def resolve_config(cfg: dict | None) -> dict:
         raise ValueError("classifier.bands is empty")
     if out["precision"] not in PRECISIONS:
         raise ValueError(f"classifier.precision must be one of {PRECISIONS}, got {out['precision']!r}")
+    if out["ema_decay"] is not None and not 0.0 <= float(out["ema_decay"]) < 1.0:
+        raise ValueError(f"classifier.ema_decay must be in [0, 1) or null, got {out['ema_decay']!r}")
     return out
 
 
@@ -109,7 +113,8 @@ def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def _train_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
-                 optimizer: torch.optim.Optimizer, device: torch.device, precision: str = "fp32") -> float:
+                 optimizer: torch.optim.Optimizer, device: torch.device, precision: str = "fp32",
+                 average: WeightAverage | None = None) -> float:
     model.train()
     total, n = 0.0, 0
     for x, y in loader:
@@ -120,6 +125,8 @@ def _train_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
         loss = criterion(logits.float(), y)
         loss.backward()
         optimizer.step()
+        if average is not None:
+            average.update(model)
         total += loss.item() * len(y)
         n += len(y)
     return total / max(n, 1)
@@ -166,6 +173,8 @@ def _plot_curves(history: list[dict], best_epoch: int, path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(ep, [h["train_loss"] for h in history], label="train")
     ax1.plot(ep, [h["val_loss"] for h in history], label="validation")
+    if "val_loss_raw" in history[-1]:
+        ax1.plot(ep, [h["val_loss_raw"] for h in history], label="validation, raw weights", alpha=0.5)
     ax1.set(xlabel="epoch", ylabel="loss (weighted BCE)", title="Loss")
     ax2.plot(ep, [h["val_f1"] for h in history], color="tab:green")
     ax2.set(xlabel="epoch", ylabel="F1 at 0.5", title="Validation F1", ylim=(0, 1.02))
@@ -241,11 +250,17 @@ def train_classifier(
     sampler = RandomSampler(dataset(train_df), num_samples=n_draw, generator=gen)
     train_loader = DataLoader(sampler.data_source, batch_size=bs, sampler=sampler,
                               drop_last=n_draw % bs == 1, pin_memory=pin)
-    val_loader = DataLoader(dataset(val_df), batch_size=bs, shuffle=False, pin_memory=pin)
+    # Each pass over a loader draws a seed from its generator, by default the global one that also
+    # draws the dropout masks: validation has its own, so how often it runs does not change training.
+    val_loader = DataLoader(dataset(val_df), batch_size=bs, shuffle=False, pin_memory=pin,
+                            generator=torch.Generator().manual_seed(int(cfg["seed"])))
 
     pos_weight = n_neg / n_pos  # rare positives weigh as much as the many negatives
     criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([pos_weight], device=device))
     optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]))
+    # With ema_decay the averaged weights are the model: validated, kept, tuned and saved.
+    average = WeightAverage(model, float(cfg["ema_decay"])) if cfg["ema_decay"] is not None else None
+    scored = average.model if average is not None else model
     sched_cfg = cfg["lr_scheduler"]
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=float(sched_cfg["factor"]), patience=int(sched_cfg["patience"]))
@@ -272,26 +287,30 @@ def train_classifier(
                      budget_s / 60, len(history))
             stop_reason = "time_budget"
             break
-        train_loss = _train_epoch(model, train_loader, criterion, optimizer, device, cfg["precision"])
-        val_loss, probs, labels = _evaluate(model, val_loader, criterion, device, cfg["precision"])
+        train_loss = _train_epoch(model, train_loader, criterion, optimizer, device, cfg["precision"], average)
+        val_loss, probs, labels = _evaluate(scored, val_loader, criterion, device, cfg["precision"])
         at_half = binary_metrics(labels, probs, 0.5)
         lr = optimizer.param_groups[0]["lr"]
-        scheduler.step(val_loss)
+        # The learning rate follows the optimiser's own weights, so their path is the same with or
+        # without an average (val_loss_raw compares the two on one run).
+        raw_loss = _evaluate(model, val_loader, criterion, device, cfg["precision"])[0] if average is not None else val_loss
+        scheduler.step(raw_loss)
         improved = bool(np.isfinite(val_loss) and val_loss < best_loss)
         if improved:
             best_loss, best_epoch, stale = val_loss, epoch, 0
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
         else:
             stale += 1
         history.append({
             "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
             "val_accuracy": at_half["accuracy"], "val_f1": at_half["f1"], "lr": lr,
             "seconds": round(time.perf_counter() - t0, 3),
+            **({"val_loss_raw": raw_loss} if average is not None else {}),
         })
         _write_json(history, out / "training_history.json")  # progress visible during long runs
-        log.info("epoch %d/%d train_loss=%.4f val_loss=%.4f val_acc=%.3f val_f1=%.3f lr=%.2e %.1fs%s",
-                 epoch, max_epochs, train_loss, val_loss, at_half["accuracy"], at_half["f1"], lr,
-                 history[-1]["seconds"], " *best" if improved else "")
+        log.info("epoch %d/%d train_loss=%.4f val_loss=%.4f%s val_acc=%.3f val_f1=%.3f lr=%.2e %.1fs%s",
+                 epoch, max_epochs, train_loss, val_loss, f" (raw weights {raw_loss:.4f})" if average is not None else "",
+                 at_half["accuracy"], at_half["f1"], lr, history[-1]["seconds"], " *best" if improved else "")
         if stale >= patience:
             log.info("early stopping: val loss has not improved for %d epochs", patience)
             stop_reason = "early_stopping"
@@ -300,11 +319,11 @@ def train_classifier(
         raise RuntimeError("validation loss was never finite: training diverged (lower classifier.lr?)")
 
     tcfg = cfg["threshold"]
-    final_tuned = _tuned(model, val_loader, device, tcfg)
-    final_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(best_state)
+    final_tuned = _tuned(scored, val_loader, device, tcfg)
+    final_state = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
+    scored.load_state_dict(best_state)
     # Scoring the validation chips 8 times takes minutes: not twice for the same weights.
-    tuned = final_tuned if best_epoch == len(history) else _tuned(model, val_loader, device, tcfg)
+    tuned = final_tuned if best_epoch == len(history) else _tuned(scored, val_loader, device, tcfg)
     for suffix, what in (("", "single view"), ("_tta", "8-view average")):
         m = tuned[f"val_metrics{suffix}"]
         log.info("best epoch %d (val loss %.4f), %s: threshold %.4f (%s): precision %.3f recall %.3f f1 %.3f",
@@ -318,10 +337,10 @@ def train_classifier(
         # How the training tiles were matched: detection and evaluation must prepare chips alike.
         "matching": {"per_tile": True, "p_low": 2.0, "p_high": 98.0, **(matching or {})},
     }
-    best_meta = save_checkpoint(out / "best_model.pth", model, {
+    best_meta = save_checkpoint(out / "best_model.pth", scored, {
         **base_meta, **tuned, "epoch": best_epoch, "val_loss": best_loss})
-    model.load_state_dict(final_state)
-    final_meta = save_checkpoint(out / "final_model.pth", model, {
+    scored.load_state_dict(final_state)
+    final_meta = save_checkpoint(out / "final_model.pth", scored, {
         **base_meta, **final_tuned, "epoch": len(history), "val_loss": history[-1]["val_loss"]})
 
     _plot_curves(history, best_epoch, out / "training_curves.png")
