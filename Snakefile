@@ -1,6 +1,12 @@
 # garimpo: find illegal gold mining in the Amazon from Sentinel-2 imagery.
 # Rules live in rules/*.smk by stage; logic lives in the importable package scripts/garimpo.
+import sys
+from pathlib import Path
+
 from snakemake.utils import min_version, validate
+
+sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
+from garimpo.cli_config import coerce_config
 
 min_version("9.0")
 
@@ -8,6 +14,8 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+# Nested --config values arrive as strings ('3', 'false'): typed where the schema says.
+coerce_config(config, Path(workflow.basedir) / "config/schema.yaml")
 validate(config, "config/schema.yaml")
 
 

@@ -1,0 +1,59 @@
+"""Typed values for nested ``--config`` overrides.
+
+Snakemake reads a nested ``--config key='{a: 3, b: false}'`` with YAML's base loader, so every value
+inside arrives as a string ('3', 'false') and schema validation refuses it. Where the schema wants a
+number, boolean or null and the string reads as one, it is converted; strings the schema allows stay.
+The same holds for a YAML config file's 1e-4, which YAML 1.1 reads as a string.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+_PY_TYPES = {"integer": (int,), "number": (int, float), "boolean": (bool,), "null": (type(None),)}
+
+
+def _allowed(schema: dict) -> list[str]:
+    kind = schema.get("type", [])
+    return [kind] if isinstance(kind, str) else list(kind)
+
+
+def _fits(value: Any, types: list[str]) -> bool:
+    for name in types:
+        py = _PY_TYPES.get(name)
+        # bool is an int in Python: an integer field must not take true/false.
+        if py and isinstance(value, py) and not (name in ("integer", "number") and isinstance(value, bool)):
+            return True
+    return False
+
+
+def coerce_strings(value: Any, schema: dict) -> Any:
+    """``value`` with strings turned into the scalar type ``schema`` asks for, recursively."""
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        return {k: coerce_strings(v, props.get(k, {})) for k, v in value.items()}
+    if isinstance(value, list):
+        return [coerce_strings(v, schema.get("items", {})) for v in value]
+    types = _allowed(schema)
+    if isinstance(value, str) and types and "string" not in types:
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        if _fits(parsed, types):
+            return parsed
+        if "number" in types:
+            try:  # YAML 1.1 reads 1e-4 (no dot) as a string
+                return float(value)
+            except ValueError:
+                pass
+    return value
+
+
+def coerce_config(config: dict, schema_path: str) -> None:
+    """Convert ``config`` in place against the JSON schema in ``schema_path`` (YAML)."""
+    with open(schema_path) as fh:
+        schema = yaml.safe_load(fh)
+    config.update(coerce_strings(config, schema))

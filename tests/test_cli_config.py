@@ -1,0 +1,45 @@
+"""Nested --config values (strings from Snakemake's YAML base loader) typed by the schema."""
+
+from pathlib import Path
+
+import yaml
+
+from garimpo.cli_config import coerce_config, coerce_strings
+
+SCHEMA = {"properties": {
+    "c": {"properties": {
+        "epochs": {"type": "integer"}, "lr": {"type": "number"}, "budget": {"type": ["number", "null"]},
+        "name": {"type": "string"}, "either": {"type": ["string", "integer"]},
+        "sizes": {"type": "array", "items": {"type": "integer"}},
+    }},
+    "d": {"properties": {"tta": {"type": "boolean"}}},
+    "sets": {"type": "object"},
+}}
+
+
+def test_strings_become_the_schema_type():
+    got = coerce_strings({
+        "c": {"epochs": "3", "lr": "1e-4", "budget": "null", "name": "007", "either": "12",
+              "sizes": ["48", "96"], "extra": "5"},
+        "d": {"tta": "false"},
+        "sets": {"x": "1"},
+    }, SCHEMA)
+    assert got["c"] == {"epochs": 3, "lr": 1e-4, "budget": None, "name": "007", "either": "12",
+                        "sizes": [48, 96], "extra": "5"}
+    assert got["d"]["tta"] is False and got["sets"] == {"x": "1"}
+
+
+def test_strings_that_do_not_fit_stay_for_validation_to_report():
+    got = coerce_strings({"c": {"epochs": "three", "lr": "[1", "sizes": ["true"]}, "d": {"tta": "1"}}, SCHEMA)
+    # An integer field takes no boolean, a boolean field no integer: validation then names the value.
+    assert got == {"c": {"epochs": "three", "lr": "[1", "sizes": ["true"]}, "d": {"tta": "1"}}
+
+
+def test_project_schema_types_a_cli_override():
+    schema = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
+    config = {"classifier": {"max_epochs": "3", "time_budget_min": "null", "ema_decay": "0.99"},
+              "detection": {"tta": "true"}}
+    coerce_config(config, schema)
+    assert config == {"classifier": {"max_epochs": 3, "time_budget_min": None, "ema_decay": 0.99},
+                      "detection": {"tta": True}}
+    assert yaml.safe_load(schema.read_text())["properties"]["classifier"]["properties"]["max_epochs"]["type"] == "integer"
