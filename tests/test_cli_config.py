@@ -42,4 +42,5 @@ def test_project_schema_types_a_cli_override():
     coerce_config(config, schema)
     assert config == {"classifier": {"max_epochs": 3, "time_budget_min": None, "ema_decay": 0.99},
                       "detection": {"tta": True}}
-    assert yaml.safe_load(schema.read_text())["properties"]["classifier"]["properties"]["max_epochs"]["type"] == "integer"
+    classifier = yaml.safe_load(schema.read_text())["properties"]["classifier"]["properties"]
+    assert classifier["max_epochs"]["type"] == "integer"

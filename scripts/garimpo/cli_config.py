@@ -8,6 +8,7 @@ The same holds for a YAML config file's 1e-4, which YAML 1.1 reads as a string.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import yaml
@@ -52,7 +53,7 @@ def coerce_strings(value: Any, schema: dict) -> Any:
     return value
 
 
-def coerce_config(config: dict, schema_path: str) -> None:
+def coerce_config(config: dict, schema_path: str | os.PathLike) -> None:
     """Convert ``config`` in place against the JSON schema in ``schema_path`` (YAML)."""
     with open(schema_path) as fh:
         schema = yaml.safe_load(fh)

@@ -293,7 +293,10 @@ def train_classifier(
         lr = optimizer.param_groups[0]["lr"]
         # The learning rate follows the optimiser's own weights, so their path is the same with or
         # without an average (val_loss_raw compares the two on one run).
-        raw_loss = _evaluate(model, val_loader, criterion, device, cfg["precision"])[0] if average is not None else val_loss
+        raw_loss, raw_note = val_loss, ""
+        if average is not None:
+            raw_loss = _evaluate(model, val_loader, criterion, device, cfg["precision"])[0]
+            raw_note = f" (raw weights {raw_loss:.4f})"
         scheduler.step(raw_loss)
         improved = bool(np.isfinite(val_loss) and val_loss < best_loss)
         if improved:
@@ -309,7 +312,7 @@ def train_classifier(
         })
         _write_json(history, out / "training_history.json")  # progress visible during long runs
         log.info("epoch %d/%d train_loss=%.4f val_loss=%.4f%s val_acc=%.3f val_f1=%.3f lr=%.2e %.1fs%s",
-                 epoch, max_epochs, train_loss, val_loss, f" (raw weights {raw_loss:.4f})" if average is not None else "",
+                 epoch, max_epochs, train_loss, val_loss, raw_note,
                  at_half["accuracy"], at_half["f1"], lr, history[-1]["seconds"], " *best" if improved else "")
         if stale >= patience:
             log.info("early stopping: val loss has not improved for %d epochs", patience)
