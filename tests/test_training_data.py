@@ -117,6 +117,33 @@ def test_augment_geometry_and_noise():
     assert 0.1 <= out.mean() <= 0.35
 
 
+def test_augment_colour_balance():
+    rng = np.random.default_rng(5)
+    arr = rng.uniform(0.1, 0.5, (3, 6, 6)).astype(np.float32)
+    arr[:, 0, 0] = np.nan  # nodata in every band
+    arr[1, 0, 1] = np.nan  # nodata in one band only
+    plain = dict(rotate90=False, flip=False, brightness=0, contrast=0, haze_probability=0, noise_sigma=0)
+    lo, hi = np.zeros(3), np.ones(3)
+    gains = set()
+    for _ in range(30):
+        out = augment(arr, rng, AugmentParams(band_gain=0.2, **plain), lo, hi)
+        ratio = out / arr
+        per_band = np.nanmean(ratio, axis=(1, 2))
+        valid = ~np.isnan(arr)
+        expected = np.broadcast_to(per_band[:, None, None], arr.shape)
+        np.testing.assert_allclose(ratio[valid], expected[valid], rtol=1e-5)  # one factor a band
+        assert ((per_band >= 0.8) & (per_band <= 1.2)).all()
+        gains.update(np.round(per_band, 3))
+    assert len(gains) > 60  # bands get their own factors
+    for _ in range(30):
+        out = augment(arr, rng, AugmentParams(saturation=0.3, **plain), lo, hi)
+        grey = np.nanmean(arr[:, 1:, :], axis=0)
+        np.testing.assert_allclose(np.nanmean(out[:, 1:, :], axis=0), grey, atol=1e-6)  # brightness kept
+        factor = (out[:, 1:, :] - grey) / (arr[:, 1:, :] - grey)
+        assert 0.7 <= factor.min() and factor.max() <= 1.3 and np.ptp(factor) < 1e-3  # one factor a tile
+        assert np.isnan(out[:, 0, 0]).all() and np.isnan(out[1, 0, 1]) and not np.isnan(out[[0, 2], 0, 1]).any()
+    assert AugmentParams().band_gain == 0 and AugmentParams().saturation == 0  # off in the method
+
 def test_negative_sampling_respects_area_and_distance():
     area = sampling_area([box(-57, -7, -56, -6)], (-75, -35, -35, 5), [box(-56.6, -6.6, -56.4, -6.4)])
     mines_lon, mines_lat = np.array([-56.8]), np.array([-6.8])

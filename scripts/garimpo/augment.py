@@ -15,6 +15,10 @@ class AugmentParams:
     flip: bool = True
     brightness: float = 0.15  # multiplicative factor in [1-b, 1+b]
     contrast: float = 0.15  # spread around the band mean scaled by [1-c, 1+c]
+    # Colour balance, off in the method: each band's own factor in [1-g, 1+g], and each pixel's spread
+    # around its mean over bands scaled by [1-s, 1+s]. For imagery rendered or corrected differently.
+    band_gain: float = 0.0
+    saturation: float = 0.0
     haze_probability: float = 0.3
     haze_strength: tuple[float, float] = (0.1, 0.35)  # blend fraction towards the haze colour
     noise_sigma: float = 0.02  # in units of each band's reference range (P98 - P2)
@@ -51,6 +55,14 @@ def augment(
     if params.contrast:
         mean = np.nanmean(out, axis=(1, 2), keepdims=True)
         out = (out - mean) * rng.uniform(1 - params.contrast, 1 + params.contrast) + mean
+    # Drawn only when on, so the method's default augmentation keeps its random stream.
+    if params.band_gain:
+        gains = rng.uniform(1 - params.band_gain, 1 + params.band_gain, (out.shape[0], 1, 1))
+        out = out * gains.astype(np.float32)
+    if params.saturation:
+        valid = ~np.isnan(out)  # nodata pixels stay NaN; a pixel's mean is over its valid bands
+        grey = np.where(valid, out, 0).sum(0, keepdims=True) / np.maximum(valid.sum(0, keepdims=True), 1)
+        out = (out - grey) * rng.uniform(1 - params.saturation, 1 + params.saturation) + grey
     if params.haze_probability and rng.random() < params.haze_probability:
         strength = rng.uniform(*params.haze_strength)
         out = out * (1 - strength) + high * strength
