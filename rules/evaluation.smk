@@ -26,6 +26,7 @@ rule evaluate_chip_set:
         gpu=1,
     params:
         chip_dir=lambda w: config["evaluation"]["chip_sets"][w.name],
+        sources=lambda w: config["evaluation"]["sources"].get(w.name, []),
         threshold=config["detection"]["threshold"],
         batch_size=config["detection"]["batch_size"],
         tta=config["detection"]["tta"],

@@ -9,7 +9,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import torch  # noqa: E402
 
 from garimpo.classifier.evaluation import (  # noqa: E402
-    evaluate_chip_set, load_chip_set, plot_gallery, plot_pr_curve,
+    evaluate_chip_set, load_chip_set, plot_gallery, plot_pr_curve, select_sources,
 )
 from garimpo.classifier.model import load_classifier  # noqa: E402
 from garimpo.smk import setup_logging, write_csv, write_json  # noqa: E402
@@ -24,7 +24,8 @@ def main(smk):
         stats = json.load(fh)
     chip_dir = smk.params.chip_dir
     matching = smk.params.get("matching") or {}
-    chips = load_chip_set(chip_dir)
+    sources = list(smk.params.get("sources") or [])
+    chips = select_sources(load_chip_set(chip_dir), sources, smk.wildcards.get("name", ""))
     log.info("evaluating model %s on %d chips from %s (%d positive) on %s", meta.get("model_id"), len(chips),
              chip_dir, int(chips["label"].sum()), device)
     report = evaluate_chip_set(
@@ -33,7 +34,7 @@ def main(smk):
         p_low=float(matching.get("p_low", 2.0)), p_high=float(matching.get("p_high", 98.0)),
     )
     report = {"chip_set": smk.wildcards.get("name", ""), "chip_dir": str(chip_dir),
-              "model_id": meta.get("model_id"), "tta": bool(smk.params.get("tta", False)), **report}
+              "model_id": meta.get("model_id"), "tta": bool(smk.params.get("tta", False)), "sources": sources, **report}
     log.info("precision %.3f recall %.3f f1 %.3f pr_auc %s roc_auc %s at threshold %.3f", report["precision"],
              report["recall"], report["f1"], report["pr_auc"], report["roc_auc"], report["threshold"])
     write_json(smk.output.metrics, report)

@@ -15,7 +15,7 @@ from PIL import Image
 from garimpo.classifier.data import normalisation_stats
 from garimpo.classifier.evaluation import (
     average_precision, evaluate_chip_set, load_chip_set, metrics_from_scores, plot_gallery, plot_pr_curve,
-    read_chip, roc_auc,
+    read_chip, roc_auc, select_sources,
 )
 from garimpo.classifier.infer import predict_proba
 from garimpo.classifier.model import build_classifier, load_classifier, save_checkpoint
@@ -127,6 +127,22 @@ def test_load_chip_set_error_names_the_folder(tmp_path):
         load_chip_set(tmp_path / "empty")
     with pytest.raises(InputDataError, match="not found"):
         load_chip_set(tmp_path / "nope")
+
+
+def test_select_sources(tmp_path):
+    chips = pd.DataFrame({"path": list("abcde"), "label": [1, 0, 1, 0, 0],
+                          "source": ["bolivar_2020_pos", "amazonas_2020_neg", "MinesPos2018-2020", "v3_2023", "x"]})
+    assert select_sources(chips, [], "all") is chips
+    part = select_sources(chips, ["^(?!bolivar).*2020"], "transfer")  # the 2020 lists outside Bolivar
+    assert part["path"].tolist() == ["b", "c"] and part.index.tolist() == [0, 1]
+    assert select_sources(chips, ["V3", "^x$"], "two")["path"].tolist() == ["d", "e"]  # any pattern, any case
+    with pytest.raises(InputDataError, match=r"evaluation.sources.none .*matches none.*bolivar_2020_pos"):
+        select_sources(chips, ["peru"], "none")
+    with pytest.raises(InputDataError, match=r"evaluation.sources.bad: '\(' is not a valid regular expression"):
+        select_sources(chips, ["("], "bad")
+    unnamed = chips.assign(source="unknown")
+    with pytest.raises(InputDataError, match="names no sources: give it a manifest.csv"):
+        select_sources(unnamed, ["2020"], "plain")
 
 
 # ---------------------------------------------------------------- reading

@@ -131,8 +131,11 @@ def test_evaluation_rule_scores_chip_sets_given_on_the_command_line(demo_run):
         shutil.copy(demo_run / rec["path"], listed / "img" / f"{i}.tif")
         rows.append({"path": f"img/{i}.tif", "label": rec["label"], "source": f"list_{i % 2}"})
     pd.DataFrame(rows).to_csv(listed / "manifest.csv", index=False)
-    targets = ["results/eval/folders/metrics.json", "results/eval/listed/metrics.json"]
-    snakemake(demo_run, *targets, "--config", f"evaluation={{chip_sets: {{folders: {folders}, listed: {listed}}}}}")
+    targets = [f"results/eval/{name}/metrics.json" for name in ("folders", "listed", "part")]
+    # "part" scores only one source list of the manifest folder.
+    snakemake(demo_run, *targets, "--config",
+              f"evaluation={{chip_sets: {{folders: {folders}, listed: {listed}, part: {listed}}}, "
+              "sources: {part: [_1$]}}")
     keys = {"precision", "recall", "f1", "specificity", "pr_auc", "roc_auc", "threshold", "n_positive", "n_negative",
             "confusion"}
     reports = {}
@@ -150,6 +153,12 @@ def test_evaluation_rule_scores_chip_sets_given_on_the_command_line(demo_run):
     assert set(reports["listed"]["per_source"]) == {"list_0", "list_1"}
     # The same chips score the same, whichever layout brought them.
     assert reports["folders"]["roc_auc"] == pytest.approx(reports["listed"]["roc_auc"])
+    part = json.loads((demo_run / "results/eval/part/metrics.json").read_text())
+    assert part["sources"] == ["_1$"] and part["n"] == 6 and set(part["per_source"]) == {"list_1"}
+    listed_scores = pd.read_csv(demo_run / "results/eval/listed/scores.csv")
+    part_scores = pd.read_csv(demo_run / "results/eval/part/scores.csv")
+    expected = listed_scores[listed_scores["source"] == "list_1"].reset_index(drop=True)
+    assert part_scores["score"].tolist() == pytest.approx(expected["score"].tolist())
 
 
 def test_nested_config_override_keeps_numbers_and_booleans(demo_run):

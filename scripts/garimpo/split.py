@@ -43,17 +43,23 @@ def spatial_groups(lon: np.ndarray, lat: np.ndarray, block_m: float, source=None
 
 
 def held_out(source: Sequence[str], patterns: Sequence[str]) -> np.ndarray:
-    """True where a row's source list matches one of the regular expressions (searched, case-insensitive).
+    """True where a row's source list matches one of ``split.test_sources``.
 
     These rows form the test set: they are never trained on, validated on nor augmented.
     """
+    return matches_any(source, patterns, "split.test_sources")
+
+
+def matches_any(source: Sequence[str], patterns: Sequence[str], key: str) -> np.ndarray:
+    """True where a source name matches one of the regular expressions (searched, case-insensitive);
+    ``key`` names the config entry in the error for an invalid expression."""
     source = pd.Series(np.asarray(source, dtype=object)).fillna("").astype(str)
     out = np.zeros(len(source), dtype=bool)
     for pattern in patterns:
         try:
             regex = re.compile(pattern, re.IGNORECASE)
         except re.error as err:
-            raise ValueError(f"split.test_sources: {pattern!r} is not a valid regular expression ({err})") from err
+            raise ValueError(f"{key}: {pattern!r} is not a valid regular expression ({err})") from err
         out |= source.map(lambda s: bool(regex.search(s))).to_numpy(dtype=bool)
     return out
 

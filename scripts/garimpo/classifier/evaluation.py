@@ -27,6 +27,7 @@ from garimpo.errors import InputDataError
 from garimpo.matching import reference_bounds, stretch_to_reference
 
 from garimpo.raster import GEOTIFF_SUFFIXES, IMAGE_SUFFIXES, RGB_BANDS, read_image
+from garimpo.split import matches_any
 
 from .data import preprocess
 from .metrics import _as_arrays, binary_metrics, decision_threshold, threshold_sweep
@@ -69,6 +70,27 @@ def load_chip_set(folder: str | os.PathLike) -> pd.DataFrame:
     if df.empty:
         raise InputDataError(f"chip set folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} chip")
     return df.reset_index(drop=True)
+
+
+def select_sources(chips: pd.DataFrame, patterns: Sequence[str], name: str) -> pd.DataFrame:
+    """The chips whose source list matches one of ``patterns`` (``evaluation.sources.NAME``); all when empty.
+
+    Lets part of a folder be scored on its own, e.g. some of the held-out lists.
+    """
+    if not patterns:
+        return chips
+    key = f"evaluation.sources.{name}"
+    if (chips["source"] == "unknown").all():
+        raise InputDataError(f"{key} selects by source list, but chip set {name!r} names no sources: "
+                             "give it a manifest.csv with a source column, or drop the selection")
+    try:
+        keep = matches_any(chips["source"], patterns, key)
+    except ValueError as err:
+        raise InputDataError(str(err)) from err
+    if not keep.any():
+        raise InputDataError(f"{key} {list(patterns)} matches none of chip set {name!r}'s source lists "
+                             f"{sorted(set(chips['source']))[:10]}")
+    return chips[keep].reset_index(drop=True)
 
 
 def _from_manifest(folder: Path, manifest: Path) -> pd.DataFrame:
