@@ -22,6 +22,7 @@ from garimpo.classifier.metrics import binary_metrics, choose_threshold, decisio
 from garimpo.classifier.model import (
     adapt_first_conv, build_classifier, load_classifier, save_checkpoint,
 )
+from garimpo.classifier.sampling import epoch_sampler, source_balanced_weights
 from garimpo.classifier.train import train_classifier
 from garimpo.classifier.weights import load_imagenet_state_dict
 from garimpo.errors import ModelLoadError
@@ -350,6 +351,41 @@ def test_training_with_weight_average(tiny_dataset):
     _, meta = load_classifier("ema/best_model.pth")
     assert meta["train_config"]["ema_decay"] == 0.9 and meta["model_id"] == ema["model_id"]
     assert meta["val_loss"] == pytest.approx(ema["history"][meta["epoch"] - 1]["val_loss"])
+
+
+def test_source_balanced_weights_by_hand():
+    # Mining: list a (3 images) and b (1); not mining: list c (4).
+    sources = pd.Series(["a", "a", "b", "c", "a", "c", "c", "c"])
+    labels = pd.Series([1, 1, 1, 0, 1, 0, 0, 0])
+    assert source_balanced_weights(sources, labels, 0.0) == pytest.approx(np.full(8, 1 / 8))
+    # alpha 1: a and b share the mining half equally, c keeps the other half.
+    w = source_balanced_weights(sources, labels, 1.0)
+    assert w == pytest.approx([1 / 12, 1 / 12, 1 / 4, 1 / 8, 1 / 12, 1 / 8, 1 / 8, 1 / 8])
+    # alpha 0.5: a's images weigh 1/sqrt(3) against b's 1, rescaled to the mining half.
+    w = source_balanced_weights(sources, labels, 0.5)
+    a, b = 3 ** -0.5, 1.0
+    assert w[[0, 2]] == pytest.approx(np.array([a, b]) / (3 * a + b) / 2)
+    assert w[labels == 0].sum() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="source_balance"):
+        source_balanced_weights(sources, labels, 1.5)
+
+
+def test_epoch_sampler_draws():
+    df = pd.DataFrame({"source": ["a"] * 9 + ["b"], "label": [0] * 10})
+    gen = torch.Generator().manual_seed(0)
+    uniform = list(epoch_sampler(df, 10, 0.0, gen))
+    assert sorted(uniform) == list(range(10))  # without replacement: every image once
+    drawn = np.bincount(list(epoch_sampler(df, 20000, 1.0, gen)), minlength=10)
+    assert drawn[9] / 20000 == pytest.approx(0.5, abs=0.02)  # list b's one image: half the draws
+    with pytest.raises(ValueError, match="source"):
+        epoch_sampler(df.drop(columns="source"), 10, 0.5, gen)
+
+
+def test_training_with_source_balance(tiny_dataset):
+    res = train_classifier("split.csv", "positive.json", "bal", {**CFG, "max_epochs": 1, "source_balance": 0.5})
+    assert math.isfinite(res["best_val_loss"])
+    _, meta = load_classifier("bal/best_model.pth")
+    assert meta["train_config"]["source_balance"] == 0.5
 
 
 def test_training_input_errors(tiny_dataset):

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 
 from garimpo.errors import ModelLoadError
 
@@ -24,6 +24,7 @@ from .averaging import WeightAverage
 from .data import TileDataset, band_limits, normalisation_stats, rgb_first
 from .metrics import binary_metrics, choose_threshold
 from .model import PRECISIONS, autocast, build_classifier, dihedral_views, save_checkpoint
+from .sampling import epoch_sampler
 from .weights import load_imagenet_state_dict
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -43,6 +44,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "seed": 42,
     "precision": "fp32",
     "ema_decay": None,
+    "source_balance": 0.0,
 }
 
 
@@ -247,8 +249,8 @@ def train_classifier(
     pin = device.type == "cuda"
     # A last batch of one breaks BatchNorm in train mode; drop it only in that case.
     n_draw = int(cfg["epoch_samples"] or len(train_df))
-    sampler = RandomSampler(dataset(train_df), num_samples=n_draw, generator=gen)
-    train_loader = DataLoader(sampler.data_source, batch_size=bs, sampler=sampler,
+    sampler = epoch_sampler(train_df, n_draw, float(cfg["source_balance"]), gen)
+    train_loader = DataLoader(dataset(train_df), batch_size=bs, sampler=sampler,
                               drop_last=n_draw % bs == 1, pin_memory=pin)
     # Each pass over a loader draws a seed from its generator, by default the global one that also
     # draws the dropout masks: validation has its own, so how often it runs does not change training.
