@@ -129,7 +129,7 @@ def test_load_chip_set_error_names_the_folder(tmp_path):
         load_chip_set(tmp_path / "nope")
 
 
-def test_select_sources(tmp_path):
+def test_select_sources():
     chips = pd.DataFrame({"path": list("abcde"), "label": [1, 0, 1, 0, 0],
                           "source": ["bolivar_2020_pos", "amazonas_2020_neg", "MinesPos2018-2020", "v3_2023", "x"]})
     assert select_sources(chips, [], "all") is chips

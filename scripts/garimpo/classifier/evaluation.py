@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 _LABELS = {"positive": 1, "negative": 0, "1": 1, "0": 0, "true": 1, "false": 0, "1.0": 1, "0.0": 0}
 
 
+# Source name of chips from a folder without a manifest.
+UNKNOWN_SOURCE = "unknown"
+
 # ---------------------------------------------------------------- chip sets
 
 def load_chip_set(folder: str | os.PathLike) -> pd.DataFrame:
@@ -65,7 +68,7 @@ def load_chip_set(folder: str | os.PathLike) -> pd.DataFrame:
                 log.warning("chip set %s has no %s/ subfolder", folder, name)
                 continue
             files = sorted(p for p in sub[name].rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-            rows += [{"path": str(p), "label": label, "source": "unknown"} for p in files]
+            rows += [{"path": str(p), "label": label, "source": UNKNOWN_SOURCE} for p in files]
         df = pd.DataFrame(rows, columns=["path", "label", "source"])
     if df.empty:
         raise InputDataError(f"chip set folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} chip")
@@ -80,7 +83,7 @@ def select_sources(chips: pd.DataFrame, patterns: Sequence[str], name: str) -> p
     if not patterns:
         return chips
     key = f"evaluation.sources.{name}"
-    if (chips["source"] == "unknown").all():
+    if (chips["source"] == UNKNOWN_SOURCE).all():
         raise InputDataError(f"{key} selects by source list, but chip set {name!r} names no sources: "
                              "give it a manifest.csv with a source column, or drop the selection")
     try:
@@ -111,7 +114,7 @@ def _from_manifest(folder: Path, manifest: Path) -> pd.DataFrame:
             f"{manifest} lists {len(absent)} chip(s) that do not exist (paths are relative to "
             f"{folder}), e.g. {absent[:3]}"
         )
-    source = raw["source"].replace("", "unknown") if "source" in raw.columns else "unknown"
+    source = raw["source"].replace("", UNKNOWN_SOURCE) if "source" in raw.columns else UNKNOWN_SOURCE
     return pd.DataFrame({"path": paths, "label": labels.astype(int), "source": source})
 
 
@@ -262,7 +265,7 @@ def metrics_from_scores(y_true, y_prob, threshold: float, sources: Sequence[str]
     }
     if sources is not None:
         sources = np.asarray([str(s) for s in sources])
-        if set(sources) != {"unknown"}:
+        if set(sources) != {UNKNOWN_SOURCE}:
             per = {}
             for src in sorted(set(sources)):
                 sel = sources == src
@@ -393,7 +396,7 @@ def plot_gallery(df: pd.DataFrame, path: str | os.PathLike, n: int = 16, thresho
                     ax.imshow(_display_rgb(rec["path"]), cmap="gray")
                 except Exception as err:  # a gallery must not fail on one odd chip
                     ax.text(0.0, 0.5, f"unreadable: {err}"[:60], fontsize=6)
-                src = str(rec.get("source", "unknown"))
+                src = str(rec.get("source", UNKNOWN_SOURCE))
                 ax.set_title(f"p={rec['score']:.3f}\n{src[:28]}", fontsize=7)
         fig.savefig(path, dpi=100)
     finally:

@@ -34,6 +34,6 @@ def epoch_sampler(train_df: pd.DataFrame, n_draw: int, alpha: float, gen: torch.
         return RandomSampler(range(len(train_df)), num_samples=n_draw, generator=gen)
     if "source" not in train_df:
         raise ValueError("classifier.source_balance needs a 'source' column in the split table")
-    weights = source_balanced_weights(train_df["source"], train_df["label"], float(alpha))
+    weights = source_balanced_weights(train_df["source"], train_df["label"], alpha)
     return WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), n_draw, replacement=True,
                                  generator=gen)
