@@ -382,8 +382,11 @@ def test_epoch_sampler_draws():
 
 
 def test_training_with_source_balance(tiny_dataset):
-    res = train_classifier("split.csv", "positive.json", "bal", {**CFG, "max_epochs": 1, "source_balance": 0.5})
+    cfg = {**CFG, "max_epochs": 1}
+    plain = train_classifier("split.csv", "positive.json", "plain", cfg)
+    res = train_classifier("split.csv", "positive.json", "bal", {**cfg, "source_balance": 0.5})
     assert math.isfinite(res["best_val_loss"])
+    assert res["model_id"] != plain["model_id"]  # the weighted draws, with replacement, reach training
     _, meta = load_classifier("bal/best_model.pth")
     assert meta["train_config"]["source_balance"] == 0.5
 
