@@ -31,5 +31,6 @@ rule evaluate_chip_set:
         batch_size=config["detection"]["batch_size"],
         tta=config["detection"]["tta"],
         matching=config["matching"],
+        bootstrap=config["evaluation"]["bootstrap"],
     script:
         "../scripts/evaluate_chips.py"

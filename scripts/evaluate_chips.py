@@ -32,11 +32,17 @@ def main(smk):
         model, meta, chips, stats, threshold=smk.params.threshold, batch_size=int(smk.params.batch_size),
         device=device, tta=bool(smk.params.get("tta", False)),
         p_low=float(matching.get("p_low", 2.0)), p_high=float(matching.get("p_high", 98.0)),
+        bootstrap=dict(smk.params.bootstrap),
     )
     report = {"chip_set": smk.wildcards.get("name", ""), "chip_dir": str(chip_dir),
               "model_id": meta.get("model_id"), "tta": bool(smk.params.get("tta", False)), "sources": sources, **report}
     log.info("precision %.3f recall %.3f f1 %.3f pr_auc %s roc_auc %s at threshold %.3f", report["precision"],
              report["recall"], report["f1"], report["pr_auc"], report["roc_auc"], report["threshold"])
+    ci = report["ci"]
+    if ci.get("f1") is not None:
+        log.info("%.0f %% intervals (%d block-bootstrap draws, blocks of %d): f1 %.3f-%.3f, specificity %.3f-%.3f, "
+                 "pr_auc %.3f-%.3f", 100 * ci["level"], ci["resamples"], ci["block"], *ci["f1"], *ci["specificity"],
+                 *ci["pr_auc"])
     write_json(smk.output.metrics, report)
     # Every chip's score, so that any figure (another threshold, another grouping) can be redone.
     chips["predicted"] = (chips["score"] >= report["threshold"]).astype(int)

@@ -2,9 +2,13 @@
 
 from pathlib import Path
 
+import pytest
 import yaml
+from snakemake.utils import validate
 
 from garimpo.cli_config import coerce_config, coerce_strings
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SCHEMA = {"properties": {
     "c": {"properties": {
@@ -44,3 +48,32 @@ def test_project_schema_types_a_cli_override():
                       "detection": {"tta": True}}
     classifier = yaml.safe_load(schema.read_text())["properties"]["classifier"]["properties"]
     assert classifier["max_epochs"]["type"] == "integer"
+
+
+def _merged(*names):
+    """Config files layered as Snakemake layers --configfile (nested dicts merged key by key)."""
+    def merge(base, over):
+        for key, value in over.items():
+            base[key] = merge(base.get(key, {}), value) if isinstance(value, dict) and isinstance(
+                base.get(key), dict) else value
+        return base
+    config = {}
+    for name in names:
+        merge(config, yaml.safe_load((ROOT / "config" / name).read_text()) or {})
+    return config
+
+
+@pytest.mark.parametrize("overlays", [(), ("demo.yaml",), ("amw.yaml",), ("amw.yaml", "amw_transfer_check.yaml"),
+                                      ("amw.yaml", "amw_all.yaml")])
+def test_shipped_configs_validate(overlays):
+    config = _merged("config.yaml", *overlays)
+    validate(config, str(ROOT / "config" / "schema.yaml"))  # raises on any key or type the schema refuses
+    if "amw_all.yaml" in overlays:
+        assert config["split"]["test_sources"] == [] and config["classifier"]["input_size"] == 96
+    if "amw.yaml" in overlays:
+        assert config["evaluation"]["bootstrap"] == {"block": 20, "resamples": 1000, "level": 0.95, "seed": 0}
+
+
+def test_every_shipped_config_is_covered():
+    tested = {"config.yaml", "demo.yaml", "amw.yaml", "amw_transfer_check.yaml", "amw_all.yaml", "schema.yaml"}
+    assert {p.name for p in (ROOT / "config").glob("*.yaml")} == tested

@@ -143,6 +143,9 @@ def test_evaluation_rule_scores_chip_sets_given_on_the_command_line(demo_run):
         out = demo_run / "results/eval" / name
         reports[name] = rep = json.loads((out / "metrics.json").read_text())
         assert keys <= set(rep) and rep["n_positive"] == 6 and rep["n_negative"] == 6, rep
+        # Bootstrap intervals, with the schema's defaults.
+        assert rep["ci"]["resamples"] == 1000 and rep["ci"]["block"] == 1 and rep["ci"]["level"] == 0.95
+        assert all(0 <= rep["ci"][k][0] <= rep["ci"][k][1] <= 1 for k in ("f1", "specificity", "roc_auc")), rep["ci"]
         assert (out / "pr_curve.png").stat().st_size > 0 and (out / "gallery.png").stat().st_size > 0
         scores = pd.read_csv(out / "scores.csv")
         assert len(scores) == 12 and scores["score"].between(0, 1).all()

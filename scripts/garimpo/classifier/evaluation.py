@@ -30,7 +30,8 @@ from garimpo.raster import GEOTIFF_SUFFIXES, IMAGE_SUFFIXES, RGB_BANDS, read_ima
 from garimpo.split import matches_any
 
 from .data import preprocess
-from .metrics import _as_arrays, binary_metrics, decision_threshold, threshold_sweep
+from .bootstrap import Bootstrap, bootstrap_intervals
+from .metrics import _as_arrays, average_precision, binary_metrics, decision_threshold, roc_auc, threshold_sweep
 from .model import dihedral_views
 
 log = logging.getLogger(__name__)
@@ -210,43 +211,18 @@ def score_chips(
 
 # ---------------------------------------------------------------- metrics
 
-def average_precision(y_true, y_prob) -> float:
-    """Area under the PR curve as sum_k (R_k - R_{k-1}) P_k over distinct thresholds (ties grouped).
-
-    NaN when there is no positive.
-    """
-    y_true, y_prob = _as_arrays(y_true, y_prob)
-    if y_true.sum() == 0:
-        return float("nan")
-    sweep = threshold_sweep(y_true, y_prob)
-    recall = sweep["recall"][::-1]  # descending thresholds: recall grows
-    precision = sweep["precision"][::-1]
-    return float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
-
-
-def roc_auc(y_true, y_prob) -> float:
-    """ROC-AUC as the Mann-Whitney statistic with mid-ranks (a tie counts 1/2).
-
-    NaN when either class is absent.
-    """
-    y_true, y_prob = _as_arrays(y_true, y_prob)
-    n_pos = int(y_true.sum())
-    n_neg = int(y_true.size - n_pos)
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    _, inverse, counts = np.unique(y_prob, return_inverse=True, return_counts=True)
-    first = np.cumsum(counts) - counts  # 0-based rank where each distinct value starts
-    midrank = first + (counts + 1) / 2.0  # 1-based average rank of the tied group
-    rank_sum = float(midrank[inverse][y_true == 1].sum())
-    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
-
-
 def _finite_or_none(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def metrics_from_scores(y_true, y_prob, threshold: float, sources: Sequence[str] | None = None) -> dict:
-    """The evaluation report for scores already computed (see ``evaluate_chip_set``)."""
+def metrics_from_scores(
+    y_true, y_prob, threshold: float, sources: Sequence[str] | None = None, bootstrap: Mapping | None = None,
+) -> dict:
+    """The evaluation report for scores already computed (see ``evaluate_chip_set``).
+
+    ``bootstrap`` (the fields of ``Bootstrap``) adds ``ci``: confidence intervals of
+    the figures over resampled chips.
+    """
     y_true, y_prob = _as_arrays(y_true, y_prob)
     m = binary_metrics(y_true, y_prob, threshold)
     report = {
@@ -263,6 +239,8 @@ def metrics_from_scores(y_true, y_prob, threshold: float, sources: Sequence[str]
         "roc_auc": _finite_or_none(roc_auc(y_true, y_prob)),
         "confusion": {k: m[k] for k in ("tp", "fp", "tn", "fn")},
     }
+    if bootstrap is not None:
+        report["ci"] = bootstrap_intervals(y_true, y_prob, threshold, sources, how=Bootstrap(**bootstrap))
     if sources is not None:
         sources = np.asarray([str(s) for s in sources])
         if set(sources) != {UNKNOWN_SOURCE}:
@@ -290,20 +268,22 @@ def evaluate_chip_set(
     tta: bool = False,
     p_low: float = 2.0,
     p_high: float = 98.0,
+    bootstrap: Mapping | None = None,
 ) -> dict:
     """Score ``chips_df`` (from ``load_chip_set``) and report metrics at ``threshold``.
 
     ``threshold`` None uses the checkpoint's, chosen on validation scores made the same way
     (single view, or the 8-view average with ``tta``).  Keys: n, n_positive,
     n_negative, threshold, precision, recall, f1, specificity, accuracy, pr_auc (average
-    precision), roc_auc, confusion {tp, fp, tn, fn}, and per_source when sources are known.
+    precision), roc_auc, confusion {tp, fp, tn, fn}, per_source when sources are known, and ci
+    with ``bootstrap`` (see ``metrics_from_scores``).
     The scores themselves are added to ``chips_df`` as column ``score`` (in place).
     """
     thr = decision_threshold(meta, tta) if threshold is None else float(threshold)
     scores = score_chips(model, meta, list(chips_df["path"]), stats, batch_size, device, tta, p_low, p_high)
     chips_df["score"] = scores
     sources = chips_df["source"] if "source" in chips_df.columns else None
-    return metrics_from_scores(chips_df["label"].to_numpy(), scores, thr, sources)
+    return metrics_from_scores(chips_df["label"].to_numpy(), scores, thr, sources, bootstrap)
 
 
 # ---------------------------------------------------------------- plots

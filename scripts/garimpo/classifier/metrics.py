@@ -69,6 +69,37 @@ def threshold_sweep(y_true, y_prob) -> dict[str, np.ndarray]:
     return {"threshold": cand, "precision": precision, "recall": recall, "f1": f1}
 
 
+def average_precision(y_true, y_prob) -> float:
+    """Area under the PR curve as sum_k (R_k - R_{k-1}) P_k over distinct thresholds (ties grouped).
+
+    NaN when there is no positive.
+    """
+    y_true, y_prob = _as_arrays(y_true, y_prob)
+    if y_true.sum() == 0:
+        return float("nan")
+    sweep = threshold_sweep(y_true, y_prob)
+    recall = sweep["recall"][::-1]  # descending thresholds: recall grows
+    precision = sweep["precision"][::-1]
+    return float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
+
+
+def roc_auc(y_true, y_prob) -> float:
+    """ROC-AUC as the Mann-Whitney statistic with mid-ranks (a tie counts 1/2).
+
+    NaN when either class is absent.
+    """
+    y_true, y_prob = _as_arrays(y_true, y_prob)
+    n_pos = int(y_true.sum())
+    n_neg = int(y_true.size - n_pos)
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    _, inverse, counts = np.unique(y_prob, return_inverse=True, return_counts=True)
+    first = np.cumsum(counts) - counts  # 0-based rank where each distinct value starts
+    midrank = first + (counts + 1) / 2.0  # 1-based average rank of the tied group
+    rank_sum = float(midrank[inverse][y_true == 1].sum())
+    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+
+
 def _between(cand: np.ndarray, i: int) -> float:
     """Midway to the next lower score: same decisions on this data, more margin on new data."""
     return float(cand[i]) if i == 0 else float((cand[i - 1] + cand[i]) / 2.0)
