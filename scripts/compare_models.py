@@ -24,11 +24,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_a", help="results/eval/NAME folder of model A")
     ap.add_argument("run_b", help="results/eval/NAME folder of model B")
-    ap.add_argument("--resamples", type=int, default=1000)
-    ap.add_argument("--level", type=float, default=0.95)
-    ap.add_argument("--block", type=int, default=1,
+    ap.add_argument("--resamples", type=int, default=Bootstrap.resamples)
+    ap.add_argument("--level", type=float, default=Bootstrap.level)
+    ap.add_argument("--block", type=int, default=Bootstrap.block,
                     help="consecutive chips of one source list drawn together (20 for the Amazon Mining Watch lists)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=Bootstrap.seed)
     args = ap.parse_args(argv)
     report = compare_runs(args.run_a, args.run_b, Bootstrap(args.resamples, args.level, args.block, args.seed))
     print(json.dumps(report, indent=1))

@@ -1,6 +1,7 @@
 """Bootstrap confidence intervals of the evaluation figures."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -144,3 +145,24 @@ def test_compare_runs_says_what_does_not_match(tmp_path):
     twice = _scored(tmp_path / "d", ["x.png", "x.png"], [1, 0], [0.9, 0.1], 0.5, "d", "p")
     with pytest.raises(InputDataError, match="more than once"):
         compare_runs(a, twice)
+
+
+def test_compare_models_command_prints_the_report(tmp_path, capsys):
+    import runpy
+    import sys
+
+    names = [f"c{i}.png" for i in range(6)]
+    a = _scored(tmp_path / "a", names, [1, 1, 1, 0, 0, 0], [0.9, 0.6, 0.2, 0.7, 0.1, 0.3], 0.5, "a", "x")
+    b = _scored(tmp_path / "b", names, [1, 1, 1, 0, 0, 0], [0.9, 0.6, 0.8, 0.2, 0.1, 0.3], 0.5, "b", "y")
+    argv = sys.argv
+    sys.argv = ["compare_models.py", str(a), str(b), "--resamples", "20", "--block", "2"]
+    try:
+        with pytest.raises(SystemExit) as done:
+            runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "compare_models.py"),
+                           run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert done.value.code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["block"] == 2 and report["resamples"] == 20
+    assert report["difference"]["recall"] == pytest.approx(1 / 3) and report["difference"]["specificity"] == pytest.approx(1 / 3)

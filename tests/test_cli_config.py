@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from snakemake.utils import validate
+from snakemake.utils import update_config, validate
 
 from garimpo.cli_config import coerce_config, coerce_strings
 
@@ -51,15 +51,10 @@ def test_project_schema_types_a_cli_override():
 
 
 def _merged(*names):
-    """Config files layered as Snakemake layers --configfile (nested dicts merged key by key)."""
-    def merge(base, over):
-        for key, value in over.items():
-            base[key] = merge(base.get(key, {}), value) if isinstance(value, dict) and isinstance(
-                base.get(key), dict) else value
-        return base
+    """Config files layered with Snakemake's own merge, as --configfile layers them."""
     config = {}
     for name in names:
-        merge(config, yaml.safe_load((ROOT / "config" / name).read_text()) or {})
+        update_config(config, yaml.safe_load((ROOT / "config" / name).read_text()) or {})
     return config
 
 
