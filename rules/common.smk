@@ -14,6 +14,18 @@ def point_files(spec_list):
     return [spec["path"] for spec in spec_list]
 
 
+def vector_file(spec):
+    """The file of a vector input given as a path or as {path, layer}; nothing when it is null."""
+    if not spec:
+        return []
+    return spec["path"] if isinstance(spec, dict) else spec
+
+
+def vector_layer(spec):
+    """The layer chosen for a vector input ({path, layer}), or None: the file's only layer."""
+    return spec.get("layer") if isinstance(spec, dict) else None
+
+
 def download_names():
     """Wildcard pattern matching exactly the names under config downloads.files (nothing if there are none)."""
     names = sorted(config["downloads"]["files"], key=len, reverse=True)
@@ -48,16 +60,21 @@ def segformer_inputs(wildcards):
     )
 
 
-def chip_set_inputs(wildcards):
-    """A chip set the workflow builds (under results/, e.g. the held-out split) is a file dependency."""
+def chip_set(wildcards):
+    """A chip set's config entry: a folder path, or {path, encoding, pixel_size_m, units}."""
     try:
-        path = config["evaluation"]["chip_sets"][wildcards.name]
+        return config["evaluation"]["chip_sets"][wildcards.name]
     except KeyError:
         raise ValueError(
             f"chip set {wildcards.name!r} is not in config evaluation.chip_sets "
             f"(has {sorted(config['evaluation']['chip_sets'])})"
         )
-    path = str(path).rstrip("/")
+
+
+def chip_set_inputs(wildcards):
+    """A chip set the workflow builds (under results/, e.g. the held-out split) is a file dependency."""
+    spec = chip_set(wildcards)
+    path = str(spec["path"] if isinstance(spec, dict) else spec).rstrip("/")
     return [f"{path}/manifest.csv"] if path.startswith("results/") else [path]
 
 
@@ -109,7 +126,7 @@ def encroachment_areas(wildcards):
     areas = config["encroachment"]["areas"]
     if not areas:
         raise ValueError(
-            "encroachment.areas is null: set it to a polygon GeoJSON of protected areas to get "
-            f"results/stats/{wildcards.region}_protected_areas.csv"
+            "encroachment.areas is null: set it to a polygon file (GeoJSON, Shapefile, GeoPackage) of "
+            f"protected areas to get results/stats/{wildcards.region}_protected_areas.csv"
         )
-    return areas
+    return vector_file(areas)

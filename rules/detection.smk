@@ -75,6 +75,7 @@ rule detect_tile:
     params:
         scan=scan_params(),
         proposer=config["proposer"],
+        tile_size_m=config["tiles"]["size_m"],
     script:
         "../scripts/detect_tile.py"
 

@@ -25,7 +25,7 @@ rule evaluate_chip_set:
         runtime=60,
         gpu=1,
     params:
-        chip_dir=lambda w: config["evaluation"]["chip_sets"][w.name],
+        chip_set=chip_set,
         sources=lambda w: config["evaluation"]["sources"].get(w.name, []),
         threshold=config["detection"]["threshold"],
         batch_size=config["detection"]["batch_size"],

@@ -27,8 +27,8 @@ rule positive_points:
 rule negative_points:
     input:
         mines="results/points/positive.csv",
-        protected=config["negatives"]["protected_areas"] or [],
-        urban=config["negatives"]["urban_mask"] or [],
+        protected=vector_file(config["negatives"]["protected_areas"]),
+        urban=vector_file(config["negatives"]["urban_mask"]),
         hard=point_files(config["negatives"]["hard_negative_points"]),
     output:
         points="results/points/negative.csv",
@@ -48,6 +48,8 @@ rule negative_points:
         ratio=config["negatives"]["ratio"],
         min_distance_m=config["negatives"]["min_distance_m"],
         hard_points=config["negatives"]["hard_negative_points"],
+        protected_layer=vector_layer(config["negatives"]["protected_areas"]),
+        urban_layer=vector_layer(config["negatives"]["urban_mask"]),
         seed=config["negatives"]["seed"],
     script:
         "../scripts/sample_negatives.py"

@@ -40,5 +40,6 @@ rule fetch_segformer:
         runtime=15,
     params:
         model_id=config["proposer"]["segformer"]["hub_id"],
+        suspicious_classes=config["proposer"]["segformer"]["suspicious_classes"],
     script:
         "../scripts/fetch_segformer.py"

@@ -11,7 +11,7 @@ from garimpo.smk import setup_logging, write_csv  # noqa: E402
 
 def main(smk):
     log = setup_logging(smk)
-    points, rejected = load_point_sources(smk.params.inputs, tuple(smk.params.bounds))
+    points, rejected = load_point_sources(smk.params.inputs, tuple(smk.params.bounds), "positives.points")
     before = len(points)
     points = points.drop_duplicates(subset=["lon", "lat"]).reset_index(drop=True)
     log.info("%d usable points (%d duplicates dropped), %d rejected", len(points), before - len(points), len(rejected))

@@ -9,7 +9,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 # thread that reads and proposes the next block (measured in the bench: faster in both modes).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from garimpo.detect import config_hash, save_chip_scores  # noqa: E402
+from garimpo.detect import config_hash, save_chip_scores, scene_chip_px  # noqa: E402
 from garimpo.smk import setup_logging  # noqa: E402
 
 
@@ -28,16 +28,21 @@ def main(smk):
         stats = json.load(fh)
     with open(smk.input.meta) as fh:
         scene_meta = json.load(fh)
-    common = dict(stride=scan["stride_px"], block_px=int(scan["block_px"]), batch_size=int(scan["batch_size"]),
-                  precision=scan["precision"], tta=bool(scan["tta"]), stats=stats, device=device,
-                  threads=max(1, int(smk.threads)))
+    # The model must see the ground it learnt (footprint, pixel size, units): refused here, before any scan.
+    chip_px = scene_chip_px(meta, smk.input.scene, scene_meta, float(smk.params.tile_size_m))
+    log.info("model %s: %s chips of %d px, resized to %d px", meta["model_id"], meta["units"], chip_px,
+             int(meta["input_size"]))
+    common = dict(chip_px=chip_px, stride=scan["stride_px"], block_px=int(scan["block_px"]),
+                  batch_size=int(scan["batch_size"]), precision=scan["precision"], tta=bool(scan["tta"]), stats=stats,
+                  device=device, threads=max(1, int(smk.threads)))
     if scan["mode"] == "brute_force":
         result = brute_force_scan(smk.input.scene, model, meta, **common)
     else:
         segformer = None
         if proposer["method"] in ("segformer", "union"):
             from garimpo.segformer import SegformerProposer
-            segformer = SegformerProposer.from_pretrained(proposer["segformer"]["local_dir"])
+            seg = proposer["segformer"]
+            segformer = SegformerProposer.from_pretrained(seg["local_dir"], suspicious_classes=seg["suspicious_classes"])
         result = two_stage_scan(smk.input.scene, model, meta, proposer=proposer, segformer=segformer,
                                 decimate=int(scan["proposer_decimate"]), select=scan["select"], **common)
     log.info("tile %s: %s", smk.wildcards.tile, result.summary())

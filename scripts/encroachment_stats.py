@@ -1,28 +1,24 @@
 """Rule encroachment_stats: mined area and detections per protected area / indigenous territory (CSV + map)."""
 
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from garimpo.encroachment import encroachment_table, plot_encroachment_map  # noqa: E402
-from garimpo.geo import read_region  # noqa: E402
-from garimpo.postprocess import from_geojson  # noqa: E402
+from garimpo.encroachment import area_stats, plot_encroachment_map  # noqa: E402
 from garimpo.smk import setup_logging, write_csv  # noqa: E402
+from garimpo.vector import read_region, source  # noqa: E402
 
 
 def main(smk):
     log = setup_logging(smk)
     cfg = smk.params.encroachment
-    with open(smk.input.detections) as fh:
-        detections = from_geojson(json.load(fh))
-    with open(smk.input.areas) as fh:
-        areas = json.load(fh)["features"]
+    _, layer = source(cfg["areas"])
+    table, areas, detections = area_stats(smk.input.detections, smk.input.areas, cfg["name_field"],
+                                          cfg["id_field"], layer)
     reg = smk.params.region
-    region = read_region(smk.input.region, reg.get("field"), reg.get("value"))
-    areas = [a for a in areas if a.get("geometry")]
-    table = encroachment_table(detections, areas, cfg["name_field"], cfg["id_field"])
+    region = read_region(smk.input.region, reg.get("field"), reg.get("value"), reg.get("layer"),
+                         f"regions.{smk.wildcards.region}")
     log.info("%d of %d areas hold detections; %.1f ha mined in all", len(table), len(areas),
              table["mined_area_ha"].sum() if len(table) else 0.0)
     write_csv(smk.output.csv, table)

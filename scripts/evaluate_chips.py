@@ -9,9 +9,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 import torch  # noqa: E402
 
 from garimpo.classifier.evaluation import (  # noqa: E402
-    evaluate_chip_set, load_chip_set, plot_gallery, plot_pr_curve, select_sources,
+    chip_set_contract, evaluate_chip_set, load_chip_set, plot_gallery, plot_pr_curve, select_sources,
 )
 from garimpo.classifier.model import load_classifier  # noqa: E402
+from garimpo.contract import check_chips, image_folder  # noqa: E402
 from garimpo.smk import setup_logging, write_csv, write_json  # noqa: E402
 
 
@@ -22,19 +23,23 @@ def main(smk):
     model, meta = load_classifier(smk.input.model, device=device)
     with open(smk.input.stats) as fh:
         stats = json.load(fh)
-    chip_dir = smk.params.chip_dir
+    name = smk.wildcards.get("name", "")
+    folder = image_folder(smk.params.chip_set, f"evaluation.chip_sets.{name}")
+    chip_dir = folder.path
     matching = smk.params.get("matching") or {}
     sources = list(smk.params.get("sources") or [])
-    chips = select_sources(load_chip_set(chip_dir), sources, smk.wildcards.get("name", ""))
+    chips = select_sources(load_chip_set(chip_dir), sources, name)
+    # Chips of another footprint, pixel size or units than the model learnt are refused before any is scored.
+    check_chips(meta, chip_set_contract(chips["path"], folder), f"chip set {name} ({folder.key})")
     log.info("evaluating model %s on %d chips from %s (%d positive) on %s", meta.get("model_id"), len(chips),
              chip_dir, int(chips["label"].sum()), device)
     report = evaluate_chip_set(
         model, meta, chips, stats, threshold=smk.params.threshold, batch_size=int(smk.params.batch_size),
         device=device, tta=bool(smk.params.get("tta", False)),
         p_low=float(matching.get("p_low", 2.0)), p_high=float(matching.get("p_high", 98.0)),
-        bootstrap=dict(smk.params.bootstrap),
+        bootstrap=dict(smk.params.bootstrap), encoding=folder.encoding,
     )
-    report = {"chip_set": smk.wildcards.get("name", ""), "chip_dir": str(chip_dir),
+    report = {"chip_set": name, "chip_dir": str(chip_dir), "encoding": folder.encoding,
               "model_id": meta.get("model_id"), "tta": bool(smk.params.get("tta", False)), "sources": sources, **report}
     log.info("precision %.3f recall %.3f f1 %.3f pr_auc %s roc_auc %s at threshold %.3f", report["precision"],
              report["recall"], report["f1"], report["pr_auc"], report["roc_auc"], report["threshold"])

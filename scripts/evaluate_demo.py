@@ -6,8 +6,8 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 
 from garimpo.evaluate import evaluate_detections  # noqa: E402
-from garimpo.geo import read_region  # noqa: E402
 from garimpo.smk import setup_logging, write_json  # noqa: E402
+from garimpo.vector import read_region  # noqa: E402
 
 
 def main(smk):

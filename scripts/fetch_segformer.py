@@ -1,7 +1,7 @@
 """Rule script: download a SegFormer (config + weights) from the Hugging Face Hub.
 
 Needs internet; run it once on a connected machine and copy the output directory
-to offline nodes, where ``proposer.segformer.model`` can point at it.
+to offline nodes, where ``proposer.segformer.local_dir`` can point at it.
 """
 
 import logging
@@ -21,7 +21,7 @@ logging.basicConfig(
 )
 
 try:
-    fetch_segformer(smk.params.model_id, smk.output[0])
+    fetch_segformer(smk.params.model_id, smk.output[0], smk.params.suspicious_classes)
 except Exception:
     logging.exception("fetch_segformer failed")
     raise

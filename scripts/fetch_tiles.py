@@ -20,7 +20,8 @@ def main(smk):
     index = fetch_point_tiles(points, Source.from_config(cfg["source"]), ImageryRequest.from_config(cfg),
                               smk.params.tile_size_m, smk.output.tiles, smk.params.cache_dir)
     if smk.params.local_dirs:
-        local = import_local_images(smk.params.local_dirs, smk.output.tiles)
+        # Plain paths or {path, encoding, pixel_size_m, units}: 8-bit chips are decoded to reflectance here.
+        local = import_local_images(smk.params.local_dirs, smk.output.tiles, key=f"{smk.wildcards.cls}s.local_dirs")
         log.info("%d local images copied in from %s", len(local), smk.params.local_dirs)
         index = pd.concat([index, local], ignore_index=True)
     if not (index["status"] == "ok").any():

@@ -9,10 +9,11 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from garimpo.classifier.metrics import decision_threshold  # noqa: E402
 from garimpo.detect import chip_features, load_chip_scores  # noqa: E402
-from garimpo.geo import read_region, write_geojson  # noqa: E402
+from garimpo.geo import write_geojson  # noqa: E402
 from garimpo.postprocess import merge_tiles, to_geojson  # noqa: E402
 from garimpo.smk import setup_logging  # noqa: E402
 from garimpo.tiling import read_tile_list  # noqa: E402
+from garimpo.vector import read_region  # noqa: E402
 
 
 def main(smk):
@@ -35,7 +36,8 @@ def main(smk):
                                                              ("scene_ids", "dates", "model_id", "config_hash")})
                 for s in scans}
     reg = smk.params.region
-    region = read_region(smk.input.region, reg.get("field"), reg.get("value"))
+    region = read_region(smk.input.region, reg.get("field"), reg.get("value"), reg.get("layer"),
+                         f"regions.{smk.wildcards.region}")
     merged = merge_tiles(per_tile, tiles["size_m"], low, high, float(det["gap_m"]))
     inside = []
     for f in merged:  # scenes reach past the region by the margin: keep the region's part

@@ -5,15 +5,16 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from garimpo.geo import read_region  # noqa: E402
 from garimpo.plots import overview_map  # noqa: E402
 from garimpo.smk import setup_logging  # noqa: E402
+from garimpo.vector import read_region  # noqa: E402
 
 
 def main(smk):
     setup_logging(smk)
     reg = smk.params.region
-    region = read_region(smk.input.region, reg.get("field"), reg.get("value"))
+    region = read_region(smk.input.region, reg.get("field"), reg.get("value"), reg.get("layer"),
+                         f"regions.{smk.wildcards.region}")
     overview_map(smk.input.detections, smk.input.scenes, region, smk.output[0],
                  title=f"garimpo detections: {smk.wildcards.region}", attribution=smk.params.attribution)
 

@@ -9,10 +9,10 @@ import math  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from garimpo.geo import read_polygons  # noqa: E402
 from garimpo.points import load_point_sources  # noqa: E402
 from garimpo.sampling import sample_negative_points, sampling_area  # noqa: E402
 from garimpo.smk import setup_logging, write_csv  # noqa: E402
+from garimpo.vector import read_polygons  # noqa: E402
 
 
 def main(smk):
@@ -21,8 +21,11 @@ def main(smk):
     bounds = tuple(smk.params.bounds)
     n = math.ceil(smk.params.ratio * len(mines))
     if n and smk.input.protected:
-        urban = read_polygons(smk.input.urban) if smk.input.urban else []
-        area = sampling_area(read_polygons(smk.input.protected), bounds, urban)
+        urban = (read_polygons(smk.input.urban, layer=smk.params.urban_layer, key="negatives.urban_mask")
+                 if smk.input.urban else [])
+        protected = read_polygons(smk.input.protected, layer=smk.params.protected_layer,
+                                  key="negatives.protected_areas")
+        area = sampling_area(protected, bounds, urban)
         points = sample_negative_points(n, area, mines["lon"].to_numpy(), mines["lat"].to_numpy(),
                                         smk.params.min_distance_m, smk.params.seed)
         log.info("%d random negatives in protected areas (>= %s m from %d mines)", len(points),
@@ -33,7 +36,7 @@ def main(smk):
                  smk.input.protected or "none")
     rejected = pd.DataFrame(columns=["file", "row", "lon", "lat", "reason"])
     if smk.params.hard_points:
-        hard, rejected = load_point_sources(smk.params.hard_points, bounds)
+        hard, rejected = load_point_sources(smk.params.hard_points, bounds, "negatives.hard_negative_points")
         log.info("%d hard negatives added from %s", len(hard), [s["path"] for s in smk.params.hard_points])
         points = pd.concat([points, hard], ignore_index=True)
     write_csv(smk.output.points, points)

@@ -5,16 +5,17 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from garimpo.geo import read_region  # noqa: E402
 from garimpo.scene import tile_scene_grid, write_composite  # noqa: E402
 from garimpo.smk import setup_logging, write_json  # noqa: E402
 from garimpo.stac import ImageryRequest, Source, provenance  # noqa: E402
+from garimpo.vector import read_region  # noqa: E402
 
 
 def main(smk):
     log = setup_logging(smk)
     reg, det = smk.params.region, smk.params.detection
-    region = read_region(smk.input.region, reg.get("field"), reg.get("value"))
+    region = read_region(smk.input.region, reg.get("field"), reg.get("value"), reg.get("layer"),
+                         f"regions.{smk.wildcards.region}")
     grid = tile_scene_grid(smk.wildcards.tile, region, det["tile_size_m"], det["margin_m"])
     log.info("tile %s of %s: %d x %d px in %s", smk.wildcards.tile, smk.wildcards.region, grid.width, grid.height,
              grid.crs)

@@ -165,6 +165,8 @@ def _write_tile(path, arr: np.ndarray, bands=BANDS) -> None:
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(arr.astype(np.float32))
         dst.descriptions = tuple(bands)
+        # the contract fetch_tiles tags a tile with (garimpo.contract)
+        dst.update_tags(footprint_m=str(10 * arr.shape[2]), pixel_size_m="10", units="surface_reflectance")
 
 
 def _chip(rng: np.random.Generator, positive: bool) -> np.ndarray:
@@ -263,6 +265,11 @@ def test_tiny_training_end_to_end(tiny_dataset):
     assert meta["threshold"] == pytest.approx(res["threshold"]) and "threshold" in final_meta
     assert "threshold_tta" in final_meta and conf["threshold_tta"] == pytest.approx(meta["threshold_tta"])
     assert meta["bands"] == CFG["bands"] and meta["epoch"] == res["best_epoch"]
+    # What ground and values the model learnt travel with it (garimpo.contract): 32 px tiles at 10 m.
+    from garimpo.contract import RESIZE
+    assert (meta["footprint_m"], meta["pixel_size_m"], meta["chip_px"]) == (320.0, 10.0, 32)
+    assert meta["units"] == "surface_reflectance" and meta["encoding"] is None and meta["resize"] == RESIZE
+    assert conf["contract"]["footprint_m"] == 320.0
     held_out = split[split["split"] != "train"]
     chips = np.stack([read_tile(p, meta["bands"]) for p in held_out["path"]])
     prob = predict_proba(model, meta, chips, batch_size=5)

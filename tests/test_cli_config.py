@@ -72,3 +72,21 @@ def test_shipped_configs_validate(overlays):
 def test_every_shipped_config_is_covered():
     tested = {"config.yaml", "demo.yaml", "amw.yaml", "amw_transfer_check.yaml", "amw_all.yaml", "schema.yaml"}
     assert {p.name for p in (ROOT / "config").glob("*.yaml")} == tested
+
+
+def test_null_reaches_string_or_null_keys_from_the_command_line():
+    """The real-world case: `--config negatives='{protected_areas: null}'` must switch the input off."""
+    from snakemake.cli import parse_config
+
+    config = _merged("config.yaml", "demo.yaml")
+    update_config(config, parse_config(["negatives={protected_areas: null, urban_mask: ~}",
+                                        "imagery={source: {cache_dir: null}}"]))
+    assert config["negatives"]["protected_areas"] == "null"  # what Snakemake hands over
+    coerce_config(config, ROOT / "config" / "schema.yaml")
+    validate(config, str(ROOT / "config" / "schema.yaml"))
+    assert config["negatives"]["protected_areas"] is None and config["negatives"]["urban_mask"] is None
+    assert config["imagery"]["source"]["cache_dir"] is None
+    # Strings stay strings where null is not allowed, and a real path is left alone.
+    assert coerce_strings("null", {"type": "string"}) == "null"
+    assert coerce_strings("areas.gpkg", {"type": ["string", "null"]}) == "areas.gpkg"
+    assert coerce_strings("", {"oneOf": [{"type": "string"}, {"type": "null"}]}) is None

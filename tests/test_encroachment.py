@@ -2,12 +2,15 @@ import json
 import time
 
 import numpy as np
+import pyogrio.raw
 import pytest
+import shapely
 from PIL import Image
 from shapely.geometry import box
 
-from garimpo.encroachment import encroachment_table, plot_encroachment_map
-from garimpo.geo import reproject
+from garimpo.encroachment import area_stats, encroachment_table, plot_encroachment_map
+from garimpo.errors import InputDataError
+from garimpo.geo import feature, feature_collection, reproject, write_geojson
 from garimpo.postprocess import from_geojson
 
 # Squares built in metres on the central meridian of UTM 21S (-57°), where ground = grid / 0.9996.
@@ -69,6 +72,54 @@ def test_map_is_written(tmp_path):
     img = np.asarray(Image.open(path).convert("RGB"))
     assert img.shape[0] > 400 and img.shape[1] > 400
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 20  # shading, detections, text: not a blank canvas
+
+
+CASES = "cases/real-world/vector"
+
+
+def summary(table):
+    return {r["name"]: (round(r["area_ha"], 1), round(r["mined_area_ha"], 1), round(r["share_mined_pct"], 1))
+            for _, r in table.iterrows()}
+
+
+@pytest.mark.shared
+def test_self_intersecting_areas_beside_valid_ones(shared_dir):
+    """A bow-tie territory is repaired (not a GEOS TopologyException) and its neighbour is unaffected."""
+    base = shared_dir / CASES
+    table, areas, _ = area_stats(base / "detections_for_areas.geojson", base / "areas_self_intersecting.geojson",
+                                 "nome")
+    assert len(areas) == 2 and all(a["geometry"].is_valid for a in areas)
+    assert summary(table) == {"TI Gravata (bow-tie)": (24_464.1, 489.3, 2.0), "TI Quadrada": (48_928.2, 489.2, 1.0)}
+    assert list(table["n_detections"]) == [1, 1]
+
+
+@pytest.mark.shared
+def test_areas_in_sirgas2000_utm_with_a_crs_member(shared_dir):
+    base = shared_dir / CASES
+    table, _, _ = area_stats(base / "detections_for_areas.geojson", base / "area_sirgas2000_utm21s.geojson", "nome")
+    assert summary(table) == {"TI Quadrada (UTM)": (48_928.2, 489.2, 1.0)}
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("name, layer", [("ti_exemplo.shp", None), ("ti_exemplo.gpkg", "ti")])
+def test_territory_shapefile_and_geopackage_as_areas(shared_dir, name, layer):
+    base = shared_dir / CASES
+    table, _, _ = area_stats(base / "detections_for_areas.geojson", base / name, "terrai_nom", layer=layer)
+    assert summary(table) == {"TI Exemplo": (48_928.2, 489.3, 1.0)}  # the bow-tie's detection, inside the square
+
+
+def test_area_files_from_a_geopackage_layer_and_a_wrong_name_field(tmp_path):
+    dets = write_geojson(tmp_path / "detections.geojson", feature_collection(
+        [feature(square(100, 100, 300, 300), {"score": 0.9})]))
+    utm = box(X0, Y0, X0 + 2000, Y0 + 2000)  # Aldeia A in metres, the GeoPackage in EPSG:32721
+    pyogrio.raw.write(tmp_path / "areas.gpkg", np.array([shapely.to_wkb(utm)], dtype=object),
+                      [np.array(["Aldeia A"], dtype=object)], fields=["nome"], geometry_type="Polygon", crs=CRS,
+                      layer="ti")
+    table, _, _ = area_stats(dets, tmp_path / "areas.gpkg", "nome", layer="ti")
+    assert table["mined_area_ha"].iloc[0] == pytest.approx(4 * SCALE, rel=1e-4)
+    assert table["area_ha"].iloc[0] == pytest.approx(400 * SCALE, rel=1e-4)
+    with pytest.raises(InputDataError, match=r"no field 'name' for config encroachment.name_field.*\['nome'\]"):
+        area_stats(dets, tmp_path / "areas.gpkg", "name")
 
 
 @pytest.mark.shared

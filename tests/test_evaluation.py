@@ -24,6 +24,7 @@ from garimpo.matching import stretch_to_reference
 from garimpo.raster import write_raster
 
 RGB = ["B04", "B03", "B02"]
+AMW = "amw_l1c_rgb"  # the test PNGs stand for 8-bit chips of that encoding
 STATS = {"bands": {"B04": {"p2": 0.02, "p98": 0.20}, "B03": {"p2": 0.03, "p98": 0.15},
                    "B02": {"p2": 0.01, "p98": 0.12}, "B08": {"p2": 0.1, "p98": 0.4}}}
 
@@ -149,15 +150,17 @@ def test_select_sources():
 
 def test_read_chip_png_matches_training_path(tmp_path):
     arr = _png(tmp_path / "c.png", 120, 3)
-    chip = read_chip(tmp_path / "c.png", ["B02", "B04"], STATS)
+    chip = read_chip(tmp_path / "c.png", ["B02", "B04"], STATS, encoding="amw_l1c_rgb")
     assert chip.shape == (2, 32, 32) and chip.dtype == np.float32
-    raw = arr.transpose(2, 0, 1).astype(np.float32) / 255.0  # B04, B03, B02
+    raw = arr.transpose(2, 0, 1).astype(np.float32) * np.float32(0.3 / 255)  # B04, B03, B02 in TOA reflectance
     expect = stretch_to_reference(raw[[2, 0]], np.array([0.01, 0.02]), np.array([0.12, 0.20]))
     np.testing.assert_allclose(chip, expect, rtol=1e-6)
     # P2/P98 of each band now sit on the positives' P2/P98
     np.testing.assert_allclose(np.percentile(chip[1], [2, 98]), [0.02, 0.20], atol=1e-5)
     with pytest.raises(InputDataError, match="B08"):
-        read_chip(tmp_path / "c.png", ["B04", "B08"], STATS)
+        read_chip(tmp_path / "c.png", ["B04", "B08"], STATS, encoding="amw_l1c_rgb")
+    with pytest.raises(InputDataError, match="8-bit rendering"):  # no encoding: not taken for reflectance
+        read_chip(tmp_path / "c.png", ["B04"], STATS)
 
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
@@ -190,7 +193,7 @@ def test_evaluate_chip_set_end_to_end(tmp_path, tiny_model):
     model, meta = tiny_model
     chips = load_chip_set(_chip_folder(tmp_path / "chips"))
     (tmp_path / "stats.json").write_text(json.dumps(STATS))
-    rep = evaluate_chip_set(model, meta, chips, tmp_path / "stats.json", batch_size=5)
+    rep = evaluate_chip_set(model, meta, chips, tmp_path / "stats.json", batch_size=5, encoding=AMW)
     for key in ("precision", "recall", "f1", "specificity", "pr_auc", "roc_auc", "threshold",
                 "n_positive", "n_negative", "confusion", "per_source"):
         assert key in rep, key
@@ -203,18 +206,18 @@ def test_evaluate_chip_set_end_to_end(tmp_path, tiny_model):
     # Same scores as inference on the stacked, matched chips (the 32 px ones stack).
     scores = chips["score"].to_numpy()
     same = [i for i, p in enumerate(chips["path"]) if Image.open(p).size == (32, 32)]
-    stack = np.stack([read_chip(chips["path"][i], RGB, STATS) for i in same])
+    stack = np.stack([read_chip(chips["path"][i], RGB, STATS, encoding=AMW) for i in same])
     np.testing.assert_allclose(scores[same], predict_proba(model, meta, stack), rtol=1e-4, atol=1e-6)
 
     # A threshold given overrides the checkpoint's; confusion follows the scores.
     rep2 = metrics_from_scores(chips["label"], scores, 0.0)
     assert rep2["confusion"]["tp"] == 6 and rep2["confusion"]["fp"] == 6
-    rep3 = evaluate_chip_set(model, meta, chips, STATS, threshold=float(np.median(scores)), tta=True)
+    rep3 = evaluate_chip_set(model, meta, chips, STATS, threshold=float(np.median(scores)), tta=True, encoding=AMW)
     assert rep3["threshold"] == pytest.approx(float(np.median(scores)))
     # Without a threshold, 8-view scores are judged by the threshold chosen on 8-view validation scores.
-    rep4 = evaluate_chip_set(model, {**meta, "threshold_tta": 0.25}, chips, STATS, tta=True)
+    rep4 = evaluate_chip_set(model, {**meta, "threshold_tta": 0.25}, chips, STATS, tta=True, encoding=AMW)
     assert rep4["threshold"] == 0.25
-    assert evaluate_chip_set(model, {**meta, "threshold_tta": 0.25}, chips, STATS)["threshold"] == 0.5
+    assert evaluate_chip_set(model, {**meta, "threshold_tta": 0.25}, chips, STATS, encoding=AMW)["threshold"] == 0.5
 
     pr = plot_pr_curve(chips["label"], scores, rep["threshold"], tmp_path / "out" / "pr.png")
     gal = plot_gallery(chips, tmp_path / "out" / "gallery.png", n=16)

@@ -1,6 +1,7 @@
 """Candidate proposers: spectral thresholds, smoothing, SegFormer tiling and loading."""
 
 import os
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # never touch the network, even by accident
 
@@ -428,7 +429,7 @@ def test_missing_local_model_raises_model_load_error(tmp_path):
 @pytestmark_torch
 def test_corrupt_local_model_raises_model_load_error(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
-    with pytest.raises(ModelLoadError, match="proposer.segformer.model"):
+    with pytest.raises(ModelLoadError, match="proposer.segformer.local_dir"):
         SegformerProposer.from_pretrained(str(tmp_path))
 
 
@@ -436,3 +437,49 @@ def test_corrupt_local_model_raises_model_load_error(tmp_path):
 def test_uncached_hub_id_offline_raises_model_load_error():
     with pytest.raises(ModelLoadError):
         SegformerProposer.from_pretrained("garimpo-tests/no-such-segformer-xyz")
+
+
+@pytestmark_torch
+def test_suspicious_classes_checked_against_the_model_labels_when_it_loads(tiny_segformer_dir):
+    """An ADE20K-style label map with LoveDA's class names must fail at load, listing the model's labels."""
+    from garimpo.errors import InputDataError
+    from garimpo.segformer import check_labels
+
+    ok = SegformerProposer.from_pretrained(str(tiny_segformer_dir), device="cpu",
+                                           suspicious_classes=["barren", "water"])
+    assert ok.suspicious_ids(["barren", "water"]) == [3, 4]
+    with pytest.raises(InputDataError, match=r"'sand'.*proposer.segformer.suspicious_classes"):
+        SegformerProposer.from_pretrained(str(tiny_segformer_dir), device="cpu", suspicious_classes=["sand"])
+    ade_like = {0: "wall", 1: "building", 2: "sky", 21: "water", 46: "sand"}
+    with pytest.raises(InputDataError, match=r"\['barren'\].*'wall'.*hub_id"):
+        check_labels(ade_like, ["barren", "water"], "nvidia/segformer-b0-finetuned-ade-512-512")
+
+
+def test_default_segformer_is_one_whose_labels_hold_the_default_classes():
+    """The shipped default hub model must be a LoveDA fine-tune, since the default classes are LoveDA's."""
+    import yaml
+
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "schema.yaml").read_text())
+    seg = schema["properties"]["proposer"]["properties"]["segformer"]["properties"]
+    assert "loveda" in seg["hub_id"]["default"].lower()
+    assert set(seg["suspicious_classes"]["default"]) <= set(LOVEDA)
+
+
+@pytestmark_torch
+def test_fetch_refuses_a_model_without_the_suspicious_classes(tiny_segformer_dir, tmp_path, monkeypatch):
+    """The fetch rule checks the downloaded label map and leaves nothing behind when it does not fit."""
+    import shutil
+
+    import huggingface_hub
+
+    from garimpo.errors import InputDataError
+    from garimpo.segformer import fetch_segformer
+
+    def fake_download(repo_id, local_dir, allow_patterns):  # what the hub would put there
+        shutil.copytree(tiny_segformer_dir, local_dir, dirs_exist_ok=True)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    assert (fetch_segformer("owner/loveda", tmp_path / "ok", ["barren"]) / "config.json").is_file()
+    with pytest.raises(InputDataError, match="has no|unknown suspicious classes"):
+        fetch_segformer("owner/ade", tmp_path / "bad", ["sand"])
+    assert not (tmp_path / "bad").exists()

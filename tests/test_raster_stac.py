@@ -1,10 +1,12 @@
+from datetime import datetime, timezone
+
 import numpy as np
 import pytest
 from affine import Affine
 
 from garimpo.errors import NoImageryError
 from garimpo.raster import Grid, read_raster, tile_grid, utm_epsg, write_raster
-from garimpo.stac import ImageryRequest, Source, composite, dn_offset, fetch_composite, search_items
+from garimpo.stac import ImageryRequest, Source, composite, fetch_composite, plan_item, search_items
 
 from conftest import EPSG, ORIGIN
 
@@ -56,7 +58,9 @@ def test_baseline_offset_removed_and_cloud_masked(tiny_catalog):
     path, refl = tiny_catalog
     src = Source.from_config({"kind": "local", "url": str(path)})
     items = search_items(src, [-180, -90, 180, 90], ["2021-01-01", "2025-12-31"], 20)
-    assert [dn_offset(i, src) for i in items] == [0.0, 1000.0]
+    # Offsets from each item's processing baseline (03.01: none; 05.09: ESA's -1000 DN).
+    assert [(plan_item(i, ["B04"]).radiometry["B04"].offset, plan_item(i, ["B04"]).radiometry["B04"].rule)
+            for i in items] == [(0.0, "processing_baseline<04.00"), (-0.1, "processing_baseline>=04.00")]
     grid = Grid(EPSG, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), 64, 64)
     req = ImageryRequest(("B04", "B08"), ("2021-01-01", "2025-12-31"), 20, "median")
     image, used = fetch_composite(src, req, grid)
@@ -91,10 +95,23 @@ def test_composite_median_and_least_cloudy():
         composite(stack, clear, "mean")
 
 
-def test_earth_search_asset_keys_and_harmonised_collection():
+def test_earth_search_asset_keys_found_and_no_collection_name_rule():
+    """Assets are found by the band they hold whatever the source kind; the offset no longer follows the
+    collection name (the old ``harmonized`` key is refused with advice)."""
+    import pystac
+
+    from garimpo.errors import InputDataError
+    from garimpo.stac import find_asset
+
+    item = pystac.Item("x", None, None, datetime(2023, 7, 1, tzinfo=timezone.utc), {})
+    for key in ("blue", "red", "nir", "nir08", "scl"):
+        item.add_asset(key, pystac.Asset(f"{key}.tif", media_type=pystac.MediaType.COG))
+    assert [find_asset(item, b) for b in ("B02", "B04", "B08", "B8A", "SCL", "B11")] == [
+        "blue", "red", "nir", "nir08", "scl", None]
     es = Source.from_config({"kind": "earth_search", "url": "https://example.invalid", "collection": "sentinel-2-c1-l2a"})
-    assert es.asset_key("B08") == "nir" and es.asset_key("SCL") == "scl"
-    assert es.harmonized
+    assert not hasattr(es, "harmonized")
+    with pytest.raises(InputDataError, match="harmonized is gone"):
+        Source.from_config({"kind": "earth_search", "url": "https://example.invalid", "harmonized": True})
 
 
 def test_clear_mask_buffers_clouds_not_nodata():
@@ -212,3 +229,17 @@ def test_blockwise_composite_equals_whole_grid_composite(tiny_catalog, tmp_path)
     assert write_composite(tmp_path / "none.tif", src, empty, grid, allow_empty=True) == []
     with rasterio.open(tmp_path / "none.tif") as ds:
         assert np.isnan(ds.read()).all()
+
+
+def test_median_composite_equals_numpy_nanmedian_with_never_clear_pixels():
+    """The fast per-pixel median is numpy's nanmedian, odd and even counts, and NaN where never clear."""
+    rng = np.random.default_rng(3)
+    for scenes in (1, 2, 3, 6):
+        stack = rng.random((scenes, 2, 40, 40)).astype(np.float32)
+        clear = rng.random((scenes, 40, 40)) < 0.6
+        clear[:, :5] = False  # never clear
+        with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):  # numpy warns on all-NaN pixels
+            want = np.nanmedian(np.where(clear[:, None], stack, np.nan), axis=0)
+        got = composite(stack, clear, "median")
+        assert got.dtype == np.float32 and np.isnan(got[:, :5]).all()
+        np.testing.assert_allclose(got, want, equal_nan=True, atol=1e-7)

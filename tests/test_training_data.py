@@ -321,10 +321,12 @@ def test_import_local_png_chips(tmp_path):
     img = np.zeros((48, 48, 3), np.uint8)
     img[..., 0] = 255
     Image.fromarray(img).save(folder / "c1.png")
-    idx = import_local_images([folder], tmp_path / "out")
+    # 8-bit chips are a rendering: decoded to reflectance by their declared encoding (255 -> 0.3 for AMW's).
+    idx = import_local_images([{"path": str(folder), "encoding": "amw_l1c_rgb", "pixel_size_m": 10}], tmp_path / "out")
     r = read_raster(idx.path[0])
     assert r.band_names == ("B04", "B03", "B02") and r.array.shape == (3, 48, 48)
-    assert r.array[0].max() == 1.0 and r.array[1].max() == 0.0
+    assert r.array[0].max() == pytest.approx(0.3) and r.array[1].max() == 0.0
+    assert idx.footprint_m[0] == "480" and idx.units[0] == "toa_reflectance"
     with pytest.raises(InputDataError, match="not found"):
         import_local_images([tmp_path / "nope"], tmp_path / "out")
 
@@ -347,7 +349,8 @@ def test_local_images_take_their_source_from_a_manifest(tmp_path):
     for name in ("a.png", "b.png"):
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "positive" / name)
     (root / "manifest.csv").write_text("path,label,source\npositive/a.png,positive,listA\n")
-    idx = import_local_images([root / "positive"], tmp_path / "out")
+    idx = import_local_images([{"path": root / "positive", "encoding": "amw_l1c_rgb", "pixel_size_m": 10}],
+                              tmp_path / "out")
     assert dict(zip(idx.tile_id.str[-1], idx.source)) == {"a": "listA", "b": "positive"}  # b: not in the manifest
 
 

@@ -4,6 +4,9 @@ Snakemake reads a nested ``--config key='{a: 3, b: false}'`` with YAML's base lo
 inside arrives as a string ('3', 'false') and schema validation refuses it. Where the schema wants a
 number, boolean or null and the string reads as one, it is converted; strings the schema allows stay.
 The same holds for a YAML config file's 1e-4, which YAML 1.1 reads as a string.
+Where the schema allows null, YAML's spellings of null (``null``, ``Null``, ``NULL``, ``~`` and the empty
+value) become None even when a string is allowed too (YAML 1.2 core schema, section 10.3.2), so
+``--config negatives='{protected_areas: null}'`` switches the input off instead of naming a file "null".
 """
 
 from __future__ import annotations
@@ -13,12 +16,18 @@ from typing import Any
 
 import yaml
 
+# YAML 1.2 core schema's null (https://yaml.org/spec/1.2.2/#1032-tag-resolution); '' is `key:` with no value.
+YAML_NULLS = frozenset({"null", "Null", "NULL", "~", ""})
 _PY_TYPES = {"integer": (int,), "number": (int, float), "boolean": (bool,), "null": (type(None),)}
 
 
 def _allowed(schema: dict) -> list[str]:
+    """JSON types a schema allows, including those of its ``oneOf`` / ``anyOf`` branches."""
     kind = schema.get("type", [])
-    return [kind] if isinstance(kind, str) else list(kind)
+    types = [kind] if isinstance(kind, str) else list(kind)
+    for branch in (*schema.get("oneOf", ()), *schema.get("anyOf", ())):
+        types += [t for t in _allowed(branch) if t not in types]
+    return types
 
 
 def _fits(value: Any, types: list[str]) -> bool:
@@ -30,14 +39,26 @@ def _fits(value: Any, types: list[str]) -> bool:
     return False
 
 
+def _properties(schema: dict) -> dict:
+    """Property schemas of an object schema, including those of its ``oneOf`` / ``anyOf`` branches
+    (e.g. a local_dirs item that is a path or a {path, encoding, pixel_size_m} mapping)."""
+    props = dict(schema.get("properties", {}))
+    for branch in (*schema.get("oneOf", ()), *schema.get("anyOf", ())):
+        props.update({k: v for k, v in _properties(branch).items() if k not in props})
+    return props
+
+
 def coerce_strings(value: Any, schema: dict) -> Any:
     """``value`` with strings turned into the scalar type ``schema`` asks for, recursively."""
     if isinstance(value, dict):
-        props = schema.get("properties", {})
-        return {k: coerce_strings(v, props.get(k, {})) for k, v in value.items()}
+        # Named keys by their property schema (an object branch's too); the others by additionalProperties.
+        props, extra = _properties(schema), schema.get("additionalProperties")
+        return {k: coerce_strings(v, props.get(k, extra if isinstance(extra, dict) else {})) for k, v in value.items()}
     if isinstance(value, list):
         return [coerce_strings(v, schema.get("items", {})) for v in value]
     types = _allowed(schema)
+    if isinstance(value, str) and "null" in types and value.strip() in YAML_NULLS:
+        return None
     if isinstance(value, str) and types and "string" not in types:
         try:
             parsed = yaml.safe_load(value)

@@ -15,7 +15,6 @@ named sub-generators of ``seed`` so the output is deterministic.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import time
@@ -43,6 +42,8 @@ from shapely.geometry import LineString, Point, Polygon, box, mapping
 from shapely.geometry.polygon import orient
 from shapely.ops import unary_union
 from shapely.prepared import prep
+
+from .geo import feature, feature_collection, write_geojson
 
 log = logging.getLogger(__name__)
 
@@ -1193,18 +1194,9 @@ def _lonlat_geom(geom, tr: Transformer):
     return orient(g, 1.0) if g.geom_type == "Polygon" else g
 
 
-def _rounded(geojson_geom: dict, nd: int = 7) -> dict:
-    def rnd(x):
-        return [rnd(v) for v in x] if isinstance(x, (list, tuple)) else round(float(x), nd)
-    return {"type": geojson_geom["type"], "coordinates": rnd(geojson_geom["coordinates"])}
-
-
 def _write_fc(path: Path, features: list[tuple[object, dict]]) -> Path:
-    fc = {"type": "FeatureCollection",
-          "features": [{"type": "Feature", "properties": props, "geometry": _rounded(mapping(geom))}
-                       for geom, props in features]}
-    path.write_text(json.dumps(fc, ensure_ascii=False, indent=1))
-    return path
+    """An RFC 7946 truth file through the workflow's one GeoJSON writer (rounding, ring winding, atomic)."""
+    return write_geojson(path, feature_collection(feature(geom, props) for geom, props in features))
 
 
 def footprint_lonlat(grid: Grid) -> Polygon:

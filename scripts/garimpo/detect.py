@@ -15,8 +15,9 @@ import shapely
 from affine import Affine
 from pyproj import Transformer
 
+from .contract import check_scene, collection_units
 from .matching import reference_bounds, stretch_to_reference
-from .raster import Raster
+from .raster import Raster, read_header
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,20 @@ def prepare_chips(scene: Raster, windows: Sequence[tuple[int, int]], chip_px: in
         matched = stretch_to_reference(chip, low, high)
         chips.append(matched[idx])
     return np.stack(chips) if chips else np.zeros((0, len(bands), chip_px, chip_px), np.float32)
+
+
+def scene_chip_px(meta: Mapping, scene: str | Path, scene_meta: Mapping, tile_size_m: float) -> int:
+    """Chip side (scene pixels) at which the model sees the ground it was trained on, checked before any scan.
+
+    ``scene``: the tile's composite GeoTIFF (its pixel size is read); ``scene_meta``: the scene's JSON
+    (``source.collection`` gives its units); ``tile_size_m``: config tiles.size_m. Raises
+    ``ContractError`` when the model's footprint, pixel size or units disagree with them (see
+    ``garimpo.contract.check_scene``), or when the checkpoint records none.
+    """
+    resolution = abs(read_header(scene).transform.a)
+    collection = (scene_meta.get("source") or {}).get("collection", "sentinel-2-l2a")
+    return check_scene(meta, tile_size_m, resolution, collection_units(collection),
+                       f"scene {scene} ({collection}, imagery.source.collection)")
 
 
 def config_hash(params: Mapping) -> str:

@@ -6,6 +6,7 @@ years, two models) are not counted twice. Areas are matched to detections with a
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -14,7 +15,10 @@ import pandas as pd
 import shapely
 from shapely.geometry import shape
 
+from .errors import InputDataError
 from .geo import geodesic_area_ha
+from .postprocess import from_geojson
+from .vector import read_polygon_features
 
 DETECTION_COLOUR = "#111111"  # stands out on the yellow-to-red shading
 ATTRIBUTION = "Contains modified Copernicus Sentinel data; boundaries: Earth Genome, Amazon Mining Watch (CC BY 4.0)"
@@ -67,6 +71,26 @@ def encroachment_table(detections: Sequence, areas: Sequence[Mapping], name_fiel
     table = pd.DataFrame(rows, columns=columns)
     return table.sort_values(["mined_area_ha", "name"], ascending=[False, True], kind="stable",
                              na_position="last").reset_index(drop=True)
+
+
+def area_stats(detections_path: str | Path, areas_path: str | Path, name_field: str, id_field: str | None = None,
+               layer: str | None = None, include_empty: bool = False) -> tuple[pd.DataFrame, list[dict], list[dict]]:
+    """:func:`encroachment_table` from files: ``(table, areas, detections)``, as the rule computes it.
+
+    ``detections_path``: the workflow's own detections GeoJSON (lon/lat). ``areas_path``: any vector
+    file garimpo.vector reads (GeoJSON, Shapefile, GeoPackage ``layer``, FlatGeobuf), reprojected to
+    lon/lat, invalid polygons repaired. Raises InputDataError when ``name_field`` or ``id_field`` is not
+    a field of the areas file (config encroachment.name_field / id_field).
+    """
+    detections = from_geojson(json.loads(Path(detections_path).read_text()))
+    areas = read_polygon_features(areas_path, layer, key="encroachment.areas")
+    fields = set().union(*(a["properties"] for a in areas)) if areas else set()
+    for key, field in (("name_field", name_field), ("id_field", id_field)):
+        if areas and field is not None and field not in fields:
+            raise InputDataError(f"{areas_path}: no field {field!r} for config encroachment.{key}; the file has "
+                                 f"{sorted(fields)}")
+    table = encroachment_table(detections, areas, name_field, id_field, include_empty=include_empty)
+    return table, areas, detections
 
 
 def _path(geom):

@@ -27,3 +27,7 @@ class DownloadError(GarimpoError, OSError):
 
 class ChecksumError(DownloadError):
     """A downloaded file's sha256 is not the pinned one."""
+
+
+class ContractError(GarimpoError, ValueError):
+    """A model and the imagery or config it is applied to disagree (footprint, pixel size or units)."""

@@ -1,4 +1,4 @@
-"""Vector helpers: GeoJSON in/out (RFC 7946, lon/lat), geodesic distances and equal-area areas."""
+"""Vector helpers: GeoJSON out (RFC 7946, lon/lat), geodesic distances and areas. Reading is garimpo.vector."""
 
 from __future__ import annotations
 
@@ -12,44 +12,12 @@ import numpy as np
 import shapely
 from pyproj import Geod, Transformer
 from shapely.geometry import mapping, shape
-from shapely.ops import unary_union
 
-from .errors import InputDataError
+# User vector files are read by garimpo.vector; these two names stay importable from here for older callers.
+from .vector import read_polygons, read_region  # noqa: F401
 
 EARTH_RADIUS_M = 6_371_008.8
 GEOD = Geod(ellps="WGS84")
-
-
-def read_polygons(path: str | Path, field: str | None = None, value: str | None = None) -> list:
-    """Polygons of a GeoJSON file, optionally only features whose ``field`` equals ``value``."""
-    path = Path(path)
-    if not path.exists():
-        raise InputDataError(f"polygon file {path} not found; check the path in the config")
-    data = json.loads(path.read_text())
-    geoms = []
-    for i, feat in enumerate(data.get("features", []), start=1):
-        props = feat.get("properties") or {}
-        if field and value is not None and str(props.get(field)) != str(value):
-            continue
-        if not feat.get("geometry"):
-            continue
-        geom = shape(feat["geometry"])
-        if not geom.is_valid:
-            geom = shapely.make_valid(geom)
-        if geom.geom_type not in ("Polygon", "MultiPolygon", "GeometryCollection"):
-            raise InputDataError(f"{path}: feature {i} is a {geom.geom_type}, expected a polygon")
-        geoms.append(geom)
-    if field and value is not None and not geoms:
-        raise InputDataError(f"{path}: no feature with {field} == {value!r}")
-    return geoms
-
-
-def read_region(path: str | Path, field: str | None = None, value: str | None = None):
-    """One (multi)polygon: the union of the selected features."""
-    geoms = read_polygons(path, field, value)
-    if not geoms:
-        raise InputDataError(f"{path}: no polygon")
-    return unary_union(geoms)
 
 
 def reproject(geom, src_crs, dst_crs):
@@ -59,8 +27,12 @@ def reproject(geom, src_crs, dst_crs):
 
 
 def geodesic_area_ha(geom) -> float:
-    """Area of a lon/lat polygon on the WGS 84 ellipsoid, in hectares."""
-    area, _ = GEOD.geometry_area_perimeter(geom)
+    """Area of a lon/lat (multi)polygon on the WGS 84 ellipsoid, in hectares (>= 0).
+
+    pyproj sums signed ring areas (counter-clockwise positive), so rings are oriented first: parts
+    wound differently (a repaired bow-tie, a hand-made MultiPolygon) would otherwise cancel out.
+    """
+    area, _ = GEOD.geometry_area_perimeter(shapely.orient_polygons(geom))
     return abs(area) / 10_000.0
 
 
@@ -83,10 +55,14 @@ def feature(geom, properties: Mapping) -> dict:
 
 
 def write_geojson(path: str | Path, collection: Mapping, metadata: Mapping | None = None) -> Path:
-    """Write RFC 7946 GeoJSON (lon/lat, no ``crs`` member) atomically, coordinates rounded to ~1 cm."""
+    """Write RFC 7946 GeoJSON (lon/lat, no ``crs`` member) atomically, coordinates rounded to ~1 cm.
+
+    Polygon rings are wound as RFC 7946 section 3.1.6 asks: exteriors counter-clockwise, holes clockwise.
+    ``collection`` is a FeatureCollection, a Feature or a geometry (GeoJSON mappings).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = dict(collection)
+    doc = _oriented(dict(collection))
     if metadata:
         doc["metadata"] = dict(metadata)  # foreign member; RFC 7946 section 6.1 allows it
     fd, tmp = tempfile.mkstemp(suffix=".geojson", dir=path.parent, prefix=f".{path.stem}.")
@@ -94,6 +70,18 @@ def write_geojson(path: str | Path, collection: Mapping, metadata: Mapping | Non
         json.dump(_round_coords(doc), fh)
     os.replace(tmp, path)
     return path
+
+
+def _oriented(obj: Mapping) -> dict:
+    """A GeoJSON object with its polygon rings wound counter-clockwise outside, clockwise inside."""
+    kind = obj.get("type")
+    if kind == "FeatureCollection":
+        return {**obj, "features": [_oriented(f) for f in obj.get("features", [])]}
+    if kind == "Feature":
+        return {**obj, "geometry": _oriented(obj["geometry"]) if obj.get("geometry") else None}
+    if kind in ("Polygon", "MultiPolygon", "GeometryCollection"):
+        return mapping(shapely.orient_polygons(shape(obj), exterior_cw=False))
+    return dict(obj)
 
 
 def _round_coords(obj, ndigits: int = 7):

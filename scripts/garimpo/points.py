@@ -1,8 +1,12 @@
-"""Point inputs (known mines, hard negatives): CSV or GeoJSON, messy rows rejected with a reason."""
+"""Point inputs (known mines, hard negatives): tables or vector files, messy rows rejected with a reason.
+
+Tables (CSV, TSV...) go through garimpo.tables (encoding, delimiter) and garimpo.coordinates (decimal
+commas, thousands separators, degrees-minutes-seconds); vector files (GeoJSON, Shapefile, .zip,
+GeoPackage, FlatGeobuf) through garimpo.vector, reprojected to lon/lat from the CRS they declare.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Mapping
@@ -10,32 +14,19 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from .coordinates import AXIS_NAMES, CoordinateError, parse_coordinate
 from .errors import InputDataError
+from .tables import read_table
+from .vector import VECTOR_SUFFIXES, read_vector
 
 log = logging.getLogger(__name__)
 
 POINT_COLUMNS = ["point_id", "lon", "lat", "source", "name"]
-
-
-def _to_float(value) -> float:
-    """Parse a decimal-degree value; tolerate thousands separators and a decimal comma."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return float("nan")
-    if isinstance(value, (int, float, np.number)):
-        return float(value)
-    text = str(value).strip().replace(" ", "")
-    if text.count(",") == 1 and "." not in text:
-        text = text.replace(",", ".")  # decimal comma: -6,25
-    else:
-        text = text.replace(",", "")  # thousands separators: 1,234.5
-    try:
-        return float(text)
-    except ValueError:
-        return float("nan")
+REJECTED_COLUMNS = ["file", "row", "lon", "lat", "reason"]
 
 
 def check_coordinates(lon: float, lat: float, bounds: tuple[float, float, float, float] | None) -> str | None:
-    """Why a coordinate pair is unusable, or None when it is fine."""
+    """Why a coordinate pair (degrees) is unusable, or None when it is fine."""
     if not np.isfinite(lon) or not np.isfinite(lat):
         return "missing or non-numeric coordinate"
     if not -90 <= lat <= 90 or not -180 <= lon <= 180:
@@ -49,6 +40,65 @@ def check_coordinates(lon: float, lat: float, bounds: tuple[float, float, float,
     return None
 
 
+def _parse_pair(lon_text, lat_text) -> tuple[float, float, str | None]:
+    """Both coordinates of a row, and the reason(s) it is rejected (None when both parse)."""
+    values, reasons = {}, []
+    for axis, text in (("lat", lat_text), ("lon", lon_text)):
+        try:
+            values[axis] = parse_coordinate(text, axis)
+        except CoordinateError as exc:
+            values[axis] = float("nan")
+            shown = "" if text is None or str(text).strip() == "" else f" '{str(text).strip()}'"
+            reasons.append(f"{AXIS_NAMES[axis]}{shown}: {exc}")
+    return values["lon"], values["lat"], "; ".join(reasons) or None
+
+
+def _table_rows(path: Path, spec: Mapping) -> tuple[list[dict], int]:
+    """Rows ``{"lon", "lat", "name"}`` of a table (text as written) and the number of its first data row."""
+    table, delimiter, encoding = read_table(path, spec.get("delimiter"), spec.get("encoding"))
+    lon_col, lat_col = spec.get("lon_column", "longitude"), spec.get("lat_column", "latitude")
+    missing = [c for c in (lon_col, lat_col) if c not in table.columns]
+    if missing:
+        hint = " (one column only: set `delimiter`)" if len(table.columns) == 1 else ""
+        raise InputDataError(
+            f"{path}: column(s) {missing} not found; the file has {list(table.columns)} (read with delimiter "
+            f"{delimiter!r}, encoding {encoding}){hint}. Set lon_column / lat_column for this input in the config."
+        )
+    name_col = spec.get("name_column")
+    if name_col and name_col not in table.columns:
+        raise InputDataError(f"{path}: name_column {name_col!r} not found; the file has {list(table.columns)}")
+    rows = [{"lon": r[lon_col], "lat": r[lat_col], "name": r[name_col] if name_col else ""}
+            for r in table.to_dict("records")]
+    return rows, 2  # line 1 is the header
+
+
+def _vector_rows(path: Path, spec: Mapping, key: str | None) -> tuple[list[dict], int]:
+    """Rows of a vector point file, in lon/lat; a row that is not one point carries its reason."""
+    data = read_vector(path, spec.get("layer"), spec.get("encoding"), key)
+    name_col = spec.get("name_column")
+    if name_col and data.properties and name_col not in data.fields:
+        raise InputDataError(f"{path}: name_column {name_col!r} not found; the file has {data.fields}")
+    rows = []
+    for geom, props in zip(data.geometries, data.properties):
+        row = {"lon": None, "lat": None, "name": props.get(name_col, "") if name_col else ""}
+        if geom is None or geom.is_empty:
+            row["reason"] = "no geometry"
+        elif geom.geom_type == "MultiPoint" and len(geom.geoms) == 1:
+            geom = geom.geoms[0]
+        if "reason" not in row and geom.geom_type != "Point":
+            row["reason"] = f"a {geom.geom_type}, not a point" + (
+                f" (of {len(geom.geoms)} points: split it into points)" if geom.geom_type == "MultiPoint" else "")
+        if "reason" not in row:
+            row["lon"], row["lat"] = geom.x, geom.y
+            if not (np.isfinite(geom.x) and np.isfinite(geom.y)):
+                row["reason"] = f"cannot be reprojected from {data.crs} (outside its area of use?)"
+            elif abs(geom.x) > 180 or abs(geom.y) > 90:
+                row["reason"] = (f"out of lon/lat range (x={geom.x}, y={geom.y}) read as {data.crs}: coordinates "
+                                 "in metres need the file's CRS declared (a .prj, or a GeoJSON in lon/lat)")
+        rows.append(row)
+    return rows, 1  # features are numbered from 1
+
+
 def load_points(
     path: str | Path,
     lon_column: str = "longitude",
@@ -56,76 +106,68 @@ def load_points(
     name_column: str | None = None,
     source: str | None = None,
     bounds: tuple[float, float, float, float] | None = None,
+    *,
+    layer: str | None = None,
+    delimiter: str | None = None,
+    encoding: str | None = None,
+    key: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read points from CSV or GeoJSON. Returns (good points, rejected rows with reasons).
+    """Read points (degrees, EPSG:4326 lon/lat). Returns (good points, rejected rows with reasons).
 
-    Rows are numbered as a user sees them: CSV data rows from 2 (line 1 is the header),
-    GeoJSON features from 1.
+    Files with a suffix in ``vector.VECTOR_SUFFIXES`` are read as vector layers (``layer`` picks one
+    of a GeoPackage's; ``lon_column``/``lat_column`` are not used); anything else as a table whose
+    ``delimiter`` (``,`` ``;`` or tab) and ``encoding`` are found unless given. Rows are numbered as a
+    user sees them: table data rows from 2 (line 1 is the header), vector features from 1. A row's
+    ``reason`` says which coordinate failed and why (e.g. ``latitude '12°61'00"S': minutes >= 60``).
+    Raises :class:`InputDataError` (naming the file) for a missing or unreadable file, missing
+    columns, or a file without a single usable point.
     """
     path = Path(path)
     if not path.exists():
-        raise InputDataError(f"points file {path} not found; check the path in the config")
+        raise InputDataError(f"points file {path} not found; check the path in the config"
+                             + (f" ({key})" if key else ""))
     source = source or path.stem
-    if path.suffix.lower() in (".geojson", ".json"):
-        raw = _read_geojson_points(path)
-        first_row = 1
+    spec = {"lon_column": lon_column, "lat_column": lat_column, "name_column": name_column, "layer": layer,
+            "delimiter": delimiter, "encoding": encoding}
+    if path.suffix.lower() in VECTOR_SUFFIXES:
+        rows, first_row = _vector_rows(path, spec, key)
     else:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding_errors="replace")
-        first_row = 2
-        missing = [c for c in (lon_column, lat_column) if c not in raw.columns]
-        if missing:
-            raise InputDataError(
-                f"{path}: column(s) {missing} not found; the file has {list(raw.columns)}. "
-                "Set lon_column / lat_column for this input in the config."
-            )
-        raw = raw.rename(columns={lon_column: "lon", lat_column: "lat"})
+        rows, first_row = _table_rows(path, spec)
     good, bad = [], []
-    for i, row in enumerate(raw.to_dict("records")):
-        lon, lat = _to_float(row.get("lon")), _to_float(row.get("lat"))
-        reason = check_coordinates(lon, lat, bounds)
+    for i, row in enumerate(rows):
         rownum = i + first_row
-        name = str(row.get(name_column, "")) if name_column else ""
+        reason = row.get("reason")
+        if reason is None:
+            lon, lat, reason = _parse_pair(row["lon"], row["lat"])
+            reason = reason or check_coordinates(lon, lat, bounds)
         if reason:
-            bad.append({"file": str(path), "row": rownum, "lon": row.get("lon"), "lat": row.get("lat"), "reason": reason})
+            bad.append({"file": str(path), "row": rownum, "lon": row["lon"], "lat": row["lat"], "reason": reason})
         else:
+            name = "" if row["name"] is None or pd.isna(row["name"]) else str(row["name"])
             good.append({"point_id": f"{source}-{rownum:05d}", "lon": lon, "lat": lat, "source": source, "name": name})
     good_df = pd.DataFrame(good, columns=POINT_COLUMNS)
-    bad_df = pd.DataFrame(bad, columns=["file", "row", "lon", "lat", "reason"])
+    bad_df = pd.DataFrame(bad, columns=REJECTED_COLUMNS)
     if bad:
-        log.warning("%s: %d of %d rows rejected (first: row %s, %s)", path, len(bad), len(raw), bad[0]["row"], bad[0]["reason"])
+        log.warning("%s: %d of %d rows rejected (first: row %s, %s)", path, len(bad), len(rows), bad[0]["row"],
+                    bad[0]["reason"])
     if good_df.empty:
         raise InputDataError(
-            f"{path}: no usable point among {len(raw)} rows"
+            f"{path}: no usable point among {len(rows)} rows"
             + (f" (first problem: row {bad[0]['row']}: {bad[0]['reason']})" if bad else "")
         )
     return good_df, bad_df
 
 
-def _read_geojson_points(path: Path) -> pd.DataFrame:
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputDataError(f"{path}: not valid JSON ({exc})") from exc
-    rows = []
-    for feat in data.get("features", []):
-        geom = feat.get("geometry") or {}
-        props = feat.get("properties") or {}
-        if geom.get("type") == "Point":
-            lon, lat = geom["coordinates"][:2]
-        elif geom.get("type") == "MultiPoint" and geom["coordinates"]:
-            lon, lat = geom["coordinates"][0][:2]
-        else:
-            lon = lat = None  # rejected below as missing
-        rows.append({**props, "lon": lon, "lat": lat})
-    return pd.DataFrame(rows)
-
-
 def load_point_sources(
-    inputs: list[Mapping], bounds: tuple[float, float, float, float] | None = None
+    inputs: list[Mapping], bounds: tuple[float, float, float, float] | None = None, key: str | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Load and concatenate several point inputs (each a config mapping with ``path`` and column names)."""
+    """Load and concatenate several point inputs (config mappings: ``path``, and optionally ``lon_column``,
+    ``lat_column``, ``name_column``, ``source``, ``layer``, ``delimiter``, ``encoding``).
+
+    ``key`` (e.g. ``positives.points``) is named in errors as ``key[i]``.
+    """
     goods, bads = [], []
-    for spec in inputs:
+    for i, spec in enumerate(inputs):
         g, b = load_points(
             spec["path"],
             spec.get("lon_column", "longitude"),
@@ -133,9 +175,13 @@ def load_point_sources(
             spec.get("name_column"),
             spec.get("source"),
             bounds,
+            layer=spec.get("layer"),
+            delimiter=spec.get("delimiter"),
+            encoding=spec.get("encoding"),
+            key=f"{key}[{i}]" if key else None,
         )
         goods.append(g)
         bads.append(b)
     if not goods:  # no point files: training from local image folders only
-        return pd.DataFrame(columns=POINT_COLUMNS), pd.DataFrame(columns=["file", "row", "lon", "lat", "reason"])
+        return pd.DataFrame(columns=POINT_COLUMNS), pd.DataFrame(columns=REJECTED_COLUMNS)
     return pd.concat(goods, ignore_index=True), pd.concat(bads, ignore_index=True)

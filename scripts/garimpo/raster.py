@@ -20,6 +20,8 @@ import rasterio.shutil
 from affine import Affine
 from pyproj import CRS, Transformer
 
+from .errors import InputDataError
+
 
 @dataclass(frozen=True)
 class Grid:
@@ -83,7 +85,8 @@ def bounds_grid(crs: str, bounds: Sequence[float], resolution: float = 10.0) -> 
 # Band order of 8-bit true-colour images (PNG/JPEG chips): red, green, blue.
 RGB_BANDS = ("B04", "B03", "B02")
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
-IMAGE_SUFFIXES = (*GEOTIFF_SUFFIXES, ".png", ".jpg", ".jpeg")
+EIGHT_BIT_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (*GEOTIFF_SUFFIXES, *EIGHT_BIT_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -115,17 +118,63 @@ def read_raster(path: str | Path, window=None) -> Raster:
         return Raster(arr, crs, transform, names, dict(src.tags()))
 
 
-def read_image(path: str | Path) -> Raster:
-    """A GeoTIFF as it is, or an 8-bit PNG/JPEG chip as bands B04, B03, B02 scaled to 0..1 (no georeferencing)."""
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file says about itself without reading its pixels."""
+
+    shape: tuple[int, int]  # rows, cols
+    crs: str | None
+    transform: Affine
+    tags: dict
+    eight_bit: bool  # a PNG/JPEG, or a GeoTIFF of uint8: a rendering, not reflectance
+
+
+def read_header(path: str | Path) -> ImageHeader:
+    """Size, georeferencing, tags and 8-bit-ness of a GeoTIFF or PNG/JPEG (no pixels read)."""
     path = Path(path)
     if path.suffix.lower() in GEOTIFF_SUFFIXES:
-        r = read_raster(path)
-        return Raster(r.array.astype(np.float32, copy=False), r.crs, r.transform, r.band_names, r.tags)
+        with rasterio.open(path) as src:
+            return ImageHeader((src.height, src.width), src.crs.to_string() if src.crs else None, src.transform,
+                               dict(src.tags()), src.dtypes[0] == "uint8")
     from PIL import Image
 
     with Image.open(path) as img:
-        rgb = np.asarray(img.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
-    return Raster(rgb, None, Affine.identity(), RGB_BANDS)
+        return ImageHeader((img.height, img.width), None, Affine.identity(), {}, True)
+
+
+def read_image(path: str | Path, encoding: str | None = None) -> Raster:
+    """A GeoTIFF as float32, or an 8-bit image (PNG/JPEG chip, uint8 GeoTIFF) decoded to reflectance.
+
+    8-bit values are a rendering, so they need their ``encoding`` (a name in
+    ``garimpo.contract.ENCODINGS``, e.g. amw_l1c_rgb: reflectance = value / 255 * 0.3); decoded images
+    get tags ``units`` and ``encoding``, and PNG/JPEG chips the encoding's bands (B04, B03, B02) and no
+    georeferencing. Raises InputDataError for an 8-bit image without an encoding, or an encoding given
+    for an image that is not 8-bit.
+    """
+    from .contract import ENCODINGS, encoding as known_encoding
+
+    path = Path(path)
+    enc = known_encoding(encoding) if encoding else None
+    if path.suffix.lower() in GEOTIFF_SUFFIXES:
+        r = read_raster(path)
+        if r.array.dtype != np.uint8:
+            if enc:
+                raise InputDataError(f"{path} holds {r.array.dtype} values, not 8-bit ones: drop encoding "
+                                     f"{enc.name} for its folder")
+            return Raster(r.array.astype(np.float32, copy=False), r.crs, r.transform, r.band_names, r.tags)
+        array, crs, transform, names, tags = r.array, r.crs, r.transform, r.band_names, r.tags
+    else:
+        from PIL import Image
+
+        with Image.open(path) as img:
+            array = np.asarray(img.convert("RGB")).transpose(2, 0, 1)
+        crs, transform, names, tags = None, Affine.identity(), enc.bands if enc else RGB_BANDS, {}
+    if enc is None:
+        raise InputDataError(f"{path} is an 8-bit rendering, not reflectance: declare its encoding with its folder "
+                             f"(e.g. {{path: {path.parent}, encoding: amw_l1c_rgb, pixel_size_m: 10}}); known "
+                             f"encodings: {sorted(ENCODINGS)}")
+    return Raster(enc.decode(array), crs, transform, tuple(names),
+                  {**tags, "units": enc.units, "encoding": enc.name})
 
 
 def write_raster(

@@ -1,6 +1,7 @@
 """Windowed, streaming chip scan of a whole scene (any size, e.g. a 10980 x 10980 px granule).
 
-Both modes score chips of ``chip_px`` (the model's ``input_size``) on one sliding-window
+Both modes score chips of ``chip_px`` (by default the model's training footprint in raster pixels,
+``model_chip_px``; each is resized to the model's ``input_size`` as in training) on one sliding-window
 lattice (origins every ``stride`` px, default half a chip) and stream the raster in blocks,
 reading only a block plus a halo with rasterio, so peak memory depends on the block size,
 not on the raster size:
@@ -455,6 +456,15 @@ def centre_boxes(ii: np.ndarray, jj: np.ndarray, lattice: "Lattice") -> tuple[np
 # --------------------------------------------------------------------------- the scans
 
 
+def model_chip_px(meta: Mapping, resolution: float) -> int:
+    """Raster pixels per chip side that cover the model's training footprint (``meta["footprint_m"]``);
+    ``input_size`` for a checkpoint that records no footprint. ``garimpo.contract.check_scene`` is what
+    refuses a raster of another pixel size or kind."""
+    if meta.get("footprint_m"):
+        return max(1, int(round(float(meta["footprint_m"]) / resolution)))
+    return int(meta["input_size"])
+
+
 @dataclass
 class ScanResult:
     """Chip scores of one scan. rows/cols: chip top-left pixel in the raster; scores: P(mining)."""
@@ -596,8 +606,6 @@ def _scan(path, model, meta: Mapping, mode: str, *, stride: int | None, block_px
     # read/propose/select/prepare run in the prefetch thread, overlapping the classifier; "wait" is
     # the time the classifier waited for chips.
     secs = {"read": 0.0, "propose": 0.0, "select": 0.0, "prepare": 0.0, "classify": 0.0, "wait": 0.0}
-    chip = int(chip_px or meta["input_size"])  # other sizes are resized to input_size by preprocess
-    stride = int(stride or max(1, chip // 2))
     model_bands = list(meta["bands"])
     per_tile = bool((meta.get("matching") or {}).get("per_tile", True))
     ref_low, ref_high = reference_from_meta(meta, stats)
@@ -609,9 +617,11 @@ def _scan(path, model, meta: Mapping, mode: str, *, stride: int | None, block_px
     gdal_env = dict(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_NUM_THREADS=str(int(threads or 1)))
     with rasterio.open(path) as src:
         indexes = band_indexes(src, names)
-        lat = Lattice(src.height, src.width, chip, stride)
         crs = src.crs.to_string() if src.crs else None
         transform, height, width, res = src.transform, src.height, src.width, abs(src.transform.a)
+        chip = int(chip_px or model_chip_px(meta, res))  # resized to input_size by preprocess, as in training
+        stride = int(stride or max(1, chip // 2))
+        lat = Lattice(src.height, src.width, chip, stride)
 
     def block_batches(block: Block, src) -> Iterator[_Batch]:
         t0 = time.perf_counter()

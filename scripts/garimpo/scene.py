@@ -7,6 +7,7 @@ read, composited and written before the next one.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -21,7 +22,8 @@ from rasterio.windows import Window
 
 from .errors import NoImageryError
 from .raster import Grid
-from .stac import ImageryRequest, Source, fetch_composite, search_items
+from .stac import (ImageryRequest, Source, band_medians, fetch_composite, no_scene_message, radiometry_record,
+                   search_items, select_items, warn_if_implausible)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,9 @@ def write_composite(
     """Composite ``request`` onto ``grid`` into a tiled GeoTIFF at ``path`` (float32, NaN = no clear pixel).
 
     Returns the items that gave clear pixels somewhere.  Blocks with no clear pixel stay NaN.
+    Items are chosen once for the whole grid (:func:`garimpo.stac.select_items`: an item lacking an asset is
+    skipped with a warning, an acquisition listed twice is read once), then read block by block; the
+    plausibility of the reflectance is checked once, on the median of the blocks' band medians.
     With ``allow_empty`` a grid without any clear scene is written all NaN (one cloudy tile
     must not stop a region-wide run) instead of raising ``NoImageryError``.
     ZSTD (level 1) rather than deflate: the detect stage reads every pixel, and ZSTD decodes ~1.5x
@@ -58,11 +63,11 @@ def write_composite(
     path.parent.mkdir(parents=True, exist_ok=True)
     if items is None:
         items = search_items(source, grid.bbox_lonlat(), request.period, request.max_cloud)
-    items = list(items)[: request.max_scenes]
+    found = list(items)
+    plans = select_items(found, request.bands)[: request.max_scenes]
+    items = [p.item for p in plans]
     if not items:
-        message = (f"no {source.collection} scene with cloud < {request.max_cloud}% over {grid.bbox_lonlat()} "
-                   f"in {request.period[0]}..{request.period[1]}; widen imagery.period or raise "
-                   "imagery.max_cloud_cover")
+        message = no_scene_message(source, request, grid, len(found))
         if not allow_empty:
             raise NoImageryError(message)
         log.warning("%s: writing an empty (all NaN) scene", message)
@@ -73,6 +78,7 @@ def write_composite(
         "blockxsize": 512, "blockysize": 512, "BIGTIFF": "IF_SAFER",
     }
     used: dict[str, object] = {}
+    block_medians: list[dict[str, float]] = []
     fd, tmp = tempfile.mkstemp(suffix=".tif", dir=path.parent, prefix=f".{path.stem}.")
     os.close(fd)
     try:
@@ -81,16 +87,22 @@ def write_composite(
                 dst.set_band_description(i, name)
             for window, sub in grid_blocks(grid, block_px):
                 try:
-                    image, block_items = fetch_composite(source, request, sub, items)
+                    image, block_items = fetch_composite(source, request, sub, items, check=False)
                 except NoImageryError:
                     continue  # cloudy or outside every scene: the block stays NaN
                 dst.write(image.astype(np.float32, copy=False), window=window)
                 used.update({it.id: it for it in block_items})
+                block_medians.append(band_medians(image, request.bands))
             if not used and not allow_empty:
                 raise NoImageryError(f"all {len(items)} scenes over {grid.bbox_lonlat()} are cloudy or empty there")
             ordered = [it for it in items if it.id in used]
+            if block_medians:  # (bands, blocks, 1): the median of the blocks' medians, per band
+                per_block = np.array([[m[b] for b in request.bands] for m in block_medians]).T[:, :, None]
+                warn_if_implausible(band_medians(per_block, request.bands),
+                                    [p for p in plans if p.item.id in used], f"scene {path.name}")
             dst.update_tags(scene_ids=";".join(it.id for it in ordered),
-                            dates=";".join(it.datetime.date().isoformat() for it in ordered))
+                            dates=";".join(it.datetime.date().isoformat() for it in ordered),
+                            radiometry=json.dumps([radiometry_record(it, request.bands) for it in ordered]))
             # Overviews make quicklooks and maps of a whole tile cheap to read.
             factors = [f for f in (4, 16, 64) if min(grid.width, grid.height) // f >= 64]
             if factors:

@@ -10,8 +10,10 @@ not the region; logits are averaged where windows overlap to hide seams.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Callable
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from garimpo.errors import ModelLoadError
+from garimpo.errors import InputDataError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ MIN_SIDE = 32
 
 _HELP = (
     "run the `fetch_segformer` rule on a machine with internet access, "
-    "or point `proposer.segformer.model` at a local directory holding config.json and the weights"
+    "or point `proposer.segformer.local_dir` at a local directory holding config.json and the weights"
 )
 
 
@@ -128,9 +130,16 @@ class SegformerProposer:
 
     @classmethod
     def from_pretrained(
-        cls, model_ref: str, device: str | torch.device | None = None, local_files_only: bool | None = None
+        cls, model_ref: str, device: str | torch.device | None = None, local_files_only: bool | None = None,
+        suspicious_classes: list[str] | None = None,
     ) -> "SegformerProposer":
-        """Load from a hub id or a local directory; raises ModelLoadError with what to do on failure."""
+        """Load from a hub id or a local directory.
+
+        With ``suspicious_classes`` the names are checked against the model's own ``id2label`` right
+        after loading, before any scan (:func:`check_labels`).
+        Raises ModelLoadError (with what to do) when the model cannot be loaded, InputDataError when
+        it lacks one of ``suspicious_classes``.
+        """
         from transformers import SegformerForSemanticSegmentation
 
         ref = str(model_ref)
@@ -148,6 +157,8 @@ class SegformerProposer:
         except Exception as exc:  # OSError, HF validation/HTTP errors, corrupt weights: all mean "cannot load"
             raise ModelLoadError(f"cannot load SegFormer {model_ref!r} ({type(exc).__name__}: {exc}): {_HELP}") from exc
         log.info("loaded SegFormer %s on %s (labels %s)", model_ref, device, list(model.config.id2label.values()))
+        if suspicious_classes is not None:
+            check_labels(model.config.id2label, suspicious_classes, str(model_ref))
         return cls(model, device)
 
     def suspicious_ids(self, suspicious_classes: list[str]) -> list[int]:
@@ -199,8 +210,29 @@ class SegformerProposer:
         return mask & np.all(np.isfinite(rgb), axis=0)
 
 
-def fetch_segformer(model_id: str, out_dir: str | os.PathLike[str]) -> Path:
-    """Download a SegFormer (config + weights) from the Hugging Face Hub into out_dir."""
+def check_labels(id2label: Mapping[Any, str], suspicious_classes: list[str], model_ref: str) -> list[int]:
+    """Ids of ``suspicious_classes`` in a model's label map; InputDataError naming the labels it has.
+
+    The default classes (``barren``, ``water``) are LoveDA's (Wang et al. 2021, "LoveDA: A Remote Sensing
+    Land-Cover Dataset for Domain Adaptive Semantic Segmentation"); a model fine-tuned on another set
+    (e.g. ADE20K's 150 classes) has other names, and must not be used with them unnoticed.
+    """
+    try:
+        return suspicious_ids(id2label, suspicious_classes)
+    except ValueError as exc:
+        raise InputDataError(
+            f"SegFormer {model_ref}: {exc}. Set proposer.segformer.suspicious_classes to some of these labels, "
+            "or proposer.segformer.hub_id to a model whose labels hold them (then rerun fetch_segformer)"
+        ) from None
+
+
+def fetch_segformer(model_id: str, out_dir: str | os.PathLike[str],
+                    suspicious_classes: list[str] | None = None) -> Path:
+    """Download a SegFormer (config + weights) from the Hugging Face Hub into out_dir.
+
+    With ``suspicious_classes`` the downloaded ``config.json`` must label them (:func:`check_labels`);
+    otherwise the download is removed and InputDataError lists the model's labels.
+    """
     from huggingface_hub import snapshot_download
 
     out = Path(out_dir)
@@ -219,5 +251,12 @@ def fetch_segformer(model_id: str, out_dir: str | os.PathLike[str]) -> Path:
         ) from exc
     if not (out / "config.json").is_file():
         raise ModelLoadError(f"download of {model_id!r} into {out} holds no config.json")
+    if suspicious_classes is not None:
+        id2label = json.loads((out / "config.json").read_text()).get("id2label") or {}
+        try:
+            check_labels(id2label, suspicious_classes, model_id)
+        except InputDataError:
+            shutil.rmtree(out, ignore_errors=True)  # no model on disk that the proposer cannot use
+            raise
     log.info("fetched %s into %s", model_id, out)
     return out

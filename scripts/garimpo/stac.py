@@ -5,10 +5,16 @@ a STAC API (Microsoft Planetary Computer, Earth Search). Items are searched by
 bbox, period and scene cloud cover; pixels are read per asset through a warped
 view onto the caller's target grid, so only the needed windows of each COG are
 fetched and a window straddling two granules or UTM zones comes out seamless.
+
+Each item is read by what it declares, not by who serves it: assets are found by the band they hold
+(:func:`find_asset`), DN become reflectance by the rule the item's own metadata implies
+(:mod:`garimpo.radiometry`), an item lacking a needed asset is skipped and an acquisition listed twice
+is read once (:func:`select_items`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -22,37 +28,54 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 import pystac
 import rasterio
+from pystac.extensions.eo import Band
 from scipy import ndimage
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
 from .errors import GarimpoError, InputDataError, NoImageryError
+from .radiometry import Radiometry, asset_radiometry, implausible, processing_baseline
 from .raster import Grid
 from .stac_cache import SearchCache, search_key
 
 log = logging.getLogger(__name__)
 
-# Sentinel-2 band name -> asset key, per provider (Earth Search uses common names).
-ASSET_KEYS: dict[str, dict[str, str]] = {
-    "planetary_computer": {
-        b: b for b in ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12", "SCL")
-    },
-    "earth_search": {
-        "B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1",
-        "B06": "rededge2", "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "nir09",
-        "B11": "swir16", "B12": "swir22", "SCL": "scl",
-    },
+SOURCE_KINDS = ("local", "planetary_computer", "earth_search")
+
+# Sentinel-2 MSI bands: centre wavelength (micrometres, ESA's S2 MSI spectral response, as the providers'
+# eo:bands give it) and the STAC common names providers use for it. Assets are matched to bands by what
+# they declare, so a catalog with either provider's keys (or its own) reads the same.
+S2_BANDS: dict[str, tuple[float, tuple[str, ...]]] = {
+    "B01": (0.443, ("coastal",)),
+    "B02": (0.490, ("blue",)),
+    "B03": (0.560, ("green",)),
+    "B04": (0.665, ("red",)),
+    "B05": (0.704, ("rededge",)),
+    "B06": (0.740, ("rededge",)),
+    "B07": (0.783, ("rededge",)),
+    "B08": (0.842, ("nir",)),
+    "B8A": (0.865, ("nir08", "rededge")),  # Earth Search says nir08, Planetary Computer rededge
+    "B09": (0.945, ("nir09",)),
+    "B11": (1.610, ("swir16",)),
+    "B12": (2.190, ("swir22",)),
 }
-ASSET_KEYS["local"] = ASSET_KEYS["planetary_computer"]
+# A declared centre names the nearest band of the table if within this (um): S2A's and S2B's own
+# centres stray up to ~0.012 um from the table's (B12 2.202 / 2.186, B08 0.833).
+_WAVELENGTH_TOLERANCE = 0.03
+# Asset keys of the two providers (Planetary Computer, Earth Search), the last resort when an asset
+# declares no band (SCL never does; Earth Search v0 items declare none).
+KNOWN_ASSET_KEYS: dict[str, tuple[str, ...]] = {
+    "B01": ("B01", "coastal"), "B02": ("B02", "blue"), "B03": ("B03", "green"), "B04": ("B04", "red"),
+    "B05": ("B05", "rededge1"), "B06": ("B06", "rededge2"), "B07": ("B07", "rededge3"), "B08": ("B08", "nir"),
+    "B8A": ("B8A", "nir08"), "B09": ("B09", "nir09"), "B11": ("B11", "swir16"), "B12": ("B12", "swir22"),
+    "SCL": ("SCL", "scl"),
+}
 
 # SCL classes that are not clear ground: no data, defective, cloud shadow,
 # cloud medium/high probability, thin cirrus.
 SCL_NOT_CLEAR = (0, 1, 3, 8, 9, 10)
 # Of those, the ones whose edges SCL under-flags (haze halos, soft shadows): buffered.
 SCL_CLOUDY = (3, 8, 9, 10)
-BASELINE_OFFSET_DATE = datetime(2022, 1, 25, tzinfo=timezone.utc)
-DN_OFFSET = 1000.0
-DN_SCALE = 10000.0
 
 
 class ImageryAccessError(GarimpoError, ConnectionError):
@@ -100,7 +123,6 @@ class Source:
     kind: str  # local | planetary_computer | earth_search
     url: str  # catalog.json path for local, API root URL otherwise
     collection: str = "sentinel-2-l2a"
-    harmonized: bool = False  # True for collections already corrected for the 04.00 offset
     cache_dir: str | None = None
     retry: RetryPolicy = RetryPolicy()
     signer: Callable[[str], str] | None = field(default=None, compare=False, repr=False)
@@ -109,19 +131,16 @@ class Source:
     @classmethod
     def from_config(cls, cfg: Mapping) -> "Source":
         kind = cfg["kind"]
-        if kind not in ASSET_KEYS:
-            raise InputDataError(f"imagery.source.kind {kind!r} unknown; use one of {sorted(ASSET_KEYS)}")
-        collection = cfg.get("collection", "sentinel-2-l2a")
-        harmonized = bool(cfg.get("harmonized", collection == "sentinel-2-c1-l2a"))
+        if kind not in SOURCE_KINDS:
+            raise InputDataError(f"imagery.source.kind {kind!r} unknown; use one of {sorted(SOURCE_KINDS)}")
+        if "harmonized" in cfg:
+            raise InputDataError(
+                "imagery.source.harmonized is gone: whether the +1000 DN offset is still in the pixels is now "
+                "read from each item's metadata (earthsearch:boa_offset_applied, raster:bands, "
+                "s2:processing_baseline); delete the key")
         cache_dir = cfg.get("cache_dir")
-        return cls(kind, str(cfg["url"]), collection, harmonized,
+        return cls(kind, str(cfg["url"]), cfg.get("collection", "sentinel-2-l2a"),
                    str(cache_dir) if cache_dir else None, RetryPolicy.from_config(cfg.get("retry")))
-
-    def asset_key(self, band: str) -> str:
-        try:
-            return ASSET_KEYS[self.kind][band]
-        except KeyError:
-            raise InputDataError(f"band {band!r} has no asset key for source {self.kind!r}") from None
 
 
 def _parse_period(period: Sequence[str]) -> tuple[datetime, datetime]:
@@ -365,13 +384,243 @@ def _signer_for(source: Source) -> Callable[[str], str] | None:
     return None
 
 
-def read_band(item: pystac.Item, source: Source, band: str, grid: Grid,
-              resampling: Resampling) -> tuple[np.ndarray, float]:
+# ---- which asset is which band, what each item is ------------------------------------------------
+
+_ASSET_KEY_ALIASES = {key.lower(): band for band, keys in KNOWN_ASSET_KEYS.items() for key in keys}
+_BAND_ID = re.compile(r"^B0?(\d{1,2}A?)$", re.IGNORECASE)
+
+
+def _band_id(name: object) -> str | None:
+    """A Sentinel-2 band id in the table's spelling ("B4", "b04" -> "B04"), else None."""
+    m = _BAND_ID.match(str(name or "").strip())
+    if not m:
+        return None
+    digits = m.group(1).upper()
+    band = f"B{digits}" if digits.endswith("A") else f"B{digits.zfill(2)}"
+    return band if band in S2_BANDS else None
+
+
+def _declared_bands(fields: Mapping) -> list[Band]:
+    """The bands an asset declares: ``eo:bands`` (STAC 1.0), else STAC 1.1 ``bands`` with ``eo:`` fields.
+
+    pystac's ``Band`` wraps the dicts as they are: ``EOExtension.ext`` refuses items that use the
+    fields without declaring the extension's schema, as many catalogs do.
+    """
+    bands = fields.get("eo:bands")
+    if isinstance(bands, list) and bands:
+        return [Band(dict(b)) for b in bands if isinstance(b, Mapping)]
+    bands = fields.get("bands")
+    if isinstance(bands, list) and bands:
+        return [Band({"name": b.get("name"), "common_name": b.get("eo:common_name"),
+                      "center_wavelength": b.get("eo:center_wavelength")})
+                for b in bands if isinstance(b, Mapping)]
+    return []
+
+
+def _band_by_wavelength(wavelength: float) -> str | None:
+    nearest = min(S2_BANDS, key=lambda b: abs(S2_BANDS[b][0] - wavelength))
+    return nearest if abs(S2_BANDS[nearest][0] - wavelength) <= _WAVELENGTH_TOLERANCE else None
+
+
+def band_of(declared: Band) -> tuple[str | None, int]:
+    """Which Sentinel-2 band one declared band (``eo:bands`` entry) is, and how it was known:
+    (band, 0) by its name, (band, 1) by its spectrum, (None, 9) when it is no band of :data:`S2_BANDS`.
+
+    By spectrum: the centre wavelength names the nearest band of :data:`S2_BANDS` (a declared common
+    name must then agree with it); without a wavelength, a common name that only one band uses.
+    """
+    band = _band_id(declared.name)
+    if band:
+        return band, 0
+    common = (declared.common_name or "").lower() or None
+    if declared.center_wavelength is not None:
+        band = _band_by_wavelength(float(declared.center_wavelength))
+        if band and (common is None or common in S2_BANDS[band][1]):
+            return band, 1
+        return None, 9
+    owners = [b for b, (_, names) in S2_BANDS.items() if common in names]
+    return (owners[0], 1) if len(owners) == 1 else (None, 9)
+
+
+def _format_rank(key: str, asset: pystac.Asset) -> int:
+    """0 GeoTIFF/COG, 1 unknown, 2 JPEG 2000: Earth Search lists each band twice (COG and ``-jp2``)."""
+    media = (asset.media_type or "").lower()
+    if "jp2" in media or key.lower().endswith("-jp2"):
+        return 2
+    return 0 if "tiff" in media else 1
+
+
+def find_asset(item: pystac.Item, band: str) -> str | None:
+    """The key of ``item``'s single-band asset holding ``band`` (e.g. "B04", "SCL"), or None.
+
+    An asset holds ``band`` when the one band it declares (``eo:bands``) is named ``band`` or has its
+    common name and centre wavelength (Earth Search v1 declares "red", 0.665 um), or, declaring nothing,
+    when its key is either provider's ("B04"/"red", "SCL"/"scl"). Multi-band assets (``visual``) never
+    match. Among several, a declared one beats a key-only one, then a COG beats a JPEG 2000 copy.
+    """
+    candidates = []
+    for key, asset in item.assets.items():
+        declared = _declared_bands(asset.extra_fields)
+        if len(declared) == 1:
+            if band_of(declared[0])[0] != band:
+                continue
+            by_key = False
+        elif not declared and _ASSET_KEY_ALIASES.get(key.lower()) == band:
+            by_key = True
+        else:
+            continue
+        candidates.append((by_key, _format_rank(key, asset), key not in KNOWN_ASSET_KEYS.get(band, ()), key))
+    return min(candidates)[-1] if candidates else None
+
+
+def _collection_item_assets(item: pystac.Item) -> Mapping | None:
+    """The ``item_assets`` of the item's collection when it is on disk (never a request while reading)."""
+    link = item.get_single_link(pystac.RelType.COLLECTION)
+    if link is None:
+        return None
+    if not link.is_resolved() and urlsplit(link.get_absolute_href() or "").scheme in ("http", "https"):
+        return None
+    try:
+        collection = item.get_collection()
+    except Exception:  # noqa: BLE001 - a broken link only loses an optional fallback
+        return None
+    return collection.extra_fields.get("item_assets") if collection is not None else None
+
+
+class MissingAssetError(InputDataError):
+    """An item has no asset for a band the request needs."""
+
+
+@dataclass(frozen=True, eq=False)
+class ItemPlan:
+    """What to read of one item: the asset key and radiometry of each requested band, and the SCL asset."""
+
+    item: pystac.Item
+    assets: Mapping[str, str]  # band -> asset key
+    radiometry: Mapping[str, Radiometry]  # band -> how its DN become reflectance
+    scl: str  # asset key of the Scene Classification Layer
+    scl_nodata: float | None  # from the SCL asset's raster:bands, when given
+
+
+def plan_item(item: pystac.Item, bands: Sequence[str]) -> ItemPlan:
+    """Find every asset ``bands`` and SCL need in ``item`` and decide each one's radiometry.
+
+    Raises :class:`MissingAssetError` naming the item and the first missing band, or
+    :class:`InputDataError` when the item's radiometry metadata is unusable.
+    """
+    item_assets = _collection_item_assets(item)
+    keys, rads = {}, {}
+    for band in (*bands, "SCL"):
+        key = find_asset(item, band)
+        if key is None:
+            raise MissingAssetError(f"item {item.id} has no asset for band {band} (assets: {sorted(item.assets)}); "
+                                    "if the band is there under another key, declare it in the asset's eo:bands")
+        keys[band] = key
+        rads[band] = asset_radiometry(item, key, item_assets)
+    return ItemPlan(item, {b: keys[b] for b in bands}, {b: rads[b] for b in bands}, keys["SCL"],
+                    rads["SCL"].nodata)
+
+
+_TILE_IN_TEXT = re.compile(r"(?:^|_)T?(\d{2}[C-X][A-Z]{2})(?=_|$)")
+_SEQUENCE_IN_ID = re.compile(r"_(\d+)_L2A$")
+_PLATFORM_IN_ID = re.compile(r"^S2([A-D])_", re.IGNORECASE)
+
+
+def mgrs_tile(item: pystac.Item) -> str | None:
+    """The item's MGRS granule ("21MXN"): ``s2:mgrs_tile``, the ``mgrs:``/``sentinel:`` parts, ``grid:code``,
+    else the ``T21MXN`` / ``21MXN`` of a product id or the item id."""
+    p = item.properties
+    if p.get("s2:mgrs_tile"):
+        return str(p["s2:mgrs_tile"]).upper().lstrip("T")
+    for prefix in ("mgrs:", "sentinel:"):
+        parts = (p.get(f"{prefix}utm_zone"), p.get(f"{prefix}latitude_band"), p.get(f"{prefix}grid_square"))
+        if all(v is not None for v in parts):
+            return f"{int(parts[0]):02d}{parts[1]}{parts[2]}".upper()
+    if str(p.get("grid:code", "")).upper().startswith("MGRS-"):
+        return str(p["grid:code"])[5:].upper()
+    for text in (p.get("s2:product_uri"), p.get("sentinel:product_id"), p.get("s2:granule_id"), item.id):
+        m = _TILE_IN_TEXT.search(str(text or ""))
+        if m:
+            return m.group(1).upper()
+    return None
+
+
+def acquisition_key(item: pystac.Item) -> tuple:
+    """(platform, sensing time to the second, MGRS granule): the same for every listing of one acquisition.
+
+    Without a granule the footprint (bbox to ~100 m) stands in, so different granules never merge.
+    """
+    platform = str(item.properties.get("platform") or "").lower().replace(" ", "-") or None
+    if platform is None:
+        m = _PLATFORM_IN_ID.match(item.id)
+        platform = f"sentinel-2{m.group(1).lower()}" if m else None
+    when = item.datetime or item.properties.get("start_datetime")
+    when = when.replace(microsecond=0).isoformat() if isinstance(when, datetime) else str(when)
+    where = mgrs_tile(item) or tuple(round(v, 3) for v in (item.bbox or ()))
+    return platform, when, where
+
+
+def processing_rank(item: pystac.Item) -> tuple:
+    """Sort key of one acquisition's listings, newest processing last: baseline, then sequence
+    (``s2:sequence``, ``sentinel:sequence`` or the ``_1_`` of an Earth Search id), ``updated``, ``created``."""
+    p = item.properties
+    try:
+        baseline = processing_baseline(p, item.id) or (-1, -1)
+    except InputDataError:
+        baseline = (-1, -1)
+    sequence = p.get("s2:sequence", p.get("sentinel:sequence"))
+    if sequence is None:
+        m = _SEQUENCE_IN_ID.search(item.id)
+        sequence = m.group(1) if m else -1
+    try:
+        sequence = int(sequence)
+    except (TypeError, ValueError):
+        sequence = -1
+    return baseline, sequence, str(p.get("updated") or ""), str(p.get("created") or "")
+
+
+def unique_acquisitions(items: Sequence[pystac.Item]) -> tuple[list[pystac.Item], list[tuple[str, str]]]:
+    """``items`` with each acquisition once (its newest processing, at the place of its first listing),
+    and the (dropped id, kept id) pairs."""
+    groups: dict[tuple, list[pystac.Item]] = {}
+    for item in items:
+        groups.setdefault(acquisition_key(item), []).append(item)
+    kept, dropped = [], []
+    for group in groups.values():
+        best = max(group, key=processing_rank)  # max keeps the first of equals
+        kept.append(best)
+        dropped += [(it.id, best.id) for it in group if it is not best]
+    return kept, dropped
+
+
+def select_items(items: Iterable[pystac.Item], bands: Sequence[str]) -> list[ItemPlan]:
+    """Plans of the usable items, in the given order: an item lacking a needed asset (or with unusable
+    metadata) is skipped with a WARNING naming it; an acquisition listed twice is used once (logged)."""
+    plans = {}
+    for item in items:
+        try:
+            plans[id(item)] = plan_item(item, bands)
+        except InputDataError as err:
+            log.warning("skipping item %s (left out of the composite and its provenance): %s", item.id, err)
+    usable = [p.item for p in plans.values()]
+    kept, dropped = unique_acquisitions(usable)
+    for gone, best in dropped:
+        log.info("item %s is the same acquisition as %s, which is newer processing: using %s once", gone, best, best)
+    return [plans[id(it)] for it in kept]
+
+
+# ---- reading ---------------------------------------------------------------------------------
+
+
+def read_band(item: pystac.Item, source: Source, band: str, grid: Grid, resampling: Resampling,
+              key: str | None = None, nodata: float | None = None) -> tuple[np.ndarray, float]:
     """One band of ``item`` on ``grid``: signed right before reading, retried, re-signed once on 403.
 
+    ``key``: the asset (default: :func:`find_asset`). ``nodata``: the DN meaning no data when the
+    metadata says so (default: the file's, else 0). Returns (DN array (H, W), nodata DN).
     Errors and log lines name the unsigned href only, never a signed one.
     """
-    href = _href(item, source, band)
+    href = _href(item, band, key)
     safe = redact_url(href)
     _install_redaction()
     signer = _signer_for(source)
@@ -381,7 +630,7 @@ def read_band(item: pystac.Item, source: Source, band: str, grid: Grid,
     while True:
         signed = signer(href) if signer else href
         try:
-            return read_asset(signed, grid, resampling, fresh=resigned or failures > 0)
+            return read_asset(signed, grid, resampling, fresh=resigned or failures > 0, nodata=nodata)
         except Exception as err:  # noqa: BLE001 - classified below
             verdict = _classify_read_error(err)
             message = redact(f"{type(err).__name__}: {err}", signed)
@@ -405,21 +654,14 @@ def read_band(item: pystac.Item, source: Source, band: str, grid: Grid,
             time.sleep(delay)
 
 
-def dn_offset(item: pystac.Item, source: Source) -> float:
-    """The DN offset to remove: 1000 for processing baseline >= 04.00 unless harmonised."""
-    if source.harmonized:
-        return 0.0
-    baseline = item.properties.get("s2:processing_baseline")
-    if baseline is not None:
-        return DN_OFFSET if float(baseline) >= 4.0 else 0.0
-    return DN_OFFSET if item.datetime >= BASELINE_OFFSET_DATE else 0.0
-
-
-def read_asset(href: str, grid: Grid, resampling: Resampling, fresh: bool = False) -> tuple[np.ndarray, float]:
+def read_asset(href: str, grid: Grid, resampling: Resampling, fresh: bool = False,
+               nodata: float | None = None) -> tuple[np.ndarray, float]:
     """Read one single-band asset warped onto ``grid``; only the overlapping windows are fetched.
 
     ``fresh``: bypass GDAL's /vsicurl/ cache for this URL (it remembers a failed answer,
-    so a retry without it would only replay the 503).
+    so a retry without it would only replay the 503). ``nodata``: the DN that means no data
+    (default: the file's, else 0, Sentinel-2's NODATA); those pixels never enter the resampling.
+    Returns (DN array (H, W) in the file's dtype, nodata DN).
     """
     remote = urlsplit(href).scheme in ("http", "https")
     options = {}
@@ -429,7 +671,8 @@ def read_asset(href: str, grid: Grid, resampling: Resampling, fresh: bool = Fals
             options["CPL_VSIL_CURL_NON_CACHED"] = "/vsicurl/" + redact_url(href)
     env = rasterio.Env(**options)
     with env, rasterio.open(href) as src:
-        nodata = src.nodata if src.nodata is not None else 0
+        if nodata is None:
+            nodata = src.nodata if src.nodata is not None else 0
         with WarpedVRT(
             src,
             crs=grid.crs,
@@ -458,24 +701,29 @@ def clear_mask(scl: np.ndarray, buffer_px: int = 0) -> np.ndarray:
 
 
 def read_item(
-    item: pystac.Item, source: Source, bands: Sequence[str], grid: Grid, cloud_buffer_m: float = 0.0
+    item: pystac.Item, source: Source, bands: Sequence[str], grid: Grid, cloud_buffer_m: float = 0.0,
+    plan: ItemPlan | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Reflectance (bands, H, W) with NaN where no data, and the clear-pixel mask from SCL."""
-    offset = dn_offset(item, source)
+    """Reflectance (bands, H, W) float32 with NaN where no data, and the clear-pixel mask (H, W) from SCL.
+
+    Each band's DN become reflectance by the radiometry its item's metadata implies (``plan``, default
+    :func:`plan_item`). Raises :class:`MissingAssetError` when ``item`` lacks a band (without a plan).
+    """
+    plan = plan or plan_item(item, bands)
     out = np.full((len(bands), grid.height, grid.width), np.nan, dtype=np.float32)
     for i, band in enumerate(bands):
-        dn, nodata = read_band(item, source, band, grid, Resampling.bilinear)
-        valid = dn != nodata
-        out[i][valid] = (dn[valid].astype(np.float32) - offset) / DN_SCALE
-    scl, _ = read_band(item, source, "SCL", grid, Resampling.nearest)
+        rad = plan.radiometry[band]
+        dn, nodata = read_band(item, source, band, grid, Resampling.bilinear, plan.assets[band], rad.nodata)
+        out[i] = rad.reflectance(dn, nodata)
+    scl, _ = read_band(item, source, "SCL", grid, Resampling.nearest, plan.scl, plan.scl_nodata)
     clear = clear_mask(scl, int(round(cloud_buffer_m / grid.resolution))) & np.all(np.isfinite(out), axis=0)
     return out, clear
 
 
-def _href(item: pystac.Item, source: Source, band: str) -> str:
-    key = source.asset_key(band)
-    if key not in item.assets:
-        raise InputDataError(f"item {item.id} has no asset {key!r} (band {band}); has {sorted(item.assets)}")
+def _href(item: pystac.Item, band: str, key: str | None = None) -> str:
+    key = key or find_asset(item, band)
+    if key is None or key not in item.assets:
+        raise MissingAssetError(f"item {item.id} has no asset for band {band} (assets: {sorted(item.assets)})")
     return item.assets[key].get_absolute_href()
 
 
@@ -488,9 +736,7 @@ def composite(stack: np.ndarray, clear: np.ndarray, method: str = "median") -> n
     """
     masked = np.where(clear[:, None], stack, np.nan)
     if method == "median":
-        with warnings.catch_warnings():  # all-NaN pixels are expected (never clear)
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanmedian(masked, axis=0).astype(np.float32)
+        return _nanmedian_scenes(masked)
     if method == "least_cloudy":
         out = np.full(stack.shape[1:], np.nan, dtype=np.float32)
         for scene in masked:
@@ -498,6 +744,23 @@ def composite(stack: np.ndarray, clear: np.ndarray, method: str = "median") -> n
             out[fill] = scene[fill]
         return out
     raise ValueError(f"composite method {method!r} unknown; use 'median' or 'least_cloudy'")
+
+
+def _nanmedian_scenes(masked: np.ndarray) -> np.ndarray:
+    """``np.nanmedian(masked, axis=0)`` as float32, NaN where no scene has a value.
+
+    Sorting the few scenes once (NaN sort last) and averaging the middle finite pair is ~50x faster than
+    ``np.nanmedian``, which falls back to a per-pixel loop when some pixels are all NaN (every cloudy or
+    out-of-swath one).
+    """
+    ordered = np.sort(masked, axis=0)
+    count = np.isfinite(masked).sum(axis=0)
+    low = np.take_along_axis(ordered, np.maximum(count - 1, 0)[None] // 2, axis=0)[0]
+    high = np.take_along_axis(ordered, (count // 2)[None], axis=0)[0] if len(masked) > 1 else low
+    with np.errstate(invalid="ignore"):
+        out = ((low.astype(np.float64) + high) / 2).astype(np.float32)
+    out[count == 0] = np.nan
+    return out
 
 
 @dataclass(frozen=True)
@@ -517,38 +780,89 @@ class ImageryRequest:
                    cfg.get("composite", "median"), int(cfg.get("max_scenes", 8)), float(cfg.get("cloud_buffer_m", 0.0)))
 
 
+def no_scene_message(source: Source, request: ImageryRequest, grid: Grid, found: int = 0) -> str:
+    """The "no usable item" error text; ``found``: items the search gave that all had to be skipped."""
+    skipped = (f" ({found} found, none usable: each one skipped is named in a warning above)" if found else "")
+    return (f"no {source.collection} scene with cloud < {request.max_cloud}% over {grid.bbox_lonlat()} "
+            f"in {request.period[0]}..{request.period[1]}{skipped}; widen imagery.period or raise "
+            "imagery.max_cloud_cover")
+
+
 def fetch_composite(
-    source: Source, request: ImageryRequest, grid: Grid, items: Iterable[pystac.Item] | None = None
+    source: Source, request: ImageryRequest, grid: Grid, items: Iterable[pystac.Item] | None = None,
+    check: bool = True,
 ) -> tuple[np.ndarray, list[pystac.Item]]:
     """Search (unless ``items`` given), read and composite imagery onto ``grid``.
 
-    Returns the composite (bands, H, W) and the items that contributed clear pixels.
+    Items lacking a needed asset are skipped and an acquisition listed twice is read once
+    (:func:`select_items`) before the first ``request.max_scenes`` are taken. With ``check`` a
+    WARNING names the items when the composite's band medians are not physical reflectance.
+    Returns the composite (bands, H, W) float32 reflectance (NaN: never clear) and the items that
+    contributed clear pixels. Raises :class:`NoImageryError` when no item is usable or clear.
     """
     if items is None:
         items = search_items(source, grid.bbox_lonlat(), request.period, request.max_cloud)
-    items = list(items)[: request.max_scenes]
-    if not items:
-        raise NoImageryError(
-            f"no {source.collection} scene with cloud < {request.max_cloud}% over {grid.bbox_lonlat()} "
-            f"in {request.period[0]}..{request.period[1]}; widen imagery.period or raise imagery.max_cloud_cover"
-        )
+    items = list(items)
+    plans = select_items(items, request.bands)[: request.max_scenes]
+    if not plans:
+        raise NoImageryError(no_scene_message(source, request, grid, len(items)))
     stacks, clears, used = [], [], []
-    for item in items:
-        refl, clear = read_item(item, source, request.bands, grid, request.cloud_buffer_m)
+    for plan in plans:
+        refl, clear = read_item(plan.item, source, request.bands, grid, request.cloud_buffer_m, plan)
         if clear.any():
             stacks.append(refl)
             clears.append(clear)
-            used.append(item)
+            used.append(plan)
     if not used:
-        raise NoImageryError(f"all {len(items)} scenes over {grid.bbox_lonlat()} are cloudy or empty there")
+        raise NoImageryError(f"all {len(plans)} scenes over {grid.bbox_lonlat()} are cloudy or empty there")
     image = composite(np.stack(stacks), np.stack(clears), request.composite)
-    return image, used
+    if check:
+        warn_if_implausible(band_medians(image, request.bands), used, f"composite over {grid.bbox_lonlat()}")
+    return image, [p.item for p in used]
 
 
-def provenance(items: Sequence[pystac.Item]) -> dict:
-    """Scene ids and dates for the outputs' metadata (never hrefs: they may be signed)."""
+def band_medians(image: np.ndarray, bands: Sequence[str]) -> dict[str, float]:
+    """Median of each band's finite (clear) pixels of a composite (bands, H, W); NaN for an empty band."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {b: float(np.nanmedian(image[i])) for i, b in enumerate(bands)}
+
+
+def warn_if_implausible(medians: Mapping[str, float], used: Sequence[ItemPlan], where: str) -> bool:
+    """Log a WARNING naming the items and their radiometry rules when ``medians`` are not physical
+    (:func:`garimpo.radiometry.implausible`); True when it warned."""
+    reasons = implausible(medians)
+    if reasons:
+        rules = sorted({f"{p.item.id} ({', '.join(sorted({r.rule for r in p.radiometry.values()}))})" for p in used})
+        log.warning("%s: implausible reflectance (%s) from items %s; check their earthsearch:boa_offset_applied, "
+                    "raster:bands and s2:processing_baseline", where, "; ".join(reasons), ", ".join(rules))
+    return bool(reasons)
+
+
+def radiometry_record(item: pystac.Item, bands: Sequence[str] | None = None) -> dict:
+    """How ``item``'s pixels were turned into reflectance, for provenance: ``{"item", "rule", "scale",
+    "offset"}``, or ``{"item", "bands": {band: {...}}}`` when its bands differ.
+
+    ``bands``: the bands read (default: every Sentinel-2 band the item has). Bands it lacks are left out.
+    """
+    item_assets = _collection_item_assets(item)
+    records = {}
+    for band in bands if bands is not None else S2_BANDS:
+        key = find_asset(item, band)
+        if key is not None:
+            records[band] = asset_radiometry(item, key, item_assets).record()
+    distinct = {json.dumps(r, sort_keys=True) for r in records.values()}
+    if len(distinct) == 1:
+        return {"item": item.id, **next(iter(records.values()))}
+    return {"item": item.id, "bands": records} if records else {"item": item.id, "rule": None}
+
+
+def provenance(items: Sequence[pystac.Item], bands: Sequence[str] | None = None) -> dict:
+    """Scene ids, dates, cloud cover and the radiometry rule of each item, for the outputs' metadata
+    (never hrefs: they may be signed). ``bands``: the bands read (default: all the items have)."""
     return {
         "scene_ids": [it.id for it in items],
         "dates": [it.datetime.date().isoformat() for it in items],
         "cloud_cover": [it.properties.get("eo:cloud_cover") for it in items],
+        "radiometry": [radiometry_record(it, bands) for it in items],
     }

@@ -16,15 +16,19 @@ import numpy as np
 import pandas as pd
 
 from .augment import AugmentParams, augment
+from .contract import ENCODINGS, ImageContract, ImageFolder, collection_units, image_contract, image_folder
 from .errors import InputDataError, NoImageryError
 from .matching import reference_bounds, stretch_to_reference
-from .raster import IMAGE_SUFFIXES, read_image, read_raster, tile_grid, write_raster
+from .raster import EIGHT_BIT_SUFFIXES, IMAGE_SUFFIXES, read_image, read_raster, tile_grid, write_raster
 from .split import assign_split
-from .stac import ImageryRequest, Source, fetch_composite, provenance, search_items
+from .stac import ImageryRequest, Source, fetch_composite, provenance, radiometry_record, search_items
 
 log = logging.getLogger(__name__)
 
-INDEX_COLUMNS = ["tile_id", "path", "lon", "lat", "source", "scene_ids", "dates", "cloud_cover", "status"]
+# The last four are the tile's contract (garimpo.contract): ground per side, pixel size, units, 8-bit encoding.
+CONTRACT_COLUMNS = ["footprint_m", "pixel_size_m", "units", "encoding"]
+INDEX_COLUMNS = ["tile_id", "path", "lon", "lat", "source", "scene_ids", "dates", "cloud_cover", "status",
+                 *CONTRACT_COLUMNS]
 
 
 def _item_version(item) -> str:
@@ -37,15 +41,27 @@ def _item_version(item) -> str:
 
 
 def _cache_key(source: Source, request: ImageryRequest, grid, items) -> str:
-    """Everything that shapes a tile's pixels, including which scene versions were found.
+    """Everything that shapes a tile's pixels, including which scene versions were found and the
+    radiometry rule each one's metadata implies for the requested bands.
 
     Keying on the scenes (not only the place) means a regenerated or reprocessed catalog
-    is never served from a stale cache.
+    is never served from a stale cache; keying on the rule, that a tile made under an older
+    reading of the offset is made again.
     """
-    blob = json.dumps([source.kind, source.url, source.collection, source.harmonized, list(request.bands),
-                       request.composite, request.max_scenes, request.cloud_buffer_m, grid.crs,
-                       list(grid.transform)[:6], grid.width, grid.height, sorted(_item_version(i) for i in items)])
+    scenes = sorted(f"{_item_version(i)}:{json.dumps(_radiometry_or_fault(i, request.bands), sort_keys=True)}"
+                    for i in items)
+    blob = json.dumps([source.kind, source.url, source.collection, list(request.bands), request.composite,
+                       request.max_scenes, request.cloud_buffer_m, grid.crs, list(grid.transform)[:6], grid.width,
+                       grid.height, scenes])
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _radiometry_or_fault(item, bands) -> dict:
+    """The item's radiometry record, or its metadata fault (an item skipped at read time)."""
+    try:
+        return radiometry_record(item, bands)
+    except InputDataError as err:
+        return {"item": item.id, "fault": str(err)}
 
 
 def fetch_point_tiles(
@@ -62,14 +78,18 @@ def fetch_point_tiles(
     Each finished tile is kept in ``cache_dir`` under a key of everything that shapes
     it, so a killed run resumes where it stopped and reruns fetch nothing twice.
     A point without a clear scene is logged and listed with status ``no_imagery``.
+    Tiles are tagged (and indexed) with their contract: ``size_m`` of ground at 10 m, in the
+    units of the source's collection (surface_reflectance for L2A).
     """
     out_dir, cache_dir = Path(out_dir), Path(cache_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    units = collection_units(source.collection)
     rows = []
     for rec in points.itertuples(index=False):
         row = {"tile_id": rec.point_id, "lon": rec.lon, "lat": rec.lat, "source": rec.source}
         grid = tile_grid(rec.lon, rec.lat, size_m)
+        contract = ImageContract(grid.width * grid.resolution, grid.resolution, units).tags()
         items = search_items(source, grid.bbox_lonlat(), request.period, request.max_cloud)
         cached = cache_dir / f"{_cache_key(source, request, grid, items)}.tif"
         if not cached.exists():
@@ -81,21 +101,31 @@ def fetch_point_tiles(
                 log.warning("point %s (%.5f, %.5f): %s", rec.point_id, rec.lon, rec.lat, exc)
                 rows.append({**row, "path": "", "scene_ids": "", "dates": "", "cloud_cover": "", "status": "no_imagery"})
                 continue
-            prov = provenance(used)
+            prov = provenance(used, request.bands)
             write_raster(cached, image, grid.crs, grid.transform, request.bands,
                          tags={"scene_ids": ";".join(prov["scene_ids"]), "dates": ";".join(prov["dates"]),
-                               "cloud_cover": ";".join(str(c) for c in prov["cloud_cover"])})
+                               "cloud_cover": ";".join(str(c) for c in prov["cloud_cover"]),
+                               "radiometry": json.dumps(prov["radiometry"]), **contract})
         tags = read_raster(cached).tags
+        if any(tags.get(k) != v for k, v in contract.items()):  # cached before tiles carried their contract
+            _update_tags(cached, contract)
         dest = out_dir / f"{rec.point_id}.tif"
         _link_or_copy(cached, dest)
         rows.append({**row, "path": str(dest), "scene_ids": tags.get("scene_ids", ""), "dates": tags.get("dates", ""),
-                     "cloud_cover": tags.get("cloud_cover", ""), "status": "ok"})
+                     "cloud_cover": tags.get("cloud_cover", ""), "status": "ok", **contract})
     index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
     n_ok = int((index["status"] == "ok").sum())
     log.info("%d of %d points have a tile in %s", n_ok, len(index), out_dir)
     if n_ok == 0 and len(index):
         raise NoImageryError(f"no point got a tile; see the log for each point. Output folder: {out_dir}")
     return index
+
+
+def _update_tags(path: Path, tags: Mapping[str, str]) -> None:
+    import rasterio
+
+    with rasterio.open(path, "r+") as dst:
+        dst.update_tags(**tags)
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:
@@ -120,31 +150,45 @@ def manifest_sources(folder: Path) -> dict[Path, str]:
     return {}
 
 
-def import_local_images(folders: Sequence[str | Path], out_dir: str | Path, source_prefix: str = "local") -> pd.DataFrame:
+def import_local_images(folders: Sequence[str | Path | Mapping | ImageFolder], out_dir: str | Path,
+                        source_prefix: str = "local", key: str = "local_dirs") -> pd.DataFrame:
     """Copy images from local folders in as float tiles (the method's "copy local images" path).
 
-    GeoTIFFs keep their bands and georeferencing; 8-bit PNG/JPEG chips become three
-    bands named B04, B03, B02 scaled to 0..1 (their statistics are matched later).
-    The source of each image is its manifest's source list when there is one, else the folder name.
+    ``folders``: plain paths or mappings ``{path, encoding, pixel_size_m, units}`` (``key`` names them in
+    errors, e.g. positives.local_dirs). GeoTIFFs keep their bands and georeferencing; 8-bit images
+    (PNG/JPEG chips) are decoded to reflectance by their folder's encoding (AMW chips: B04, B03, B02 in
+    TOA reflectance = value / 255 * 0.3). Each tile is tagged and indexed with its contract: footprint
+    and pixel size (from a projected georeferencing in metres, else the folder's pixel_size_m), units
+    and encoding. The source of each image is its manifest's source list when there is one, else the
+    folder name. Raises InputDataError for a missing or empty folder, 8-bit images without an
+    encoding, or images without a known pixel size.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for folder in map(Path, folders):
-        if not folder.is_dir():
-            raise InputDataError(f"local image folder {folder} not found; fix positives.local_dirs / negatives.local_dirs")
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        sources = manifest_sources(folder)
+    for spec in folders:
+        folder = image_folder(spec, key)
+        if not folder.path.is_dir():
+            raise InputDataError(f"local image folder {folder.path} not found; fix {key}")
+        files = sorted(p for p in folder.path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise InputDataError(f"local image folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} file")
+            raise InputDataError(f"local image folder {folder.path} holds no {'/'.join(IMAGE_SUFFIXES)} file")
+        rendered = [p for p in files if p.suffix.lower() in EIGHT_BIT_SUFFIXES]
+        if rendered and not folder.encoding:
+            raise InputDataError(
+                f"local image folder {folder.path} holds 8-bit images (e.g. {rendered[0].name}): a rendering, not "
+                f"reflectance. Declare their encoding in {key}, e.g. {folder.spec} (known encodings: "
+                f"{sorted(ENCODINGS)})")
+        sources = manifest_sources(folder.path)
         for path in files:
-            tile_id = f"{source_prefix}-{folder.name}-{path.stem}"
+            tile_id = f"{source_prefix}-{folder.path.name}-{path.stem}"
             dest = out_dir / f"{tile_id}.tif"
-            r = read_image(path)
-            write_raster(dest, r.array, r.crs, r.transform, r.band_names)
-            source = sources.get(path.resolve(), folder.name)
+            r = read_image(path, folder.encoding)
+            contract = image_contract(path, r.array.shape[1:], r.crs, r.transform, r.tags, folder).tags()
+            write_raster(dest, r.array, r.crs, r.transform, r.band_names, tags=contract)
+            source = sources.get(path.resolve(), folder.path.name)
             rows.append({"tile_id": tile_id, "path": str(dest), "lon": np.nan, "lat": np.nan, "source": source,
-                         "scene_ids": "", "dates": "", "cloud_cover": "", "status": "ok"})
+                         "scene_ids": "", "dates": "", "cloud_cover": "", "status": "ok", **contract})
     return pd.DataFrame(rows, columns=INDEX_COLUMNS)
 
 
@@ -214,7 +258,7 @@ def split_and_augment(
             for k in range(params.copies):
                 dest = out_dir / f"{Path(rec['path']).stem}_aug{k}.tif"
                 pending.append(pool.submit(write_raster, dest, augment(r.array, rng, params, low, high), r.crs,
-                                           r.transform, r.band_names))
+                                           r.transform, r.band_names, tags=r.tags))
                 extra.append({**rec, "path": str(dest), "augmented": True})
             while len(pending) > 64:  # bounded memory; result() re-raises a failed write here
                 pending.popleft().result()

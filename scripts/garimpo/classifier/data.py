@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from garimpo.contract import RESIZE
 from garimpo.errors import InputDataError
 from garimpo.raster import RGB_BANDS
 
@@ -93,12 +94,15 @@ def preprocess(
     mean: Sequence[float],
     std: Sequence[float],
 ) -> torch.Tensor:
-    """Reflectance chips [N, C, H, W] -> normalised network input [N, C, S, S]."""
+    """Reflectance chips [N, C, H, W] -> normalised network input [N, C, S, S].
+
+    Chips of another size are resized as ``garimpo.contract.RESIZE`` says (what checkpoints record).
+    """
     x = torch.from_numpy(scale_to_unit(chips, low, high))
     if x.shape[-2:] != (input_size, input_size):
-        # antialias: downsampling large tiles must not alias fine mining texture.
-        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear",
-                          align_corners=False, antialias=True)
+        # antialias: downsampling large tiles must not alias fine mining texture (no effect when upsampling).
+        x = F.interpolate(x, size=(input_size, input_size), mode=RESIZE["method"],
+                          align_corners=RESIZE["align_corners"], antialias=RESIZE["antialias"])
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     return (x - m) / s

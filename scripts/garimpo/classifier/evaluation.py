@@ -3,8 +3,10 @@
 A chip set is a folder with either a ``manifest.csv`` (columns ``path``, ``label``,
 optional ``source``; paths relative to the folder) or ``positive/`` and ``negative/``
 subfolders.  Chips are read and matched onto the positives' statistics exactly as
-training tiles are (``import_local_images`` then ``match_tiles``), scored in
-bounded batches, and summarised with threshold metrics, PR-AUC and ROC-AUC.
+training tiles are (``import_local_images`` then ``match_tiles``; 8-bit chips decoded by
+their folder's encoding), scored in bounded batches, and summarised with threshold
+metrics, PR-AUC and ROC-AUC. ``chip_set_contract`` tells what ground and values a chip
+set holds, so a model can be refused chips of another kind before any is scored.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ import torch
 from PIL import Image
 from torch import nn
 
+from garimpo.contract import ENCODINGS, ImageContract, ImageFolder, common_contract, image_contract
 from garimpo.errors import InputDataError
 from garimpo.matching import reference_bounds, stretch_to_reference
 
-from garimpo.raster import GEOTIFF_SUFFIXES, IMAGE_SUFFIXES, RGB_BANDS, read_image
+from garimpo.raster import GEOTIFF_SUFFIXES, IMAGE_SUFFIXES, RGB_BANDS, read_header, read_image
 from garimpo.split import matches_any
 
 from .data import preprocess
@@ -119,6 +122,24 @@ def _from_manifest(folder: Path, manifest: Path) -> pd.DataFrame:
     return pd.DataFrame({"path": paths, "label": labels.astype(int), "source": source})
 
 
+def chip_set_contract(paths: Sequence[str | os.PathLike], folder: ImageFolder) -> ImageContract:
+    """The footprint, pixel size and units every chip of a chip set shares (headers only, no pixels).
+
+    ``folder``: the chip set's config entry (``garimpo.contract.image_folder``): 8-bit chips need its
+    ``encoding``, chips without a georeferencing in metres (or a pixel_size_m tag) its ``pixel_size_m``.
+    Raises InputDataError naming the folder and the key when they are missing, or when chips disagree.
+    """
+    headers = [(p, read_header(p)) for p in paths]
+    rendered = [p for p, h in headers if h.eight_bit]
+    if rendered and not folder.encoding:
+        raise InputDataError(
+            f"chip set folder {folder.path} holds 8-bit chips (e.g. {rendered[0]}): a rendering, not reflectance. "
+            f"Declare their encoding in {folder.key}, e.g. {folder.spec} (known encodings: {sorted(ENCODINGS)})")
+    # Decoded chips take their units from the encoding (image_contract), as imported tiles do.
+    return common_contract(((p, image_contract(p, h.shape, h.crs, h.transform, h.tags, folder)) for p, h in headers),
+                           f"the chips of {folder.path} ({folder.key})")
+
+
 def read_chip(
     path: str | os.PathLike,
     bands: Sequence[str],
@@ -126,10 +147,12 @@ def read_chip(
     p_low: float = 2.0,
     p_high: float = 98.0,
     per_tile: bool = True,
+    encoding: str | None = None,
 ) -> np.ndarray:
     """One chip as float32 [C, H, W] in ``bands`` order, matched to the positive statistics.
 
-    8-bit PNG/JPEG chips are bands B04, B03, B02 scaled to 0..1; GeoTIFF bands are
+    8-bit chips (PNG/JPEG: bands B04, B03, B02) are decoded to reflectance by ``encoding``
+    (a name in ``garimpo.contract.ENCODINGS``; refused without one); GeoTIFF bands are
     picked by their descriptions.  Each band's own P_low/P_high is then stretched
     onto the positives' P2/P98 with ``stretch_to_reference``, as in ``match_tiles``
     (unless ``per_tile`` is false: then the chip is returned as read, as training saw it).
@@ -137,7 +160,7 @@ def read_chip(
     stats = _load_stats(stats)
     path = Path(path)
     try:
-        chip = read_image(path)
+        chip = read_image(path, encoding)
     except OSError as err:  # PIL's and rasterio's unreadable-file errors
         raise InputDataError(f"chip {path} is not a readable image ({err})") from err
     arr, names = chip.array, [n.strip() for n in chip.band_names]
@@ -177,11 +200,13 @@ def score_chips(
     tta: bool = False,
     p_low: float = 2.0,
     p_high: float = 98.0,
+    encoding: str | None = None,
 ) -> np.ndarray:
     """P(mining) per chip path; reads ``batch_size`` chips at a time (memory stays bounded).
 
     Each chip is preprocessed on its own (chips may differ in size), exactly as
-    ``predict_proba`` would; ``tta`` averages the 8 rotations/flips.
+    ``predict_proba`` would; ``tta`` averages the 8 rotations/flips; ``encoding`` decodes
+    8-bit chips (see ``read_chip``).
     """
     stats = _load_stats(stats)
     bands = list(meta["bands"])
@@ -197,7 +222,8 @@ def score_chips(
     try:
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
-            x = torch.cat([preprocess(read_chip(p, bands, stats, p_low, p_high, per_tile)[None], *args) for p in chunk])
+            x = torch.cat([preprocess(read_chip(p, bands, stats, p_low, p_high, per_tile, encoding)[None], *args)
+                           for p in chunk])
             x = x.to(device)
             views = dihedral_views(x) if tta else [x]
             probs = torch.stack([torch.sigmoid(model(v).float()).flatten() for v in views]).mean(0)
@@ -269,6 +295,7 @@ def evaluate_chip_set(
     p_low: float = 2.0,
     p_high: float = 98.0,
     bootstrap: Mapping | None = None,
+    encoding: str | None = None,
 ) -> dict:
     """Score ``chips_df`` (from ``load_chip_set``) and report metrics at ``threshold``.
 
@@ -277,10 +304,12 @@ def evaluate_chip_set(
     n_negative, threshold, precision, recall, f1, specificity, accuracy, pr_auc (average
     precision), roc_auc, confusion {tp, fp, tn, fn}, per_source when sources are known, and ci
     with ``bootstrap`` (see ``metrics_from_scores``).
-    The scores themselves are added to ``chips_df`` as column ``score`` (in place).
+    The scores themselves are added to ``chips_df`` as column ``score`` (in place). ``encoding``
+    decodes 8-bit chips (see ``read_chip``).
     """
     thr = decision_threshold(meta, tta) if threshold is None else float(threshold)
-    scores = score_chips(model, meta, list(chips_df["path"]), stats, batch_size, device, tta, p_low, p_high)
+    scores = score_chips(model, meta, list(chips_df["path"]), stats, batch_size, device, tta, p_low, p_high,
+                         encoding)
     chips_df["score"] = scores
     sources = chips_df["source"] if "source" in chips_df.columns else None
     return metrics_from_scores(chips_df["label"].to_numpy(), scores, thr, sources, bootstrap)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from garimpo.contract import ImageContract, checkpoint_record, common_contract, read_tile_contract
 from garimpo.errors import ModelLoadError
 
 from .averaging import WeightAverage
@@ -31,7 +32,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "arch": "resnet34",
     "weights": "none",
     "bands": ["B04", "B03", "B02"],
-    "input_size": 224,
+    "input_size": 96,
     "dropout": 0.5,
     "batch_size": 16,
     "lr": 1e-4,
@@ -91,6 +92,17 @@ def load_split(split_csv: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame
     if absent:
         raise FileNotFoundError(f"{len(absent)} tiles listed in {split_csv} are missing, e.g. {absent[:3]}")
     return train.reset_index(drop=True), val.reset_index(drop=True)
+
+
+def training_contract(train: pd.DataFrame, val: pd.DataFrame, split_csv: str | os.PathLike) -> ImageContract:
+    """The footprint, pixel size and units every original train/val tile records (garimpo.contract).
+
+    Augmented copies are rotations of their originals: only the originals are read. Raises
+    InputDataError when tiles disagree (naming examples of each kind) or record no contract.
+    """
+    both = pd.concat([train, val])
+    paths = both.loc[~both["augmented"], "path"]
+    return common_contract(((p, read_tile_contract(p)) for p in paths), f"the training tiles of {split_csv}")
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -237,6 +249,7 @@ def train_classifier(
     model = _build_model(cfg, len(bands), imagenet_weights_path).to(device)
     model = model.to(memory_format=torch.channels_last)
     train_df, val_df = load_split(split_csv)
+    contract = training_contract(train_df, val_df, split_csv)
     low, high = band_limits(stats_json, bands)
     mean, std = normalisation_stats(len(bands), cfg["weights"])
     size, bs = int(cfg["input_size"]), int(cfg["batch_size"])
@@ -273,8 +286,8 @@ def train_classifier(
         "n_val": len(val_df), "n_val_pos": int(val_df["label"].sum()),
         "n_val_neg": int((val_df["label"] == 0).sum()),
     }
-    log.info("training %s (%s weights) on %s: bands %s, input %d px, %s, pos_weight %.3f",
-             cfg["arch"], cfg["weights"], device, bands, size, data_counts, pos_weight)
+    log.info("training %s (%s weights) on %s: bands %s, %s resized to %d px, %s, pos_weight %.3f",
+             cfg["arch"], cfg["weights"], device, bands, contract.describe(), size, data_counts, pos_weight)
 
     history: list[dict] = []
     best_loss, best_epoch, best_state, stale = float("inf"), 0, None, 0
@@ -341,6 +354,8 @@ def train_classifier(
         "mean": mean, "std": std, "threshold_method": tcfg["method"], "train_config": cfg,
         # How the training tiles were matched: detection and evaluation must prepare chips alike.
         "matching": {"per_tile": True, "p_low": 2.0, "p_high": 98.0, **(matching or {})},
+        # What ground and values the model learnt: detection and evaluation refuse anything else.
+        **checkpoint_record(contract),
     }
     best_meta = save_checkpoint(out / "best_model.pth", scored, {
         **base_meta, **tuned, "epoch": best_epoch, "val_loss": best_loss})
@@ -358,6 +373,7 @@ def train_classifier(
         "final_model": {**final_tuned, "model_id": final_meta["model_id"]},
         "split_csv": str(split_csv), "stats_json": str(stats_json),
         "low": low, "high": high, "mean": mean, "std": std,
+        "contract": checkpoint_record(contract),
     }
     _write_json(summary, out / "config.json")
     return {**summary, "out_dir": str(out), "history": history,

@@ -1,0 +1,308 @@
+"""The one reader of user vector files: GeoJSON, Shapefile (or a .zip of one), GeoPackage, FlatGeobuf.
+
+Files are read by GDAL/OGR through pyogrio (https://pyogrio.readthedocs.io; drivers:
+https://gdal.org/en/stable/drivers/vector/) and reprojected from the CRS they declare to EPSG:4326
+lon/lat (pyproj, ``always_xy``): a Shapefile's .prj, a GeoPackage's srs_id, a GeoJSON's legacy ``crs``
+member (GDAL honours it). A GeoJSON without one is lon/lat by RFC 7946 section 4; any other file
+without a CRS is read as lon/lat only when every coordinate lies in lon/lat range (with a warning), and
+refused otherwise, asking for its .prj. Text fields are
+decoded as the file says (a Shapefile's .cpg or DBF language byte; UTF-8, with or without a BOM,
+elsewhere), with a cp1252 / ISO-8859-1 fallback for non-UTF-8 GeoJSON. Invalid polygons (a ring
+crossing itself) are repaired with GEOS MakeValid, keeping their polygonal parts.
+
+Every failure is an :class:`InputDataError` naming the file, the layer (and the config key when the
+caller gives it) and what to do.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import shapely
+from pyproj import CRS, Transformer
+from pyproj.exceptions import CRSError
+from shapely.ops import unary_union
+
+from .errors import InputDataError
+
+log = logging.getLogger(__name__)
+
+LONLAT = "EPSG:4326"
+# Suffixes read here; anything else given as a point file is a table (garimpo.tables).
+VECTOR_SUFFIXES = (".geojson", ".json", ".shp", ".zip", ".gpkg", ".fgb")
+# Tried in order when a file's text is not valid UTF-8 and no encoding is set (GDAL's spellings).
+FALLBACK_ENCODINGS = ("CP1252", "ISO-8859-1")
+POLYGONAL = ("Polygon", "MultiPolygon")
+
+
+@dataclass(frozen=True)
+class VectorData:
+    """The features of one layer, in EPSG:4326 lon/lat.
+
+    ``geometries[i]`` is a shapely geometry, or None where feature ``i`` has none; ``properties[i]``
+    maps the file's field names (as written, accents kept) to Python values. ``crs`` is the CRS the
+    file declared (what it was reprojected from). Features keep the file's order, numbered from 1 in
+    messages.
+    """
+
+    path: Path
+    layer: str
+    driver: str
+    crs: str
+    geometries: tuple
+    properties: tuple[dict, ...]
+
+    def __len__(self) -> int:
+        return len(self.geometries)
+
+    @property
+    def fields(self) -> list[str]:
+        return list(self.properties[0]) if self.properties else []
+
+
+def source(spec) -> tuple[str | None, str | None]:
+    """``(path, layer)`` of a config value that is a path, ``{path, layer}`` or null."""
+    if spec is None:
+        return None, None
+    if isinstance(spec, Mapping):
+        return spec["path"], spec.get("layer")
+    return str(spec), None
+
+
+def _where(path, layer=None, key=None) -> str:
+    where = str(path) + (f" (layer {layer!r})" if layer is not None else "")
+    return where + (f" [config {key}]" if key else "")
+
+
+def _gdal_encoding(name: str, path, key) -> str:
+    """GDAL's spelling of a Python codec name (GDAL knows 'ISO-8859-1' and 'CP1252', not 'latin-1')."""
+    try:
+        canonical = codecs.lookup(name).name
+    except LookupError:
+        raise InputDataError(f"{_where(path, key=key)}: unknown encoding {name!r}; use e.g. utf-8, cp1252 or "
+                             "latin-1") from None
+    if canonical.startswith("iso8859-"):
+        return "ISO-8859-" + canonical.split("-", 1)[1]
+    return canonical.upper()
+
+
+def _advice(path: Path) -> str:
+    if path.suffix.lower() == ".shp":
+        return ("A Shapefile needs its .shp, .shx and .dbf side by side (and its .prj for the CRS): check none "
+                "is missing or cut short, or re-export the layer from your GIS.")
+    return ("Check that it is a complete GeoJSON, Shapefile (or a .zip holding one), GeoPackage or FlatGeobuf "
+            "file; re-export it from your GIS if it was cut short.")
+
+
+class _GdalNotes(warnings.catch_warnings):
+    """Collects the warnings GDAL raises through pyogrio, then logs each distinct one once at INFO."""
+
+    def __init__(self, path):
+        super().__init__(record=True)
+        self.path = path
+
+    def __enter__(self):
+        self.caught = super().__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        super().__exit__(*exc)
+        for message in dict.fromkeys(str(w.message) for w in self.caught):
+            log.info("%s: GDAL: %s", self.path, message)  # e.g. a GeoPackage written by another tool
+
+
+def _layer_names(path: Path, key) -> list[str]:
+    if not path.exists():
+        raise InputDataError(f"{_where(path, key=key)}: file not found; check the path in the config")
+    import pyogrio
+
+    try:
+        listed = pyogrio.list_layers(path)
+    except Exception as exc:  # pyogrio raises DataSourceError, GDAL's RuntimeErrors, OSError
+        raise InputDataError(f"{_where(path, key=key)}: cannot be read as a vector file ({exc}). "
+                             f"{_advice(path)}") from exc
+    return [str(name) for name, kind in listed if kind is not None]
+
+
+def layers(path: str | Path, key: str | None = None) -> list[str]:
+    """Names of the layers in ``path`` that hold geometries (a GeoPackage may hold several)."""
+    with _GdalNotes(path):
+        return _layer_names(Path(path), key)
+
+
+def _choose_layer(path: Path, layer, key) -> str:
+    names = _layer_names(path, key)
+    if layer is not None:
+        if str(layer) not in names:
+            raise InputDataError(f"{_where(path, layer, key)}: no such layer; the file has {names}. "
+                                 "Set `layer` to one of them in the config.")
+        return str(layer)
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise InputDataError(f"{_where(path, key=key)}: no layer with geometries. {_advice(path)}")
+    raise InputDataError(f"{_where(path, key=key)}: {len(names)} layers {names}; choose one with `layer` in "
+                         f"config {key or 'for this file'}, e.g. {{path: {path}, layer: {names[0]}}}.")
+
+
+def _read_raw(path: Path, layer: str, encoding: str | None, key):
+    import pyogrio.raw
+
+    tries = [encoding] if encoding else [None, *FALLBACK_ENCODINGS]
+    for i, enc in enumerate(tries):
+        try:
+            info = pyogrio.read_info(path, layer=layer, encoding=enc)
+            meta, _, wkb, fields = pyogrio.raw.read(path, layer=layer, encoding=enc, force_2d=True,
+                                                     datetime_as_string=True)
+        except UnicodeDecodeError as exc:
+            if i + 1 < len(tries):
+                continue
+            raise InputDataError(
+                f"{_where(path, layer, key)}: text is not valid {enc or 'UTF-8'} ({exc.reason} at byte "
+                f"{exc.start}). Re-save it as UTF-8, or set `encoding` for this input in the config.") from exc
+        except Exception as exc:  # DataSourceError, DataLayerError, FieldError, GeometryError, OSError...
+            raise InputDataError(f"{_where(path, layer, key)}: cannot be read ({exc}). {_advice(path)}") from exc
+        if enc and not encoding:
+            log.warning("%s: text is not UTF-8; read as %s. Re-save it as UTF-8, or set `encoding` in the "
+                        "config if names look wrong.", _where(path, layer, key), enc)
+        return info["driver"], meta, wkb, fields
+    raise AssertionError("unreachable")
+
+
+def _source_crs(path: Path, layer: str, driver: str, declared, geoms, key) -> str:
+    """The CRS to reproject from: the declared one, else lon/lat where that is safe to assume."""
+    if declared:
+        return declared
+    if driver in ("GeoJSON", "GeoJSONSeq"):
+        return LONLAT  # RFC 7946 section 4: GeoJSON without a crs member is WGS 84 lon/lat (CRS84)
+    bounds = shapely.total_bounds(geoms) if len(geoms) else np.full(4, np.nan)
+    if np.all(np.isfinite(bounds)) and -180 <= bounds[0] <= bounds[2] <= 180 and -90 <= bounds[1] <= bounds[3] <= 90:
+        # Coordinates that can only be degrees: read them as lon/lat, but say so.
+        log.warning("%s: no CRS declared (no .prj?); coordinates lie within lon/lat range, read as %s. "
+                    "Add the .prj to be sure.", _where(path, layer, key), LONLAT)
+        return LONLAT
+    raise InputDataError(
+        f"{_where(path, layer, key)}: no coordinate reference system declared and the coordinates are not "
+        f"lon/lat degrees (bounds {[round(float(b), 3) for b in bounds]}). Add the .prj file beside the "
+        ".shp (or re-export the layer with its CRS, e.g. SIRGAS 2000 EPSG:4674 or UTM EPSG:31981).")
+
+
+def _to_lonlat(geoms: np.ndarray, crs: str, path, layer, key) -> np.ndarray:
+    try:
+        src = CRS.from_user_input(crs)
+    except CRSError as exc:
+        raise InputDataError(f"{_where(path, layer, key)}: its CRS cannot be understood ({exc}); re-export the "
+                             "layer with an EPSG code.") from exc
+    if src == CRS.from_epsg(4326):
+        return geoms
+    tf = Transformer.from_crs(src, LONLAT, always_xy=True)
+    return shapely.transform(geoms, lambda xy: np.column_stack(tf.transform(xy[:, 0], xy[:, 1])))
+
+
+def _plain(value):
+    """A JSON-friendly Python value (numpy scalars become int/float/str; masked/NaN stay NaN)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def read_vector(path: str | Path, layer: str | None = None, encoding: str | None = None,
+                key: str | None = None) -> VectorData:
+    """Every feature of one layer of ``path``, reprojected to EPSG:4326 lon/lat.
+
+    ``layer``: a layer name; needed only when the file holds several (a GeoPackage), otherwise its only
+    layer is read. ``encoding``: force a text encoding (Python or GDAL name) instead of the file's own.
+    ``key``: the config key the file came from, named in errors. Geometries are returned as read (not
+    repaired); coordinates a CRS cannot map come back as inf/NaN. Raises :class:`InputDataError` for a
+    missing, unreadable or truncated file, an unknown or ambiguous layer, undecodable text, or a
+    projected file without a CRS.
+    """
+    path = Path(path)
+    with _GdalNotes(path):
+        layer = _choose_layer(path, layer, key)
+        enc = _gdal_encoding(encoding, path, key) if encoding else None
+        driver, meta, wkb, fields = _read_raw(path, layer, enc, key)
+    geoms = shapely.from_wkb(wkb) if wkb is not None else np.full(len(fields[0]) if fields else 0, None)
+    crs = _source_crs(path, layer, driver, meta.get("crs"), geoms[~shapely.is_missing(geoms)], key)
+    geoms = _to_lonlat(geoms, crs, path, layer, key)
+    names = [str(n) for n in meta["fields"]]
+    columns = [[_plain(v) for v in col.tolist()] for col in fields]
+    props = tuple(dict(zip(names, row)) for row in zip(*columns)) if columns else tuple({} for _ in geoms)
+    return VectorData(path, layer, driver, crs, tuple(None if shapely.is_missing(g) else g for g in geoms), props)
+
+
+def _polygonal_parts(geom):
+    """The polygons of a geometry (a GeometryCollection's lines and points dropped), or None."""
+    if geom.geom_type in POLYGONAL:
+        return geom
+    polys = [p for p in shapely.get_parts(geom) if p.geom_type in POLYGONAL]
+    if not polys:
+        return None
+    return polys[0] if len(polys) == 1 else shapely.MultiPolygon(
+        [q for p in polys for q in shapely.get_parts(p)])
+
+
+def read_polygon_features(path: str | Path, layer: str | None = None, field: str | None = None,
+                          value: str | None = None, key: str | None = None) -> list[dict]:
+    """Polygon features of ``path`` in lon/lat: ``[{"geometry": shapely (Multi)Polygon, "properties": dict}]``.
+
+    Only features whose property ``field`` equals ``value`` (compared as text) when both are given;
+    features without a geometry are skipped. Invalid polygons are repaired with
+    ``shapely.make_valid(method="structure")`` (GEOS MakeValid: a bow-tie becomes its two triangles) and
+    counted in the log. Raises :class:`InputDataError` (naming file, layer, feature and key) for a
+    feature that is not a polygon, coordinates outside lon/lat after reprojection (a CRS the file does
+    not declare), an unknown ``field``, or no feature matching ``value``.
+    """
+    data = read_vector(path, layer, key=key)
+    where = _where(data.path, data.layer, key)
+    if field and value is not None and data.properties and field not in data.fields:
+        raise InputDataError(f"{where}: no field {field!r}; the file has {data.fields}. Fix `field` in the config.")
+    out, repaired = [], 0
+    for i, (geom, props) in enumerate(zip(data.geometries, data.properties), start=1):
+        if field and value is not None and str(props.get(field)) != str(value):
+            continue
+        if geom is None or geom.is_empty:
+            continue
+        lon0, lat0, lon1, lat1 = geom.bounds
+        if not all(map(math.isfinite, geom.bounds)) or lon0 < -180 or lon1 > 180 or lat0 < -90 or lat1 > 90:
+            raise InputDataError(
+                f"{where}: feature {i} lies outside lon/lat range (bounds {[round(b, 3) for b in geom.bounds]} "
+                f"after reading it as {data.crs}). If its coordinates are metres, the file must declare its "
+                "CRS: a .prj beside a Shapefile, or an RFC 7946 GeoJSON re-exported in lon/lat (EPSG:4326).")
+        if not geom.is_valid:
+            geom = shapely.make_valid(geom, method="structure", keep_collapsed=False)
+            repaired += 1
+        poly = _polygonal_parts(geom)
+        if poly is None:
+            if geom.geom_type in POLYGONAL or geom.geom_type == "GeometryCollection":
+                continue  # a polygon that collapsed to nothing when repaired: no area to lose
+            raise InputDataError(f"{where}: feature {i} is a {geom.geom_type}, expected a polygon; "
+                                 "give a polygon layer here.")
+        out.append({"geometry": poly, "properties": props})
+    if repaired:
+        log.warning("%s: repaired %d invalid polygon(s) of %d (self-intersections; GEOS MakeValid). Fix them at "
+                    "the source to be sure of their outline.", where, repaired, len(data))
+    if field and value is not None and not out:
+        raise InputDataError(f"{where}: no polygon with {field} == {value!r}; check `value` in the config.")
+    return out
+
+
+def read_polygons(path: str | Path, field: str | None = None, value: str | None = None,
+                  layer: str | None = None, key: str | None = None) -> list:
+    """The (repaired, lon/lat) polygon geometries of :func:`read_polygon_features`."""
+    return [f["geometry"] for f in read_polygon_features(path, layer, field, value, key)]
+
+
+def read_region(path: str | Path, field: str | None = None, value: str | None = None,
+                layer: str | None = None, key: str | None = None):
+    """One lon/lat (Multi)Polygon: the union of the selected polygons. Raises InputDataError if none."""
+    geoms = read_polygons(path, field, value, layer, key)
+    if not geoms:
+        raise InputDataError(f"{_where(path, layer, key)}: no polygon; a region needs a polygon layer.")
+    return unary_union(geoms)

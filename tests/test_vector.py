@@ -1,0 +1,396 @@
+"""User vector and point files: the one reader (garimpo.vector), point tables, and RFC 7946 output.
+
+The real-world cases of ../shared/cases/real-world/vector go through the functions the rules call; the
+synthetic cases of the same kinds are written here with pyogrio (GDAL), in tmp_path.
+"""
+
+import json
+import logging
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pyogrio.raw
+import pytest
+import shapely
+from shapely.geometry import LinearRing, MultiPolygon, Polygon, box
+
+from garimpo.coordinates import CoordinateError, parse_coordinate
+from garimpo.errors import InputDataError
+from garimpo.geo import feature, feature_collection, geodesic_area_ha, reproject, write_geojson
+from garimpo.points import load_point_sources, load_points
+from garimpo.postprocess import to_geojson
+from garimpo.sampling import sampling_area
+from garimpo.tables import sniff_delimiter
+from garimpo.tiling import region_tiles
+from garimpo.vector import layers, read_polygon_features, read_polygons, read_region, read_vector, source
+
+SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
+CASES = "cases/real-world/vector"
+BRAZIL = (-75.0, -35.0, -35.0, 5.0)
+# (lon, lat) of the three points of points_semicolon_decimal_comma.csv (README of the cases).
+THREE_POINTS = [(-55.7321, -6.2512), (-56.0410, -7.1005), (-57.2200, -5.9988)]
+SQUARE = box(-55.6, -6.6, -55.4, -6.4)  # the territory of ti_exemplo, 0.2 x 0.2 degrees
+SQUARE_HA = 48_928.2
+
+
+def lonlat(points):
+    return list(zip(points["lon"], points["lat"]))
+
+
+def assert_points(points, expected, tol=1e-6):
+    got = lonlat(points)
+    assert len(got) == len(expected)
+    for (lon, lat), (elon, elat) in zip(got, expected):
+        assert lon == pytest.approx(elon, abs=tol) and lat == pytest.approx(elat, abs=tol)
+
+
+# ---- the real-world cases, as a run meets them -------------------------------------------------------------
+
+
+@pytest.mark.shared
+def test_semicolon_csv_with_decimal_commas(shared_dir):
+    good, bad = load_point_sources([{"path": str(shared_dir / CASES / "points_semicolon_decimal_comma.csv")}],
+                                   BRAZIL, "positives.points")
+    assert_points(good, THREE_POINTS)
+    assert bad.empty
+
+
+@pytest.mark.shared
+def test_dms_csv(shared_dir):
+    good, bad = load_point_sources([{"path": str(shared_dir / CASES / "points_dms.csv"), "name_column": "nome"}],
+                                   BRAZIL)
+    assert_points(good, [(-55.732111, -6.251194), (-56.041000, -7.100500), (-57.2200, -5.9988)])
+    assert good["name"].tolist() == ["Garimpo D", "Garimpo E", "Garimpo F"] and bad.empty
+
+
+@pytest.mark.shared
+def test_sirgas_utm_points_geojson_with_a_crs_member(shared_dir):
+    good, bad = load_point_sources([{"path": str(shared_dir / CASES / "points_sirgas2000_utm21s.geojson"),
+                                     "name_column": "nome"}], BRAZIL)
+    assert_points(good, THREE_POINTS)
+    assert good["name"].tolist() == ["Garimpo A", "Garimpo B", "Garimpo C"] and bad.empty
+
+
+@pytest.mark.shared
+def test_point_shapefile(shared_dir, caplog):
+    with caplog.at_level(logging.WARNING):
+        good, bad = load_point_sources([{"path": str(shared_dir / CASES / "garimpos.shp"), "name_column": "nome"}],
+                                       BRAZIL)
+    assert lonlat(good) == [(-55.5, -6.5)] and good["name"].tolist() == ["Garimpo X"] and bad.empty
+    assert "no CRS declared" in caplog.text  # no .prj: read as lon/lat only because it can only be degrees
+
+
+@pytest.mark.shared
+def test_sirgas_utm_area_as_a_region(shared_dir):
+    region = read_region(shared_dir / CASES / "area_sirgas2000_utm21s.geojson", key="regions.utm")
+    assert geodesic_area_ha(region) == pytest.approx(SQUARE_HA, abs=0.1)
+    assert region.bounds == pytest.approx((-55.3, -6.6, -55.1, -6.4), abs=1e-6)
+    assert len(region_tiles(region, 100_000)) >= 1  # was an OverflowError
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("name, layer", [("ti_exemplo.shp", None), ("ti_exemplo.gpkg", "ti"),
+                                         ("ti_exemplo.gpkg", None)])
+def test_territory_shapefile_and_geopackage(shared_dir, name, layer):
+    path = shared_dir / CASES / name
+    feats = read_polygon_features(path, layer, key="encroachment.areas")
+    assert len(feats) == 1 and feats[0]["properties"] == {"terrai_nom": "TI Exemplo"}
+    assert geodesic_area_ha(feats[0]["geometry"]) == pytest.approx(48_930, abs=5)
+    assert feats[0]["geometry"].bounds == pytest.approx(SQUARE.bounds, abs=1e-7)
+    # The same file as a region and as protected areas for the negatives.
+    assert geodesic_area_ha(read_region(path, layer=layer)) == pytest.approx(SQUARE_HA, abs=0.1)
+    area = sampling_area(read_polygons(path, layer=layer), BRAZIL)
+    assert geodesic_area_ha(area) == pytest.approx(SQUARE_HA, abs=0.1)
+    assert read_vector(path, layer).crs == "EPSG:4674"
+
+
+# ---- synthetic files of the same kinds ---------------------------------------------------------------------
+
+
+def write_layer(path, geoms, names, crs="EPSG:4674", layer=None, encoding=None, field="nome", **kw):
+    wkb = np.array([shapely.to_wkb(g) for g in geoms], dtype=object)
+    kind = geoms[0].geom_type
+    pyogrio.raw.write(path, wkb, [np.array(names, dtype=object)], fields=[field], geometry_type=kind, crs=crs,
+                      layer=layer, encoding=encoding, **kw)
+    return path
+
+
+def feature_names(path, **kw):
+    return [f["properties"]["nome"] for f in read_polygon_features(path, **kw)]
+
+
+def test_zipped_shapefile(tmp_path):
+    shp = write_layer(tmp_path / "ti.shp", [SQUARE], ["Terra Indígena Munduruku"], driver="ESRI Shapefile")
+    archive = tmp_path / "ti.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for part in tmp_path.glob("ti.*"):
+            if part != archive:
+                zf.write(part, part.name)
+    shp.unlink()
+    assert feature_names(archive) == ["Terra Indígena Munduruku"]
+    assert geodesic_area_ha(read_region(archive)) == pytest.approx(SQUARE_HA, abs=0.1)
+
+
+def test_flatgeobuf_in_utm_is_reprojected(tmp_path):
+    utm = reproject(SQUARE, "EPSG:4326", "EPSG:31981")
+    path = write_layer(tmp_path / "ti.fgb", [utm], ["TI"], crs="EPSG:31981", driver="FlatGeobuf")
+    region = read_region(path)
+    assert region.bounds == pytest.approx(SQUARE.bounds, abs=1e-7)
+    assert geodesic_area_ha(region) == pytest.approx(SQUARE_HA, abs=0.5)
+
+
+def test_geojson_with_a_bom_and_accents(tmp_path):
+    doc = feature_collection([feature(SQUARE, {"nome": "Terra Indígena Munduruku"})])
+    path = tmp_path / "ti.geojson"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(doc, ensure_ascii=False).encode("utf-8"))
+    assert feature_names(path) == ["Terra Indígena Munduruku"]
+
+
+def test_latin1_geojson_falls_back_with_a_warning(tmp_path, caplog):
+    doc = feature_collection([feature(SQUARE, {"nome": "Terra Indígena"})])
+    path = tmp_path / "ti.geojson"
+    path.write_bytes(json.dumps(doc, ensure_ascii=False).encode("latin-1"))
+    with caplog.at_level(logging.WARNING):
+        assert feature_names(path) == ["Terra Indígena"]
+    assert "not UTF-8" in caplog.text and str(path) in caplog.text
+
+
+@pytest.mark.parametrize("encoding, cpg", [("cp1252", True), ("latin-1", True), ("latin-1", False)])
+def test_shapefile_encodings(tmp_path, encoding, cpg):
+    path = write_layer(tmp_path / "ti.shp", [SQUARE], ["Terra Indígena Munduruku"], driver="ESRI Shapefile",
+                       encoding="ISO-8859-1" if encoding == "latin-1" else encoding)
+    assert b"Ind\xedgena" in (tmp_path / "ti.dbf").read_bytes()  # one byte: not UTF-8
+    if not cpg:
+        (tmp_path / "ti.cpg").unlink()  # GDAL then takes the DBF as ISO-8859-1
+    assert feature_names(path) == ["Terra Indígena Munduruku"]
+
+
+def test_a_self_intersecting_polygon_is_repaired_and_logged(tmp_path, caplog):
+    bowtie = Polygon([(-55.6, -6.6), (-55.4, -6.4), (-55.4, -6.6), (-55.6, -6.4)])
+    path = tmp_path / "areas.geojson"
+    path.write_text(json.dumps(feature_collection([feature(bowtie, {"nome": "gravata"}),
+                                                   feature(SQUARE, {"nome": "quadrada"})])))
+    with caplog.at_level(logging.WARNING):
+        feats = read_polygon_features(path, key="negatives.protected_areas")
+    assert all(f["geometry"].is_valid for f in feats)
+    assert geodesic_area_ha(feats[0]["geometry"]) == pytest.approx(SQUARE_HA / 2, abs=0.1)
+    assert "repaired 1 invalid polygon(s) of 2" in caplog.text and str(path) in caplog.text
+    assert "negatives.protected_areas" in caplog.text
+
+
+@pytest.mark.parametrize("name, content", [
+    ("cut.geojson", b'{"type": "FeatureCollection", "features": [{"type": "Feature", "geom'),
+    ("junk.gpkg", b"not a database at all" * 20),
+    ("cut.shp", None),
+])
+def test_unreadable_files_name_the_file_and_what_to_do(tmp_path, name, content):
+    path = tmp_path / name
+    if content is None:  # a Shapefile whose .shp was cut short, its .shx and .dbf intact
+        write_layer(path, [SQUARE], ["x"], driver="ESRI Shapefile")
+        path.write_bytes(path.read_bytes()[:60])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(InputDataError) as info:
+        read_region(path, key="regions.x")
+    msg = str(info.value)
+    assert str(path) in msg and "regions.x" in msg and "re-export" in msg
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputDataError, match="not found; check the path"):
+        read_polygons(tmp_path / "nope.gpkg", key="negatives.urban_mask")
+
+
+def test_geopackage_layers(tmp_path):
+    path = write_layer(tmp_path / "areas.gpkg", [SQUARE], ["a"], layer="ti")
+    write_layer(path, [box(-55.3, -6.6, -55.1, -6.4)], ["b"], crs="EPSG:4326", layer="uc")
+    assert layers(path) == ["ti", "uc"]
+    with pytest.raises(InputDataError) as info:
+        read_polygons(path, key="encroachment.areas")
+    assert "2 layers ['ti', 'uc']" in str(info.value) and "layer" in str(info.value)
+    assert "encroachment.areas" in str(info.value)
+    assert feature_names(path, layer="uc") == ["b"]
+    with pytest.raises(InputDataError, match=r"no such layer; the file has \['ti', 'uc'\]"):
+        read_polygons(path, layer="tis")
+
+
+@pytest.mark.filterwarnings("ignore:.crs. was not provided")
+def test_a_projected_file_without_a_crs_asks_for_a_prj(tmp_path):
+    path = write_layer(tmp_path / "utm.shp", [reproject(SQUARE, "EPSG:4326", "EPSG:31981")], ["x"], crs=None,
+                       driver="ESRI Shapefile")
+    assert not (tmp_path / "utm.prj").exists()
+    with pytest.raises(InputDataError, match=r"no coordinate reference system declared.*\.prj"):
+        read_region(path)
+
+
+def test_a_geojson_in_metres_without_crs_member_is_refused(tmp_path):
+    path = tmp_path / "utm.geojson"
+    path.write_text(json.dumps(feature_collection([feature(reproject(SQUARE, "EPSG:4326", "EPSG:31981"), {})])))
+    with pytest.raises(InputDataError, match="feature 1 lies outside lon/lat range.*declare its CRS"):
+        read_region(path)
+
+
+def test_points_from_a_geopackage_in_utm(tmp_path):
+    pts = [reproject(shapely.Point(lon, lat), "EPSG:4326", "EPSG:31981") for lon, lat in THREE_POINTS]
+    path = write_layer(tmp_path / "mines.gpkg", pts, ["A", "B", "C"], crs="EPSG:31981", layer="garimpos")
+    good, bad = load_points(path, name_column="nome", bounds=BRAZIL)
+    assert_points(good, THREE_POINTS, tol=1e-7)
+    assert good["name"].tolist() == ["A", "B", "C"] and bad.empty
+
+
+def test_points_in_metres_without_a_crs_member_say_so(tmp_path):
+    path = tmp_path / "utm.geojson"
+    pts = [reproject(shapely.Point(lon, lat), "EPSG:4326", "EPSG:31981") for lon, lat in THREE_POINTS]
+    path.write_text(json.dumps(feature_collection([feature(p, {}) for p in pts])))
+    with pytest.raises(InputDataError, match=r"no usable point among 3 rows .*row 1: out of lon/lat range.*CRS declared"):
+        load_points(path)
+
+
+def test_a_polygon_in_a_points_file_is_a_rejected_row(tmp_path):
+    path = tmp_path / "mixed.geojson"
+    path.write_text(json.dumps(feature_collection([feature(shapely.Point(-56.0, -6.0), {}), feature(SQUARE, {})])))
+    good, bad = load_points(path)
+    assert len(good) == 1 and bad["row"].tolist() == [2] and "a Polygon, not a point" in bad["reason"].iloc[0]
+
+
+# ---- point tables ------------------------------------------------------------------------------------------
+
+
+def test_tab_separated_table(tmp_path):
+    path = tmp_path / "mines.tsv"
+    path.write_text("nome\tlatitude\tlongitude\nA\t-6,2512\t-55,7321\nB\t-7.1005\t-56.0410\n")
+    good, bad = load_points(path, name_column="nome")
+    assert_points(good, THREE_POINTS[:2]) and bad.empty
+
+
+def test_latin1_and_cp1252_tables(tmp_path):
+    text = "nome;latitude;longitude\nSão Félix do Xingu;-6,6447;-51,9950\n"
+    for enc in ("latin-1", "cp1252", "utf-8-sig"):
+        path = tmp_path / f"mines_{enc}.csv"
+        path.write_bytes(text.encode(enc))
+        good, _ = load_points(path, name_column="nome")
+        assert good["name"].tolist() == ["São Félix do Xingu"], enc
+        assert lonlat(good) == [(-51.995, -6.6447)]
+
+
+def test_delimiter_and_encoding_set_in_the_config(tmp_path):
+    path = tmp_path / "mines.txt"
+    path.write_bytes("nome|latitude|longitude\nSão João|-6.1|-56.1\n".encode("cp1252"))
+    good, _ = load_point_sources([{"path": str(path), "delimiter": "|", "encoding": "cp1252",
+                                   "name_column": "nome"}])
+    assert good["name"].tolist() == ["São João"]
+    with pytest.raises(InputDataError, match="not utf-8.*encoding"):
+        load_points(path, encoding="utf-8", delimiter="|")
+
+
+def test_a_one_column_read_says_to_set_the_delimiter(tmp_path):
+    path = tmp_path / "mines.csv"
+    path.write_text("lat:lon\n-6:-56\n")
+    with pytest.raises(InputDataError, match=r"column\(s\) .* not found.*one column only: set `delimiter`"):
+        load_points(path)
+
+
+@pytest.mark.parametrize("text, delimiter", [
+    ("id;nome;latitude;longitude\n1;A;-6,25;-55,73\n", ";"),
+    ("id,nome,latitude,longitude\n1,\"A; B\",-6.25,-55.73\n", ","),
+    ("id\tnome\tlat\n1\tA, B\t-6,2\n", "\t"),
+    ('id,lat,lon\n1,"06°15\'04.3""S","55°43\'55.6""W"\n', ","),
+])
+def test_sniff_delimiter(text, delimiter):
+    assert sniff_delimiter(text) == delimiter
+
+
+@pytest.mark.parametrize("text, axis, degrees", [
+    ("06°15'04.3\"S", "lat", -(6 + 15 / 60 + 4.3 / 3600)),
+    ("7º06'01.8\" S", "lat", -(7 + 6 / 60 + 1.8 / 3600)),
+    ("55°43′55.6″W", "lon", -(55 + 43 / 60 + 55.6 / 3600)),
+    ("6° 15' 4.3\" S", "lat", -(6 + 15 / 60 + 4.3 / 3600)),
+    ("S 6 15 4.3", "lat", -(6 + 15 / 60 + 4.3 / 3600)),
+    ("55°43'55,6\"O", "lon", -(55 + 43 / 60 + 55.6 / 3600)),  # Portuguese O (oeste), decimal comma
+    ("-6°15.07'", "lat", -(6 + 15.07 / 60)),
+    ("6.2512°S", "lat", -6.2512),
+    ("2°30'N", "lat", 2.5),
+    ("-6°15'04.3\"S", "lat", -(6 + 15 / 60 + 4.3 / 3600)),  # a redundant minus
+    ("6°15'4.3''S", "lat", -(6 + 15 / 60 + 4.3 / 3600)),  # two primes for the seconds
+    ("−6.25", "lat", -6.25),  # Unicode minus
+    ("-6,2512", "lat", -6.2512),
+    ("1,234.5", "lon", 1234.5),
+])
+def test_parse_coordinate(text, axis, degrees):
+    assert parse_coordinate(text, axis) == pytest.approx(degrees, abs=1e-9)
+
+
+@pytest.mark.parametrize("text, axis, reason", [
+    ("12°61'00\"S", "lat", "minutes >= 60"),
+    ("12°30'75\"S", "lat", "seconds >= 60"),
+    ("55°43'55.6\"W", "lat", "hemisphere 'W' belongs to a longitude"),
+    ("-6°15'N", "lat", "a minus sign with a north/east hemisphere letter"),
+    ("95°00'S", "lat", "more than 90 degrees"),
+    ("6.5°15'S", "lat", "decimal degrees followed by minutes"),
+    ("abc", "lat", "not a number nor degrees-minutes-seconds"),
+    ("S6°N", "lat", "two hemisphere letters"),
+    ("6°15'X", "lat", "unknown hemisphere letter"),
+    ("", "lat", "missing"),
+])
+def test_parse_coordinate_reasons(text, axis, reason):
+    with pytest.raises(CoordinateError, match=reason):
+        parse_coordinate(text, axis)
+
+
+def test_rejected_rows_keep_the_precise_reason(tmp_path):
+    path = tmp_path / "mines.csv"
+    path.write_text('nome;latitude;longitude\nA;-6,2512;-55,7321\nB;12°61\'00"S;56°W\nC;;-55\n', encoding="utf-8")
+    good, bad = load_points(path, name_column="nome")
+    assert good["name"].tolist() == ["A"]
+    assert bad["row"].tolist() == [3, 4]
+    assert bad["reason"].iloc[0] == "latitude '12°61'00\"S': minutes >= 60"
+    assert bad["reason"].iloc[1] == "latitude: missing"
+
+
+# ---- configuration ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["areas.geojson", {"path": "areas.gpkg", "layer": "ti"}, {"path": "a.shp"}, None])
+def test_schema_takes_a_path_or_path_and_layer(value):
+    from snakemake.utils import validate
+
+    config = {"negatives": {"protected_areas": value, "urban_mask": value}, "encroachment": {"areas": value},
+              "regions": {"r": {"path": "r.gpkg", "layer": "ti"}},
+              "positives": {"points": [{"path": "p.csv", "delimiter": ";", "encoding": "cp1252"}]}}
+    validate(config, str(SCHEMA))
+    assert config["negatives"]["protected_areas"] == value and source(value)[0] == (
+        None if value is None else value if isinstance(value, str) else value["path"])
+    assert config["positives"]["points"][0]["layer"] is None
+
+
+def test_schema_refuses_a_layer_without_a_path():
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    with pytest.raises(WorkflowError, match="path"):
+        validate({"encroachment": {"areas": {"layer": "ti"}}}, str(SCHEMA))
+
+
+# ---- output: RFC 7946 winding ------------------------------------------------------------------------------
+
+
+def test_written_detections_wind_exteriors_ccw_and_holes_cw(tmp_path):
+    cw_with_ccw_hole = Polygon([(-55.6, -6.6), (-55.6, -6.4), (-55.4, -6.4), (-55.4, -6.6)],
+                               [[(-55.55, -6.55), (-55.45, -6.55), (-55.45, -6.45), (-55.55, -6.45)]])
+    assert not cw_with_ccw_hole.exterior.is_ccw and cw_with_ccw_hole.interiors[0].is_ccw
+    multi = MultiPolygon([cw_with_ccw_hole, box(-55.3, -6.6, -55.1, -6.4, ccw=False)])
+    feats = [{"geometry": g, "properties": {"score": 0.9}} for g in (cw_with_ccw_hole, multi)]
+    path = write_geojson(tmp_path / "results/detections/r.geojson", to_geojson(feats), {"region": "r"})
+    doc = json.loads(path.read_text())
+    polygons = [doc["features"][0]["geometry"]["coordinates"], *doc["features"][1]["geometry"]["coordinates"]]
+    assert len(polygons) == 3
+    for rings in polygons:
+        assert LinearRing(rings[0]).is_ccw
+        assert all(not LinearRing(hole).is_ccw for hole in rings[1:])
+    assert len(polygons[0]) == 2  # the hole is still there
+
+
+def test_geodesic_area_does_not_cancel_mixed_windings():
+    parts = MultiPolygon([box(-55.6, -6.6, -55.4, -6.4, ccw=True), box(-55.3, -6.6, -55.1, -6.4, ccw=False)])
+    assert geodesic_area_ha(parts) == pytest.approx(2 * SQUARE_HA, abs=0.5)
