@@ -104,7 +104,7 @@ SCAN_KEYS = (
     "precision",
     "tta",
 )
-MERGE_KEYS = ("mode", "threshold", "isolated_threshold", "gap_m", "tta")
+MERGE_KEYS = ("mode", "threshold", "isolated_threshold", "require_seed", "gap_m", "tta")
 
 
 def scan_params():

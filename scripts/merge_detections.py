@@ -38,7 +38,8 @@ def main(smk):
     reg = smk.params.region
     region = read_region(smk.input.region, reg.get("field"), reg.get("value"), reg.get("layer"),
                          f"regions.{smk.wildcards.region}")
-    merged = merge_tiles(per_tile, tiles["size_m"], low, high, float(det["gap_m"]))
+    merged = merge_tiles(per_tile, tiles["size_m"], low, high, float(det["gap_m"]),
+                         require_seed=bool(det["require_seed"]))
     inside = []
     for f in merged:  # scenes reach past the region by the margin: keep the region's part
         geom = f["geometry"].intersection(region)
@@ -53,7 +54,8 @@ def main(smk):
     dates = sorted({d for s in scans for d in s.provenance["dates"]})
     metadata = {"region": smk.wildcards.region, "tiles": len(scans), "tile_size_m": tiles["size_m"],
                 "scene_ids": scene_ids, "dates": dates,
-                "threshold": low, "isolated_threshold": high, "chips_classified": classified,
+                "threshold": low, "isolated_threshold": high, "require_seed": bool(det["require_seed"]),
+                "chips_classified": classified,
                 "model_id": model["model_id"], "generator": "garimpo detection",
                 "attribution": smk.params.attribution}
     write_geojson(smk.output[0], to_geojson(inside), metadata)

@@ -113,6 +113,10 @@ def test_dual_threshold_isolated_needs_high_adjacent_parts_need_low():
               {"geometry": pair[0], "properties": {"score": 0.51, "n_parts": 2}},
               {"geometry": pair[1], "properties": {"score": 0.49, "n_parts": 3}}]
     assert [f["properties"]["score"] for f in dual_threshold(groups, LOW, HIGH)] == [0.8, 0.51]
+    # Hysteresis: a group of weak chips with no seed >= HIGH goes too, whatever its size.
+    assert [f["properties"]["score"] for f in dual_threshold(groups, LOW, HIGH, require_seed=True)] == [0.8]
+    seeded = merge_tiles(per_tile, SIZE, LOW, HIGH, require_seed=True)
+    assert sorted(f["properties"]["score"] for f in seeded) == [0.85]
     with pytest.raises(ValueError):
         dual_threshold(groups, 0.9, 0.5)
 

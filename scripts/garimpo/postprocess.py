@@ -194,28 +194,32 @@ def dissolve(features: Sequence[Mapping], gap_m: float = 0.0) -> list[dict]:
     return out
 
 
-def dual_threshold(features: Sequence[Mapping], low: float, high: float) -> list[dict]:
+def dual_threshold(features: Sequence[Mapping], low: float, high: float, require_seed: bool = False) -> list[dict]:
     """Hysteresis on dissolved groups of positive parts (parts that scored >= ``low``).
 
     An isolated detection (``n_parts`` == 1: one chip or zone with no positive neighbour) is kept only
     if its ``score`` >= ``high``; a group of two or more adjacent positive parts is kept if its
     ``score`` (the best part) >= ``low``. Adjacent positives corroborate each other, a lone one must be
-    confident. The input must be dissolved from parts already filtered at ``low`` (``merge_tiles`` does
-    this); otherwise a weak neighbour below ``low`` would count as a part.
+    confident. With ``require_seed`` every detection needs a part >= ``high`` (its seed) whatever its
+    size, and parts >= ``low`` only extend it: hysteresis thresholding as in Canny's edge detector
+    (Canny 1986, IEEE TPAMI 8(6)), so a patch of weak chips with no confident one is not reported.
+    The input must be dissolved from parts already filtered at ``low`` (``merge_tiles`` does
+    this); otherwise a weak neighbour below ``low`` would count as a part. Raises ValueError when
+    ``low`` > ``high``.
     """
     if low > high:
         raise ValueError(f"low threshold {low} above high threshold {high}")
     kept = []
     for f in features:
         p = f["properties"]
-        need = high if int(p.get("n_parts", 1)) < 2 else low
+        need = high if require_seed or int(p.get("n_parts", 1)) < 2 else low
         if float(p["score"]) >= need:
             kept.append(f)
     return kept
 
 
 def merge_tiles(per_tile_features: Mapping[str, Sequence[Mapping]], size_m: float, low: float, high: float,
-                gap_m: float = 0.0, id_prefix: str = "det") -> list[dict]:
+                gap_m: float = 0.0, id_prefix: str = "det", require_seed: bool = False) -> list[dict]:
     """The region's detections from each tile's detections (each seen on its cell plus margin).
 
     Per tile: keep parts scoring >= ``low``, dissolve them (so ``n_parts`` counts what the tile saw
@@ -230,7 +234,7 @@ def merge_tiles(per_tile_features: Mapping[str, Sequence[Mapping]], size_m: floa
             continue
         _, cell_ll = tile_cell(tid, size_m)
         pieces += clip_to_cell(dissolve(positives, gap_m), cell_ll, tid)
-    kept = dual_threshold(dissolve(pieces, gap_m), low, high)
+    kept = dual_threshold(dissolve(pieces, gap_m), low, high, require_seed)
     for f in kept:
         f["properties"]["area_ha"] = round(area_ha(f["geometry"]), 4)
 
