@@ -3,10 +3,11 @@
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
-from garimpo.cli_config import coerce_config
+from garimpo.cli_config import coerce_config, config_error
 
 min_version("9.0")
 
@@ -16,7 +17,11 @@ configfile: "config/config.yaml"
 
 # Nested --config values arrive as strings ('3', 'false'): typed where the schema says.
 coerce_config(config, Path(workflow.basedir) / "config/schema.yaml")
-validate(config, "config/schema.yaml")
+# On a bad value, name the key that is wrong rather than every branch of its schema.
+try:
+    validate(config, "config/schema.yaml")
+except WorkflowError as err:
+    raise WorkflowError(config_error(config, "config/schema.yaml") or str(err)) from err
 
 
 wildcard_constraints:

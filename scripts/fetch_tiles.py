@@ -7,6 +7,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import pandas as pd  # noqa: E402
 
+from garimpo.contract import index_contract  # noqa: E402
 from garimpo.errors import InputDataError  # noqa: E402
 from garimpo.smk import setup_logging, write_csv  # noqa: E402
 from garimpo.stac import ImageryRequest, Source  # noqa: E402
@@ -26,6 +27,10 @@ def main(smk):
         index = pd.concat([index, local], ignore_index=True)
     if not (index["status"] == "ok").any():
         raise InputDataError(f"no {smk.wildcards.cls} tile: give {smk.wildcards.cls}s.local_dirs or points to fetch around")
+    # Images of two kinds (footprint, pixel size, units) stop here, before statistics mix them and before a
+    # model trained earlier is replaced by a training run that would refuse them anyway.
+    kind = index_contract(index.to_dict("records"), f"the {smk.wildcards.cls} tiles")
+    log.info("%s tiles: %s", smk.wildcards.cls, kind.describe())
     write_csv(smk.output.index, index)
 
 

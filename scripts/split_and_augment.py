@@ -9,6 +9,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import pandas as pd  # noqa: E402
 
 from garimpo.augment import AugmentParams  # noqa: E402
+from garimpo.contract import index_contract  # noqa: E402
 from garimpo.smk import setup_logging, write_csv  # noqa: E402
 from garimpo.tiles import split_and_augment, write_chip_manifest  # noqa: E402
 
@@ -16,9 +17,12 @@ from garimpo.tiles import split_and_augment, write_chip_manifest  # noqa: E402
 def main(smk):
     log = setup_logging(smk)
     read = lambda p: pd.read_csv(p, keep_default_na=False, na_values=[""])  # noqa: E731
+    positives, negatives = read(smk.input.positive), read(smk.input.negative)
+    # Both classes must show the same ground in the same values (the contract); checked before anything is written.
+    index_contract(pd.concat([positives, negatives]).to_dict("records"), "the positive and negative tiles")
     stats = json.loads(open(smk.input.stats).read())
     cfg = smk.params.split
-    table = split_and_augment(read(smk.input.positive), read(smk.input.negative), stats, smk.output.pos_aug,
+    table = split_and_augment(positives, negatives, stats, smk.output.pos_aug,
                               smk.output.neg_aug, cfg["val_fraction"], cfg["block_m"],
                               AugmentParams.from_config(smk.params.augmentation), cfg["seed"],
                               cfg.get("test_sources") or [], cfg.get("local_run_length"), smk.threads)

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from snakemake.utils import update_config, validate
 
-from garimpo.cli_config import coerce_config, coerce_strings
+from garimpo.cli_config import coerce_config, coerce_strings, config_error
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,3 +90,13 @@ def test_null_reaches_string_or_null_keys_from_the_command_line():
     assert coerce_strings("null", {"type": "string"}) == "null"
     assert coerce_strings("areas.gpkg", {"type": ["string", "null"]}) == "areas.gpkg"
     assert coerce_strings("", {"oneOf": [{"type": "string"}, {"type": "null"}]}) is None
+
+
+def test_a_wrong_key_inside_a_path_or_mapping_value_is_named():
+    """A typo in a local_dirs mapping ('encodng') is named, not drowned in every branch of the oneOf."""
+    config = _merged("config.yaml", "demo.yaml")
+    schema = ROOT / "config" / "schema.yaml"
+    assert config_error(config, schema) is None
+    config["positives"]["local_dirs"] = [{"path": "chips", "encodng": "amw_l1c_rgb", "pixel_size_m": 10}]
+    assert config_error(config, schema).startswith(
+        "config positives.local_dirs[0]: Additional properties are not allowed ('encodng' was unexpected)")

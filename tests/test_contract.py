@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 import rasterio  # noqa: F401  (filterwarnings names rasterio.errors)
 import torch
-from test_cli_config import _merged  # the shipped files layered as --configfile layers them
 from affine import Affine
 from PIL import Image
 from torch import nn
@@ -27,6 +26,7 @@ from garimpo.scan import brute_force_scan, chip_polygons
 from garimpo.tiles import fetch_point_tiles, import_local_images
 
 from conftest import EPSG, ORIGIN
+from test_cli_config import _merged  # the shipped files layered as --configfile layers them
 
 ROOT = Path(__file__).resolve().parents[1]
 RGB = ["B04", "B03", "B02"]
@@ -163,6 +163,29 @@ def test_training_refuses_tiles_of_two_footprints(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- detection: refused before any scan
+
+
+def test_tiles_of_two_kinds_stop_where_the_tiles_are_made(tmp_path):
+    """Fetched L2A tiles plus declared TOA chips in one class (the user test's case): refused by fetch_tiles
+    and split_and_augment, before statistics mix them and before training would replace an existing model."""
+    from garimpo.contract import index_contract
+
+    csv = tmp_path / "positive_index.csv"
+    pd.DataFrame([
+        {"path": "a.tif", "status": "ok", "footprint_m": 640, "pixel_size_m": 10, "units": "surface_reflectance",
+         "encoding": ""},
+        {"path": "b.tif", "status": "no_imagery", "footprint_m": "", "pixel_size_m": "", "units": "", "encoding": ""},
+        {"path": "c.tif", "status": "ok", "footprint_m": 640.0, "pixel_size_m": 10.0, "units": "surface_reflectance",
+         "encoding": ""},
+    ]).to_csv(csv, index=False)
+    rows = pd.read_csv(csv, keep_default_na=False, na_values=[""]).to_dict("records")  # as the rules read it
+    assert index_contract(rows, "the positive tiles") == ImageContract(640.0, 10.0, "surface_reflectance")
+    chip = {"path": "png.tif", "status": "ok", "footprint_m": 480.0, "pixel_size_m": 10.0, "units": "toa_reflectance",
+            "encoding": "amw_l1c_rgb"}
+    with pytest.raises(InputDataError, match=r"the positive tiles are of 2 kinds: 2 x 640 m.*1 x 480 m.*amw_l1c_rgb"):
+        index_contract([*rows, chip], "the positive tiles")
+    with pytest.raises(InputDataError, match="a.tif records no footprint_m.*snakemake -R fetch_tiles"):
+        index_contract([{"path": "a.tif", "status": "ok"}], "the negative tiles")
 
 
 def test_detection_refuses_a_model_that_does_not_fit_the_config_or_scene(tmp_path):

@@ -73,6 +73,12 @@ def test_baseline_from_properties_and_ids():
     assert R.processing_baseline({"sentinel:product_id": pid}) == (2, 14)
     assert R.processing_baseline({"s2:datatake_id": "GS2A_20231008T175231_043324_N05.09"}) == (5, 9)
     assert R.processing_baseline({}) is None
+    # A product-style item id alone decides too, before the date: a 2021 acquisition reprocessed at 04.00
+    # keeps the offset (the user test's catalog, B04 0.1300 instead of 0.0300 when only the date was read).
+    item_id = "S2A_MSIL2A_20210710T140000_N0400_R067_T21MXN_20210710T180000"
+    assert R.processing_baseline({}, item_id) == (4, 0)
+    when = datetime(2021, 7, 10, tzinfo=timezone.utc)
+    assert R.decide(item_id, {}, when, None).rule == R.RULE_BASELINE_NEW
     with pytest.raises(InputDataError, match="item x: s2:processing_baseline 'new'"):
         R.processing_baseline({"s2:processing_baseline": "new"}, "x")
 
@@ -236,6 +242,15 @@ def test_cases_01_02_as_local_catalog(shared_dir, tmp_path, caplog, name, rule):
     assert json.loads(out["scene_tags"]["radiometry"]) == [record]
     assert provenance(out["used"])["radiometry"][0]["rule"] == rule  # what tile_scene writes into its JSON
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_catalog_of_another_collection_is_named_in_the_log_and_the_error(shared_dir, caplog):
+    """Case 02's items are sentinel-2-c1-l2a: asked as sentinel-2-l2a, the run must say so, not only 'widen'."""
+    cat, collection = _case(shared_dir, "02")
+    src = Source.from_config({"kind": "local", "url": str(cat), "collection": "sentinel-2-l2a"})
+    with caplog.at_level(logging.WARNING), pytest.raises(NoImageryError, match="imagery.source.collection"):
+        fetch_composite(src, REQ, CASE_GRID)
+    assert any(collection in r.getMessage() and "left out" in r.getMessage() for r in caplog.records)
 
 
 def _served(cat: Path, collection: str):

@@ -106,9 +106,10 @@ def test_detections_are_valid_geojson_on_the_truth(demo_run):
 def test_demo_scores(demo_run):
     ev = json.loads((demo_run / "results/eval/demo.json").read_text())
     # A ResNet trained from scratch on a few dozen synthetic tiles, its threshold chosen on a 21-chip
-    # validation set: whether one or two look-alikes cross it depends on the random stream (precision
-    # 0.875, then 0.75 once validation got its own generator). The floor catches a broken pipeline.
-    assert ev["recall"] >= 0.8 and ev["precision"] >= 0.7, ev
+    # validation set. Before hysteresis (detection.require_seed) groups of weak chips (best 0.36-0.52 against
+    # a TTA threshold of 0.28) were reported and precision was 0.70-0.75; every true detection has a chip
+    # above 0.9. The bar for the demo is 0.8 on both.
+    assert ev["recall"] >= 0.8 and ev["precision"] >= 0.8, ev
     assert ev["n_in_control"] == 0
 
 

@@ -79,3 +79,21 @@ def coerce_config(config: dict, schema_path: str | os.PathLike) -> None:
     with open(schema_path) as fh:
         schema = yaml.safe_load(fh)
     config.update(coerce_strings(config, schema))
+
+
+def config_error(config: dict, schema_path: str | os.PathLike) -> str | None:
+    """The one most relevant schema violation of ``config``, as ``config KEY.PATH: message``; None if valid.
+
+    Snakemake's own message for a value under ``oneOf`` (a path, or a mapping) lists every branch's
+    schema; jsonschema's ``best_match`` names the offending key instead ('encodng' was unexpected).
+    """
+    import jsonschema
+    from jsonschema.exceptions import best_match
+
+    with open(schema_path) as fh:
+        schema = yaml.safe_load(fh)
+    error = best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is None:
+        return None
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+    return f"config {where or '(top level)'}: {error.message}; see its description in {schema_path}"

@@ -266,6 +266,30 @@ def common_contract(contracts: Iterable[tuple[str, ImageContract]], what: str) -
     return kinds[0][0]
 
 
+def index_contract(rows: Iterable[Mapping], what: str) -> ImageContract:
+    """The one contract of tile-index rows (``results/tiles/*_index.csv``: path, footprint_m, pixel_size_m,
+    units, encoding; rows whose ``status`` is not ``ok`` are ignored).
+
+    Checked where the tiles are made and where both classes meet, so images of two kinds stop the run before
+    statistics are computed over both and before an existing model is replaced. Raises InputDataError as
+    :func:`common_contract` does, or naming a tile whose row records no contract.
+    """
+    pairs = []
+    for row in rows:
+        if row.get("status", "ok") != "ok":
+            continue
+        # Empty CSV cells come back as NaN (a float, and truthy): only real values become tags.
+        tags = {k: str(v) for k in ("footprint_m", "pixel_size_m", "units", "encoding")
+                if (v := row.get(k)) is not None and not (isinstance(v, float) and math.isnan(v))}
+        found = contract_from_tags(tags)
+        if found is None:
+            raise InputDataError(f"{what}: tile {row.get('path')} records no footprint_m / pixel_size_m / units: "
+                                 "it was made before the footprint contract; rebuild the tiles "
+                                 "(snakemake -R fetch_tiles)")
+        pairs.append((row.get("path"), found))
+    return common_contract(pairs, what)
+
+
 # ---------------------------------------------------------------- the checkpoint and what it is applied to
 
 

@@ -112,7 +112,7 @@ def processing_baseline(properties: Mapping[str, Any], item_id: str = "") -> tup
     """The processing baseline as (major, minor), e.g. (5, 9) for "05.09"; None when nothing says it.
 
     Read from ``s2:processing_baseline`` or ``sentinel:processing_baseline``, else from the ``_Nxxyy``
-    (or ``_Nxx.yy``) of the product URI, product id, granule/tile id or datatake id.
+    (or ``_Nxx.yy``) of the product URI, product id, granule/tile id, datatake id or the item id.
     Raises :class:`InputDataError` when a baseline property is present but not ``NN.NN``.
     """
     for key in _BASELINE_PROPS:
@@ -124,8 +124,9 @@ def processing_baseline(properties: Mapping[str, Any], item_id: str = "") -> tup
             raise InputDataError(f"item {item_id}: {key} {value!r} is not a processing baseline like '05.09'; "
                                  "fix the item's metadata or leave the property out")
         return int(m.group(1)), int(m.group(2))
-    for key in _ID_PROPS:
-        m = _BASELINE_IN_ID.search(str(properties.get(key) or ""))
+    # The item id last: Planetary Computer and Copernicus ids are product names (..._N0400_R067_...).
+    for text in (*(properties.get(key) for key in _ID_PROPS), item_id):
+        m = _BASELINE_IN_ID.search(str(text or ""))
         if m:
             return int(m.group(1)), int(m.group(2))
     return None

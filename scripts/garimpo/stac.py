@@ -177,14 +177,18 @@ def _search_static(source: Source, bbox, start, end, max_cloud) -> list[pystac.I
             "or point imagery.source.url at a catalog.json"
         )
     catalog = pystac.Catalog.from_file(str(path))
-    out = []
+    out, others = [], set()
     for item in catalog.get_items(recursive=True):
         if item.collection_id not in (None, source.collection):
+            others.add(item.collection_id)
             continue
         when = item.datetime
         cloud = item.properties.get("eo:cloud_cover", 100.0)
         if item.bbox and _bbox_intersects(item.bbox, bbox) and start <= when <= end and cloud < max_cloud:
             out.append(item)
+    if others:  # a search that finds nothing then says why, not only "widen the period"
+        log.warning("local catalog %s: items of collection(s) %s left out; imagery.source.collection is %r",
+                    path, sorted(others), source.collection)
     return out
 
 
@@ -785,7 +789,8 @@ def no_scene_message(source: Source, request: ImageryRequest, grid: Grid, found:
     skipped = (f" ({found} found, none usable: each one skipped is named in a warning above)" if found else "")
     return (f"no {source.collection} scene with cloud < {request.max_cloud}% over {grid.bbox_lonlat()} "
             f"in {request.period[0]}..{request.period[1]}{skipped}; widen imagery.period or raise "
-            "imagery.max_cloud_cover")
+            f"imagery.max_cloud_cover, and check that imagery.source.collection ({source.collection}) is the "
+            "catalog's")
 
 
 def fetch_composite(
