@@ -344,3 +344,23 @@ def test_mapping_forms_from_the_command_line_are_typed():
     assert config["evaluation"]["chip_sets"]["mine"]["pixel_size_m"] == 10
     assert config["evaluation"]["chip_sets"]["plain"] == "/y"
     assert config["negatives"]["local_dirs"] == [{"path": "/z", "encoding": None, "pixel_size_m": 20}, "/w"]
+
+
+def test_schema_lists_exactly_the_known_encodings():
+    """An unknown encoding is refused when the config is validated, before any job runs."""
+    import yaml
+
+    text = (ROOT / "config" / "schema.yaml").read_text()
+    enums = [node["enum"] for node in _walk(yaml.safe_load(text)) if "enum" in node and None in node["enum"]
+             and "amw_l1c_rgb" in node["enum"]]
+    assert len(enums) == 3 and all(set(e) == {*ENCODINGS, None} for e in enums)
+
+
+def _walk(node):
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from _walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _walk(v)
