@@ -26,6 +26,11 @@ def vector_layer(spec):
     return spec.get("layer") if isinstance(spec, dict) else None
 
 
+def vector_encoding(spec):
+    """The text encoding set for a vector input ({path, layer, encoding}), or None: the file's own."""
+    return spec.get("encoding") if isinstance(spec, dict) else None
+
+
 def download_names():
     """Wildcard pattern matching exactly the names under config downloads.files (nothing if there are none)."""
     names = sorted(config["downloads"]["files"], key=len, reverse=True)

@@ -50,6 +50,8 @@ rule negative_points:
         hard_points=config["negatives"]["hard_negative_points"],
         protected_layer=vector_layer(config["negatives"]["protected_areas"]),
         urban_layer=vector_layer(config["negatives"]["urban_mask"]),
+        protected_encoding=vector_encoding(config["negatives"]["protected_areas"]),
+        urban_encoding=vector_encoding(config["negatives"]["urban_mask"]),
         seed=config["negatives"]["seed"],
     script:
         "../scripts/sample_negatives.py"

@@ -7,7 +7,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from garimpo.encroachment import area_stats, plot_encroachment_map  # noqa: E402
 from garimpo.smk import setup_logging, write_csv  # noqa: E402
-from garimpo.vector import read_region, source  # noqa: E402
+from garimpo.vector import read_region, source, source_encoding  # noqa: E402
 
 
 def main(smk):
@@ -15,10 +15,10 @@ def main(smk):
     cfg = smk.params.encroachment
     _, layer = source(cfg["areas"])
     table, areas, detections = area_stats(smk.input.detections, smk.input.areas, cfg["name_field"],
-                                          cfg["id_field"], layer)
+                                          cfg["id_field"], layer, encoding=source_encoding(cfg["areas"]))
     reg = smk.params.region
     region = read_region(smk.input.region, reg.get("field"), reg.get("value"), reg.get("layer"),
-                         f"regions.{smk.wildcards.region}")
+                         f"regions.{smk.wildcards.region}", reg.get("encoding"))
     log.info("%d of %d areas hold detections; %.1f ha mined in all", len(table), len(areas),
              table["mined_area_ha"].sum() if len(table) else 0.0)
     write_csv(smk.output.csv, table)

@@ -37,7 +37,7 @@ def main(smk):
                 for s in scans}
     reg = smk.params.region
     region = read_region(smk.input.region, reg.get("field"), reg.get("value"), reg.get("layer"),
-                         f"regions.{smk.wildcards.region}")
+                         f"regions.{smk.wildcards.region}", reg.get("encoding"))
     merged = merge_tiles(per_tile, tiles["size_m"], low, high, float(det["gap_m"]),
                          require_seed=bool(det["require_seed"]))
     inside = []

@@ -14,7 +14,7 @@ def main(smk):
     setup_logging(smk)
     reg = smk.params.region
     region = read_region(smk.input.region, reg.get("field"), reg.get("value"), reg.get("layer"),
-                         f"regions.{smk.wildcards.region}")
+                         f"regions.{smk.wildcards.region}", reg.get("encoding"))
     overview_map(smk.input.detections, smk.input.scenes, region, smk.output[0],
                  title=f"garimpo detections: {smk.wildcards.region}", attribution=smk.params.attribution)
 

@@ -14,7 +14,7 @@ def main(smk):
     log = setup_logging(smk)
     reg = smk.params.region
     region = read_region(smk.input.region, reg.get("field"), reg.get("value"), reg.get("layer"),
-                         f"regions.{smk.wildcards.region}")
+                         f"regions.{smk.wildcards.region}", reg.get("encoding"))
     size_m = float(smk.params.tile_size_m)
     tiles = region_tiles(region, size_m)
     log.info("region %s: %d tiles of %.0f km (EASE-Grid 2.0 cells)", smk.wildcards.region, len(tiles), size_m / 1000)

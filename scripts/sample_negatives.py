@@ -21,10 +21,10 @@ def main(smk):
     bounds = tuple(smk.params.bounds)
     n = math.ceil(smk.params.ratio * len(mines))
     if n and smk.input.protected:
-        urban = (read_polygons(smk.input.urban, layer=smk.params.urban_layer, key="negatives.urban_mask")
-                 if smk.input.urban else [])
+        urban = (read_polygons(smk.input.urban, layer=smk.params.urban_layer, key="negatives.urban_mask",
+                               encoding=smk.params.urban_encoding) if smk.input.urban else [])
         protected = read_polygons(smk.input.protected, layer=smk.params.protected_layer,
-                                  key="negatives.protected_areas")
+                                  key="negatives.protected_areas", encoding=smk.params.protected_encoding)
         area = sampling_area(protected, bounds, urban)
         points = sample_negative_points(n, area, mines["lon"].to_numpy(), mines["lat"].to_numpy(),
                                         smk.params.min_distance_m, smk.params.seed)

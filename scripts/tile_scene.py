@@ -15,7 +15,7 @@ def main(smk):
     log = setup_logging(smk)
     reg, det = smk.params.region, smk.params.detection
     region = read_region(smk.input.region, reg.get("field"), reg.get("value"), reg.get("layer"),
-                         f"regions.{smk.wildcards.region}")
+                         f"regions.{smk.wildcards.region}", reg.get("encoding"))
     grid = tile_scene_grid(smk.wildcards.tile, region, det["tile_size_m"], det["margin_m"])
     log.info("tile %s of %s: %d x %d px in %s", smk.wildcards.tile, smk.wildcards.region, grid.width, grid.height,
              grid.crs)

@@ -23,7 +23,8 @@ from garimpo.postprocess import to_geojson
 from garimpo.sampling import sampling_area
 from garimpo.tables import sniff_delimiter
 from garimpo.tiling import region_tiles
-from garimpo.vector import layers, read_polygon_features, read_polygons, read_region, read_vector, source
+from garimpo.vector import (layers, read_polygon_features, read_polygons, read_region, read_vector, source,
+                            source_encoding)
 
 SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
 CASES = "cases/real-world/vector"
@@ -164,6 +165,79 @@ def test_shapefile_encodings(tmp_path, encoding, cpg):
     if not cpg:
         (tmp_path / "ti.cpg").unlink()  # GDAL then takes the DBF as ISO-8859-1
     assert feature_names(path) == ["Terra Indígena Munduruku"]
+
+
+# Windows-1252 prints 0x80-0x9F (– ’ “ ” €); ISO-8859-1, GDAL's guess for a .dbf without .cpg, makes them
+# C1 controls. Names a Brazilian GIS writes that way:
+CP1252_NAMES = ["Terra Indígena São João – Área", "Pau D’Arco", "“Gleba” Rio €", "Sem aspas"]
+
+
+@pytest.mark.parametrize("driver, suffix", [("ESRI Shapefile", "shp"), ("GeoJSON", "geojson")])
+def test_cp1252_text_read_as_latin1_is_read_again_as_cp1252(tmp_path, caplog, driver, suffix):
+    path = write_layer(tmp_path / f"ti.{suffix}", [SQUARE] * 4, CP1252_NAMES, driver=driver, encoding="cp1252")
+    (tmp_path / "ti.cpg").unlink(missing_ok=True)
+    if suffix == "geojson":  # GeoJSON is UTF-8 by RFC 7946: write the cp1252 bytes by hand
+        doc = feature_collection([feature(SQUARE, {"nome": n}) for n in CP1252_NAMES])
+        path.write_bytes(json.dumps(doc, ensure_ascii=False).encode("cp1252"))
+    with caplog.at_level(logging.WARNING):
+        assert feature_names(path, key="encroachment.areas") == CP1252_NAMES
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if suffix == "shp":  # silent before: GDAL reads it as ISO-8859-1 without a word
+        assert len(warned) == 1 and str(path) in warned[0] and "encroachment.areas" in warned[0]
+        assert ".cpg" in warned[0] and "`encoding`" in warned[0]
+    caplog.clear()
+    # The encoding set in the config is taken as it is, without a warning.
+    with caplog.at_level(logging.WARNING):
+        assert feature_names(path, encoding="cp1252") == CP1252_NAMES
+        assert read_region(path, "nome", "Pau D’Arco", encoding="cp1252").equals(SQUARE)
+    assert not caplog.records
+
+
+def test_undefined_cp1252_bytes_and_plain_latin1_are_left_alone(tmp_path, caplog):
+    # 0x81 is a C1 control in ISO-8859-1 and undefined in cp1252: kept, while 0x96 beside it is mapped.
+    path = write_layer(tmp_path / "ti.shp", [SQUARE] * 2, ["x", "y"], driver="ESRI Shapefile")
+    dbf = (tmp_path / "ti.dbf").read_bytes()
+    (tmp_path / "ti.dbf").write_bytes(dbf.replace(b"x ", b"\x81\x96").replace(b"y ", b"\xe9 "))
+    (tmp_path / "ti.cpg").unlink()
+    with caplog.at_level(logging.WARNING):
+        assert [n.strip() for n in feature_names(path)] == ["\x81–", "é"]
+    assert "control characters" in caplog.text
+
+
+def test_a_point_shapefile_in_cp1252_without_cpg(tmp_path):
+    pts = [shapely.Point(lon, lat) for lon, lat in THREE_POINTS]
+    path = write_layer(tmp_path / "garimpos.shp", pts, CP1252_NAMES[:3], driver="ESRI Shapefile", encoding="cp1252")
+    (tmp_path / "garimpos.cpg").unlink()
+    good, _ = load_points(path, name_column="nome", bounds=BRAZIL)
+    assert good["name"].tolist() == CP1252_NAMES[:3]
+
+
+def test_a_shapefile_without_its_dbf_is_warned_and_named(tmp_path, caplog):
+    pts = write_layer(tmp_path / "garimpos.shp", [shapely.Point(-55.5, -6.5)], ["X"], driver="ESRI Shapefile")
+    area = write_layer(tmp_path / "ti.shp", [SQUARE], ["TI"], driver="ESRI Shapefile")
+    (tmp_path / "garimpos.dbf").unlink()
+    (tmp_path / "ti.dbf").unlink()
+    with caplog.at_level(logging.WARNING):
+        with pytest.raises(InputDataError) as info:
+            load_point_sources([{"path": str(pts), "name_column": "nome"}], BRAZIL, "positives.points")
+    msg = str(info.value)
+    assert str(pts) in msg and "[config positives.points[0]]" in msg and "name_column 'nome' not found" in msg
+    assert "no fields at all" in msg and ".dbf is missing" in msg
+    assert "garimpos.dbf is missing" in caplog.text and str(pts) in caplog.text
+    # Without name_column the points are still usable, with the warning.
+    good, _ = load_points(pts, bounds=BRAZIL)
+    assert lonlat(good) == [(-55.5, -6.5)]
+    with pytest.raises(InputDataError, match=r"\[config regions\.r\]: field 'nome' not found.*\.dbf is missing"):
+        read_region(area, "nome", "TI", key="regions.r")
+    # Inside a .zip there are no sibling files to look at: a Shapefile without fields is warned about.
+    archive = tmp_path / "ti.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for part in ("ti.shp", "ti.shx", "ti.prj"):
+            zf.write(tmp_path / part, part)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert read_region(archive).equals(SQUARE)
+    assert ".dbf is missing" in caplog.text and str(archive) in caplog.text
 
 
 def test_a_self_intersecting_polygon_is_repaired_and_logged(tmp_path, caplog):
@@ -338,6 +412,64 @@ def test_parse_coordinate_reasons(text, axis, reason):
         parse_coordinate(text, axis)
 
 
+def test_table_column_errors_name_the_config_key(tmp_path):
+    path = tmp_path / "mines.csv"
+    path.write_text("nome,lat,lon\nA,-6.2,-55.7\n")
+    with pytest.raises(InputDataError, match=r"mines\.csv \[config positives\.points\[0\]\]: column\(s\)"):
+        load_point_sources([{"path": str(path)}], key="positives.points")
+    with pytest.raises(InputDataError, match=r"\[config positives\.points\[0\]\]: name_column 'name' not found"):
+        load_point_sources([{"path": str(path), "lon_column": "lon", "lat_column": "lat", "name_column": "name"}],
+                           key="positives.points")
+
+
+def test_swapped_columns_inside_the_lonlat_range_are_named(tmp_path):
+    # Over Brazil both axes are negative: swapped columns stay in lon/lat range, only the bounds see them.
+    path = tmp_path / "mines.csv"
+    path.write_text("nome,latitude,longitude\nA,-55.7321,-6.2512\nB,-6.2512,-55.7321\nC,10.5,-20.0\n")
+    good, bad = load_points(path, name_column="nome", bounds=BRAZIL)
+    assert good["name"].tolist() == ["B"] and bad["row"].tolist() == [2, 4]
+    assert bad["reason"].iloc[0] == ("outside the study bounds [-75.0, -35.0, -35.0, 5.0] (lon=-6.2512, "
+                                     "lat=-55.7321); looks swapped: check lon_column / lat_column")
+    assert "swapped" not in bad["reason"].iloc[1]  # the other way round is outside too: not a swap
+    geo = tmp_path / "mines.geojson"  # a point file written latitude first
+    geo.write_text(json.dumps(feature_collection([feature(shapely.Point(-6.25, -55.73), {})])))
+    with pytest.raises(InputDataError, match="looks swapped: does the file hold latitude before longitude"):
+        load_points(geo, bounds=BRAZIL)
+
+
+def test_rows_with_another_number_of_fields_say_so(tmp_path):
+    path = tmp_path / "mines.csv"
+    path.write_text("nome;latitude;longitude\n"
+                    "A;-6,2512;-55,7321\n"
+                    "B,-7.1005,-56.0410\n"  # written with commas: one field for ';'
+                    "\n"  # a blank line is skipped; later rows keep their line numbers
+                    "C;-5,9988;-57,22;\n"  # a trailing delimiter is harmless
+                    "D;-6;25;-55;73\n"  # decimal commas in a ;-file written with ;: 5 fields
+                    "E;;-55,7\n")  # a truly empty latitude stays "missing"
+    good, bad = load_points(path, name_column="nome", bounds=BRAZIL)
+    assert good["name"].tolist() == ["A", "C"] and good["point_id"].tolist() == ["mines-00002", "mines-00005"]
+    assert bad["row"].tolist() == [3, 6, 7]
+    assert bad["reason"].iloc[0] == "the row has 1 field for 3 columns (mixed delimiter? the file is read as ';'-separated)"
+    assert bad["reason"].iloc[1].startswith("the row has 5 fields for 3 columns (mixed delimiter?")
+    assert bad["reason"].iloc[2] == "latitude: missing"
+    # Only the fields up to the coordinates are needed: a short row holding them is fine.
+    path.write_text("latitude,longitude,nome\n-6.1,-56.1\n")
+    good, bad = load_points(path, name_column="nome")
+    assert lonlat(good) == [(-56.1, -6.1)] and good["name"].tolist() == [""] and bad.empty
+
+
+@pytest.mark.parametrize("name, content", [
+    ("mines.xlsx", b"PK\x03\x04" + b"\0" * 40), ("mines.xls", b"\xd0\xcf\x11\xe0" + b"\0" * 40),
+    ("mines.ods", b"PK\x03\x04" + b"\0" * 40),
+    ("mines.csv", b"PK\x03\x04\x14\x00\x06\x00" + b"\0" * 40),  # a workbook renamed .csv
+])
+def test_a_spreadsheet_workbook_is_refused_with_export_as_csv(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(InputDataError, match=r"\[config positives\.points\[0\]\]: a spreadsheet.*export it as CSV"):
+        load_point_sources([{"path": str(path)}], key="positives.points")
+
+
 def test_rejected_rows_keep_the_precise_reason(tmp_path):
     path = tmp_path / "mines.csv"
     path.write_text('nome;latitude;longitude\nA;-6,2512;-55,7321\nB;12°61\'00"S;56°W\nC;;-55\n', encoding="utf-8")
@@ -351,17 +483,20 @@ def test_rejected_rows_keep_the_precise_reason(tmp_path):
 # ---- configuration ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", ["areas.geojson", {"path": "areas.gpkg", "layer": "ti"}, {"path": "a.shp"}, None])
+@pytest.mark.parametrize("value", ["areas.geojson", {"path": "areas.gpkg", "layer": "ti"}, {"path": "a.shp"}, None,
+                                   {"path": "a.shp", "encoding": "cp1252"}, {"path": "a.gpkg", "encoding": None}])
 def test_schema_takes_a_path_or_path_and_layer(value):
     from snakemake.utils import validate
 
     config = {"negatives": {"protected_areas": value, "urban_mask": value}, "encroachment": {"areas": value},
-              "regions": {"r": {"path": "r.gpkg", "layer": "ti"}},
+              "regions": {"r": {"path": "r.gpkg", "layer": "ti"}, "s": {"path": "s.shp", "encoding": "cp1252"}},
               "positives": {"points": [{"path": "p.csv", "delimiter": ";", "encoding": "cp1252"}]}}
     validate(config, str(SCHEMA))
     assert config["negatives"]["protected_areas"] == value and source(value)[0] == (
         None if value is None else value if isinstance(value, str) else value["path"])
+    assert source_encoding(value) == (value.get("encoding") if isinstance(value, dict) else None)
     assert config["positives"]["points"][0]["layer"] is None
+    assert config["regions"]["r"]["encoding"] is None and config["regions"]["s"]["encoding"] == "cp1252"
 
 
 def test_schema_refuses_a_layer_without_a_path():

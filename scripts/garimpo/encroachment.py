@@ -74,16 +74,17 @@ def encroachment_table(detections: Sequence, areas: Sequence[Mapping], name_fiel
 
 
 def area_stats(detections_path: str | Path, areas_path: str | Path, name_field: str, id_field: str | None = None,
-               layer: str | None = None, include_empty: bool = False) -> tuple[pd.DataFrame, list[dict], list[dict]]:
+               layer: str | None = None, include_empty: bool = False, encoding: str | None = None
+               ) -> tuple[pd.DataFrame, list[dict], list[dict]]:
     """:func:`encroachment_table` from files: ``(table, areas, detections)``, as the rule computes it.
 
     ``detections_path``: the workflow's own detections GeoJSON (lon/lat). ``areas_path``: any vector
     file garimpo.vector reads (GeoJSON, Shapefile, GeoPackage ``layer``, FlatGeobuf), reprojected to
-    lon/lat, invalid polygons repaired. Raises InputDataError when ``name_field`` or ``id_field`` is not
+    lon/lat, invalid polygons repaired; ``encoding`` its text encoding when not its own. Raises InputDataError when ``name_field`` or ``id_field`` is not
     a field of the areas file (config encroachment.name_field / id_field).
     """
     detections = from_geojson(json.loads(Path(detections_path).read_text()))
-    areas = read_polygon_features(areas_path, layer, key="encroachment.areas")
+    areas = read_polygon_features(areas_path, layer, key="encroachment.areas", encoding=encoding)
     fields = set().union(*(a["properties"] for a in areas)) if areas else set()
     for key, field in (("name_field", name_field), ("id_field", id_field)):
         if areas and field is not None and field not in fields:

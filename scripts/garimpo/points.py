@@ -16,27 +16,37 @@ import pandas as pd
 
 from .coordinates import AXIS_NAMES, CoordinateError, parse_coordinate
 from .errors import InputDataError
-from .tables import read_table
+from .tables import read_table, where
 from .vector import VECTOR_SUFFIXES, read_vector
 
 log = logging.getLogger(__name__)
 
 POINT_COLUMNS = ["point_id", "lon", "lat", "source", "name"]
 REJECTED_COLUMNS = ["file", "row", "lon", "lat", "reason"]
+TABLE_SWAP_HINT = "check lon_column / lat_column"
+VECTOR_SWAP_HINT = "does the file hold latitude before longitude?"
 
 
-def check_coordinates(lon: float, lat: float, bounds: tuple[float, float, float, float] | None) -> str | None:
-    """Why a coordinate pair (degrees) is unusable, or None when it is fine."""
+def check_coordinates(lon: float, lat: float, bounds: tuple[float, float, float, float] | None,
+                      swap_hint: str = TABLE_SWAP_HINT) -> str | None:
+    """Why a coordinate pair (degrees) is unusable, or None when it is fine.
+
+    A pair that would be usable the other way round (in lon/lat range, or inside ``bounds``) is said
+    to look swapped, followed by ``swap_hint`` (what the user should check).
+    """
     if not np.isfinite(lon) or not np.isfinite(lat):
         return "missing or non-numeric coordinate"
     if not -90 <= lat <= 90 or not -180 <= lon <= 180:
         if -90 <= lon <= 90 and -180 <= lat <= 180:
-            return f"out of range (lon={lon}, lat={lat}); looks swapped: check the lon/lat column names"
+            return f"out of range (lon={lon}, lat={lat}); looks swapped: {swap_hint}"
         return f"out of range (lon={lon}, lat={lat}); a lost decimal point?"
     if bounds is not None:
         w, s, e, n = bounds
         if not (w <= lon <= e and s <= lat <= n):
-            return f"outside the study bounds {list(bounds)} (lon={lon}, lat={lat})"
+            # In Brazil both axes are negative, so swapped columns stay in range; only the bounds tell.
+            swapped = w <= lat <= e and s <= lon <= n
+            return (f"outside the study bounds {list(bounds)} (lon={lon}, lat={lat})"
+                    + (f"; looks swapped: {swap_hint}" if swapped else ""))
     return None
 
 
@@ -53,34 +63,47 @@ def _parse_pair(lon_text, lat_text) -> tuple[float, float, str | None]:
     return values["lon"], values["lat"], "; ".join(reasons) or None
 
 
-def _table_rows(path: Path, spec: Mapping) -> tuple[list[dict], int]:
-    """Rows ``{"lon", "lat", "name"}`` of a table (text as written) and the number of its first data row."""
-    table, delimiter, encoding = read_table(path, spec.get("delimiter"), spec.get("encoding"))
+def _table_rows(path: Path, spec: Mapping, key: str | None) -> list[dict]:
+    """Rows ``{"row", "lon", "lat", "name"}`` of a table (text as written, ``row`` its file line); a row
+    whose fields do not fit the header carries its reason."""
+    table = read_table(path, spec.get("delimiter"), spec.get("encoding"), key)
+    columns = list(table.cells.columns)
     lon_col, lat_col = spec.get("lon_column", "longitude"), spec.get("lat_column", "latitude")
-    missing = [c for c in (lon_col, lat_col) if c not in table.columns]
+    missing = [c for c in (lon_col, lat_col) if c not in columns]
     if missing:
-        hint = " (one column only: set `delimiter`)" if len(table.columns) == 1 else ""
+        hint = " (one column only: set `delimiter`)" if len(columns) == 1 else ""
         raise InputDataError(
-            f"{path}: column(s) {missing} not found; the file has {list(table.columns)} (read with delimiter "
-            f"{delimiter!r}, encoding {encoding}){hint}. Set lon_column / lat_column for this input in the config."
+            f"{where(path, key)}: column(s) {missing} not found; the file has {columns} (read with delimiter "
+            f"{table.delimiter!r}, encoding {table.encoding}){hint}. Set lon_column / lat_column for this input "
+            "in the config."
         )
     name_col = spec.get("name_column")
-    if name_col and name_col not in table.columns:
-        raise InputDataError(f"{path}: name_column {name_col!r} not found; the file has {list(table.columns)}")
-    rows = [{"lon": r[lon_col], "lat": r[lat_col], "name": r[name_col] if name_col else ""}
-            for r in table.to_dict("records")]
-    return rows, 2  # line 1 is the header
+    if name_col and name_col not in columns:
+        raise InputDataError(f"{where(path, key)}: name_column {name_col!r} not found; the file has {columns}. "
+                             "Fix `name_column` in the config.")
+    needed = max(columns.index(lon_col), columns.index(lat_col)) + 1  # fields a row needs to hold both
+    rows = []
+    for line, r, width in zip(table.cells.index, table.cells.to_dict("records"), table.widths):
+        row = {"row": line, "lon": r[lon_col], "lat": r[lat_col], "name": r[name_col] if name_col else ""}
+        # A row split by another delimiter than the header lacks its coordinates, or may hold them in
+        # other columns: say so, rather than "missing" or a wrong number.
+        if width < needed or width > len(columns):
+            row["reason"] = (f"the row has {width} field{'s' * (width != 1)} for {len(columns)} columns (mixed "
+                             f"delimiter? the file is read as {table.delimiter!r}-separated)")
+        rows.append(row)
+    return rows
 
 
-def _vector_rows(path: Path, spec: Mapping, key: str | None) -> tuple[list[dict], int]:
-    """Rows of a vector point file, in lon/lat; a row that is not one point carries its reason."""
+def _vector_rows(path: Path, spec: Mapping, key: str | None) -> list[dict]:
+    """Rows of a vector point file, in lon/lat, ``row`` numbered from 1; a row that is not one point
+    carries its reason."""
     data = read_vector(path, spec.get("layer"), spec.get("encoding"), key)
     name_col = spec.get("name_column")
     if name_col and data.properties and name_col not in data.fields:
-        raise InputDataError(f"{path}: name_column {name_col!r} not found; the file has {data.fields}")
+        raise data.field_error(name_col, "name_column", key)
     rows = []
-    for geom, props in zip(data.geometries, data.properties):
-        row = {"lon": None, "lat": None, "name": props.get(name_col, "") if name_col else ""}
+    for i, (geom, props) in enumerate(zip(data.geometries, data.properties), start=1):
+        row = {"row": i, "lon": None, "lat": None, "name": props.get(name_col, "") if name_col else ""}
         if geom is None or geom.is_empty:
             row["reason"] = "no geometry"
         elif geom.geom_type == "MultiPoint" and len(geom.geoms) == 1:
@@ -96,7 +119,7 @@ def _vector_rows(path: Path, spec: Mapping, key: str | None) -> tuple[list[dict]
                 row["reason"] = (f"out of lon/lat range (x={geom.x}, y={geom.y}) read as {data.crs}: coordinates "
                                  "in metres need the file's CRS declared (a .prj, or a GeoJSON in lon/lat)")
         rows.append(row)
-    return rows, 1  # features are numbered from 1
+    return rows
 
 
 def load_points(
@@ -117,29 +140,28 @@ def load_points(
     Files with a suffix in ``vector.VECTOR_SUFFIXES`` are read as vector layers (``layer`` picks one
     of a GeoPackage's; ``lon_column``/``lat_column`` are not used); anything else as a table whose
     ``delimiter`` (``,`` ``;`` or tab) and ``encoding`` are found unless given. Rows are numbered as a
-    user sees them: table data rows from 2 (line 1 is the header), vector features from 1. A row's
-    ``reason`` says which coordinate failed and why (e.g. ``latitude '12°61'00"S': minutes >= 60``).
-    Raises :class:`InputDataError` (naming the file) for a missing or unreadable file, missing
-    columns, or a file without a single usable point.
+    user sees them: a table row by the file line it starts on (line 1 is the header), vector features
+    from 1. A row's ``reason`` says which coordinate failed and why (e.g. ``latitude '12°61'00"S':
+    minutes >= 60``), that it looks swapped, or that it has more or fewer fields than the header.
+    Raises :class:`InputDataError` (naming the file and ``key``) for a missing or unreadable file, a
+    spreadsheet workbook (export it as CSV), missing columns or fields, or a file without a single
+    usable point.
     """
     path = Path(path)
     if not path.exists():
-        raise InputDataError(f"points file {path} not found; check the path in the config"
-                             + (f" ({key})" if key else ""))
+        raise InputDataError(f"points file {where(path, key)} not found; check the path in the config")
     source = source or path.stem
     spec = {"lon_column": lon_column, "lat_column": lat_column, "name_column": name_column, "layer": layer,
             "delimiter": delimiter, "encoding": encoding}
-    if path.suffix.lower() in VECTOR_SUFFIXES:
-        rows, first_row = _vector_rows(path, spec, key)
-    else:
-        rows, first_row = _table_rows(path, spec)
+    vector = path.suffix.lower() in VECTOR_SUFFIXES
+    rows = _vector_rows(path, spec, key) if vector else _table_rows(path, spec, key)
     good, bad = [], []
-    for i, row in enumerate(rows):
-        rownum = i + first_row
+    for row in rows:
+        rownum = row["row"]
         reason = row.get("reason")
         if reason is None:
             lon, lat, reason = _parse_pair(row["lon"], row["lat"])
-            reason = reason or check_coordinates(lon, lat, bounds)
+            reason = reason or check_coordinates(lon, lat, bounds, VECTOR_SWAP_HINT if vector else TABLE_SWAP_HINT)
         if reason:
             bad.append({"file": str(path), "row": rownum, "lon": row["lon"], "lat": row["lat"], "reason": reason})
         else:
@@ -152,7 +174,7 @@ def load_points(
                     bad[0]["reason"])
     if good_df.empty:
         raise InputDataError(
-            f"{path}: no usable point among {len(rows)} rows"
+            f"{where(path, key)}: no usable point among {len(rows)} rows"
             + (f" (first problem: row {bad[0]['row']}: {bad[0]['reason']})" if bad else "")
         )
     return good_df, bad_df

@@ -7,8 +7,10 @@ member (GDAL honours it). A GeoJSON without one is lon/lat by RFC 7946 section 4
 without a CRS is read as lon/lat only when every coordinate lies in lon/lat range (with a warning), and
 refused otherwise, asking for its .prj. Text fields are
 decoded as the file says (a Shapefile's .cpg or DBF language byte; UTF-8, with or without a BOM,
-elsewhere), with a cp1252 / ISO-8859-1 fallback for non-UTF-8 GeoJSON. Invalid polygons (a ring
-crossing itself) are repaired with GEOS MakeValid, keeping their polygonal parts.
+elsewhere), with a cp1252 / ISO-8859-1 fallback for non-UTF-8 GeoJSON; text that comes out holding C1
+control characters (a Windows-1252 .dbf without .cpg, which GDAL reads as ISO-8859-1) is re-read as
+cp1252, with a warning. A Shapefile read without its .dbf (no attribute fields) is warned about. Invalid
+polygons (a ring crossing itself) are repaired with GEOS MakeValid, keeping their polygonal parts.
 
 Every failure is an :class:`InputDataError` naming the file, the layer (and the config key when the
 caller gives it) and what to do.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import codecs
 import logging
 import math
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +43,13 @@ VECTOR_SUFFIXES = (".geojson", ".json", ".shp", ".zip", ".gpkg", ".fgb")
 # Tried in order when a file's text is not valid UTF-8 and no encoding is set (GDAL's spellings).
 FALLBACK_ENCODINGS = ("CP1252", "ISO-8859-1")
 POLYGONAL = ("Polygon", "MultiPolygon")
+SHAPEFILE = "ESRI Shapefile"  # GDAL's driver name
+# U+0080-U+009F are C1 control codes, which no real name holds; they are what ISO-8859-1 (GDAL's guess
+# for a .dbf without .cpg) makes of the bytes 0x80-0x9F that Windows-1252 prints as – ’ “ ” € ….
+# Mapping each back to its cp1252 character is value.encode("latin-1").decode("cp1252") without the
+# errors: the five bytes cp1252 leaves undefined (0x81 0x8D 0x8F 0x90 0x9D) stay as they are.
+C1_CONTROLS = re.compile("[\x80-\x9f]")
+C1_AS_CP1252 = {b: bytes([b]).decode("cp1252", "ignore") or chr(b) for b in range(0x80, 0xA0)}
 
 
 @dataclass(frozen=True)
@@ -66,14 +76,32 @@ class VectorData:
     def fields(self) -> list[str]:
         return list(self.properties[0]) if self.properties else []
 
+    def field_error(self, field: str, setting: str, key: str | None = None) -> InputDataError:
+        """The error for a field named by config ``setting`` (e.g. ``name_column``) that the layer lacks."""
+        if self.fields:
+            has = f"the file has {self.fields}. Fix `{setting}` in the config."
+        elif self.driver == SHAPEFILE:
+            has = "the file has no fields at all: its .dbf is missing; put it beside the .shp (or in the .zip)."
+        else:
+            has = "the file has no fields at all."
+        return InputDataError(f"{_where(self.path, self.layer, key)}: {setting} {field!r} not found; {has}")
+
 
 def source(spec) -> tuple[str | None, str | None]:
-    """``(path, layer)`` of a config value that is a path, ``{path, layer}`` or null."""
+    """``(path, layer)`` of a config value that is a path, ``{path, layer, encoding}`` or null.
+
+    Two values, as callers unpack them; :func:`source_encoding` gives the third.
+    """
     if spec is None:
         return None, None
     if isinstance(spec, Mapping):
         return spec["path"], spec.get("layer")
     return str(spec), None
+
+
+def source_encoding(spec) -> str | None:
+    """The ``encoding`` of a config value ``{path, layer, encoding}``; None for a plain path or null."""
+    return spec.get("encoding") if isinstance(spec, Mapping) else None
 
 
 def _where(path, layer=None, key=None) -> str:
@@ -212,16 +240,50 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _cp1252(value):
+    return value.translate(C1_AS_CP1252) if isinstance(value, str) else value
+
+
+def _undo_c1(names: list[str], columns: list[list], driver: str, where: str) -> tuple[list[str], list[list]]:
+    """Field names and values with C1 controls read back as cp1252 (see ``C1_AS_CP1252``), warning once.
+
+    GDAL gives no sign of the wrong guess, so the text itself is the evidence; all of the layer's text
+    is mapped, since the whole file had the one encoding (text without C1 controls is unchanged).
+    """
+    if not any(C1_CONTROLS.search(t) for col in (names, *columns) for t in col if isinstance(t, str)):
+        return names, columns
+    fix = ("put a .cpg file holding CP1252 beside the .shp (or in its .zip)" if driver == SHAPEFILE
+           else "re-save it as UTF-8")
+    log.warning("%s: text held control characters (U+0080-U+009F), the mark of Windows-1252 text read as "
+                "ISO-8859-1; read as cp1252 instead. To be sure of the names, %s, or set `encoding` for this "
+                "input in the config.", where, fix)
+    return [_cp1252(n) for n in names], [[_cp1252(v) for v in col] for col in columns]
+
+
+def _check_dbf(path: Path, driver: str, names: list[str], where: str) -> None:
+    """Warn about a Shapefile read without its .dbf: GDAL then reads the shapes with no fields, silently."""
+    if driver != SHAPEFILE or names:
+        return
+    dbf = path.with_suffix(".dbf")
+    if path.suffix.lower() == ".shp" and not (dbf.exists() or path.with_suffix(".DBF").exists()):
+        log.warning("%s: %s is missing, so the features have no attributes (names, ids); copy the .dbf beside "
+                    "the .shp.", where, dbf.name)
+    else:
+        log.warning("%s: a Shapefile with no attribute fields: its .dbf is missing or empty; re-export the "
+                    "layer with its attributes.", where)
+
+
 def read_vector(path: str | Path, layer: str | None = None, encoding: str | None = None,
                 key: str | None = None) -> VectorData:
     """Every feature of one layer of ``path``, reprojected to EPSG:4326 lon/lat.
 
     ``layer``: a layer name; needed only when the file holds several (a GeoPackage), otherwise its only
-    layer is read. ``encoding``: force a text encoding (Python or GDAL name) instead of the file's own.
-    ``key``: the config key the file came from, named in errors. Geometries are returned as read (not
-    repaired); coordinates a CRS cannot map come back as inf/NaN. Raises :class:`InputDataError` for a
-    missing, unreadable or truncated file, an unknown or ambiguous layer, undecodable text, or a
-    projected file without a CRS.
+    layer is read. ``encoding``: force a text encoding (Python or GDAL name) instead of the file's own;
+    without it, text holding C1 controls is re-read as cp1252 (warned). ``key``: the config key the
+    file came from, named in errors. Geometries are returned as read (not repaired); coordinates a CRS
+    cannot map come back as inf/NaN. A Shapefile without its .dbf is read with no fields (warned).
+    Raises :class:`InputDataError` for a missing, unreadable or truncated file, an unknown or ambiguous
+    layer, an unknown encoding, undecodable text, or a projected file without a CRS.
     """
     path = Path(path)
     with _GdalNotes(path):
@@ -233,6 +295,9 @@ def read_vector(path: str | Path, layer: str | None = None, encoding: str | None
     geoms = _to_lonlat(geoms, crs, path, layer, key)
     names = [str(n) for n in meta["fields"]]
     columns = [[_plain(v) for v in col.tolist()] for col in fields]
+    _check_dbf(path, driver, names, _where(path, layer, key))
+    if not encoding:  # an encoding the user set is taken at its word
+        names, columns = _undo_c1(names, columns, driver, _where(path, layer, key))
     props = tuple(dict(zip(names, row)) for row in zip(*columns)) if columns else tuple({} for _ in geoms)
     return VectorData(path, layer, driver, crs, tuple(None if shapely.is_missing(g) else g for g in geoms), props)
 
@@ -249,20 +314,23 @@ def _polygonal_parts(geom):
 
 
 def read_polygon_features(path: str | Path, layer: str | None = None, field: str | None = None,
-                          value: str | None = None, key: str | None = None) -> list[dict]:
+                          value: str | None = None, key: str | None = None,
+                          encoding: str | None = None) -> list[dict]:
     """Polygon features of ``path`` in lon/lat: ``[{"geometry": shapely (Multi)Polygon, "properties": dict}]``.
 
     Only features whose property ``field`` equals ``value`` (compared as text) when both are given;
     features without a geometry are skipped. Invalid polygons are repaired with
     ``shapely.make_valid(method="structure")`` (GEOS MakeValid: a bow-tie becomes its two triangles) and
-    counted in the log. Raises :class:`InputDataError` (naming file, layer, feature and key) for a
-    feature that is not a polygon, coordinates outside lon/lat after reprojection (a CRS the file does
-    not declare), an unknown ``field``, or no feature matching ``value``.
+    counted in the log. ``encoding`` as in :func:`read_vector`. Raises :class:`InputDataError` (naming
+    file, layer, feature and key) for what :func:`read_vector` refuses, a feature that is not a polygon,
+    coordinates outside lon/lat after reprojection (a CRS the file does not declare), an unknown
+    ``field`` (saying when the file has no fields: a Shapefile without its .dbf), or no feature
+    matching ``value``.
     """
-    data = read_vector(path, layer, key=key)
+    data = read_vector(path, layer, encoding, key)
     where = _where(data.path, data.layer, key)
     if field and value is not None and data.properties and field not in data.fields:
-        raise InputDataError(f"{where}: no field {field!r}; the file has {data.fields}. Fix `field` in the config.")
+        raise data.field_error(field, "field", key)
     out, repaired = [], 0
     for i, (geom, props) in enumerate(zip(data.geometries, data.properties), start=1):
         if field and value is not None and str(props.get(field)) != str(value):
@@ -294,15 +362,18 @@ def read_polygon_features(path: str | Path, layer: str | None = None, field: str
 
 
 def read_polygons(path: str | Path, field: str | None = None, value: str | None = None,
-                  layer: str | None = None, key: str | None = None) -> list:
-    """The (repaired, lon/lat) polygon geometries of :func:`read_polygon_features`."""
-    return [f["geometry"] for f in read_polygon_features(path, layer, field, value, key)]
+                  layer: str | None = None, key: str | None = None, encoding: str | None = None) -> list:
+    """The (repaired, lon/lat) polygon geometries of :func:`read_polygon_features` (its errors)."""
+    return [f["geometry"] for f in read_polygon_features(path, layer, field, value, key, encoding)]
 
 
 def read_region(path: str | Path, field: str | None = None, value: str | None = None,
-                layer: str | None = None, key: str | None = None):
-    """One lon/lat (Multi)Polygon: the union of the selected polygons. Raises InputDataError if none."""
-    geoms = read_polygons(path, field, value, layer, key)
+                layer: str | None = None, key: str | None = None, encoding: str | None = None):
+    """One lon/lat (Multi)Polygon: the union of the selected polygons.
+
+    Raises InputDataError as :func:`read_polygon_features` does, and when no polygon is selected.
+    """
+    geoms = read_polygons(path, field, value, layer, key, encoding)
     if not geoms:
         raise InputDataError(f"{_where(path, layer, key)}: no polygon; a region needs a polygon layer.")
     return unary_union(geoms)
