@@ -7,7 +7,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
-from garimpo.cli_config import coerce_config, config_error
+from garimpo.cli_config import coerce_config, config_error, text_encoding_error
 
 min_version("9.0")
 
@@ -22,6 +22,8 @@ try:
     validate(config, "config/schema.yaml")
 except WorkflowError as err:
     raise WorkflowError(config_error(config, "config/schema.yaml") or str(err)) from err
+if text_encoding_error(config):
+    raise WorkflowError(text_encoding_error(config))
 
 
 wildcard_constraints:

@@ -100,3 +100,15 @@ def test_a_wrong_key_inside_a_path_or_mapping_value_is_named():
     config["positives"]["local_dirs"] = [{"path": "chips", "encodng": "amw_l1c_rgb", "pixel_size_m": 10}]
     assert config_error(config, schema).startswith(
         "config positives.local_dirs[0]: Additional properties are not allowed ('encodng' was unexpected)")
+
+
+def test_a_misspelt_text_encoding_is_refused_with_the_config():
+    from garimpo.cli_config import text_encoding_error
+
+    config = _merged("config.yaml", "demo.yaml")
+    assert text_encoding_error(config) is None
+    config["regions"]["demo"]["encoding"] = "cp1252"
+    config["positives"]["points"][0]["encoding"] = "latin-1"
+    assert text_encoding_error(config) is None
+    config["encroachment"]["areas"] = {"path": "ti.shp", "encoding": "cp1525"}
+    assert text_encoding_error(config).startswith("config encroachment.areas.encoding: unknown text encoding 'cp1525'")

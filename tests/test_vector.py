@@ -201,7 +201,18 @@ def test_undefined_cp1252_bytes_and_plain_latin1_are_left_alone(tmp_path, caplog
     (tmp_path / "ti.cpg").unlink()
     with caplog.at_level(logging.WARNING):
         assert [n.strip() for n in feature_names(path)] == ["\x81–", "é"]
-    assert "control characters" in caplog.text
+    assert "Windows-1252" in caplog.text
+
+
+@pytest.mark.parametrize("names", [["Terra Indígena São João"], CP1252_NAMES])
+def test_utf8_shapefile_without_cpg_is_read_as_utf8(tmp_path, caplog, names):
+    """UTF-8 .dbf bytes read as ISO-8859-1 give 'IndÃ­gena' (the user test's case, silent for plain accents)."""
+    path = write_layer(tmp_path / "ti.shp", [SQUARE] * len(names), names, driver="ESRI Shapefile", encoding="UTF-8")
+    (tmp_path / "ti.cpg").unlink()
+    with caplog.at_level(logging.WARNING):
+        assert feature_names(path, key="regions.ti") == names
+        assert read_region(path, "nome", names[0]).equals(SQUARE)
+    assert "is UTF-8" in caplog.text and "holding UTF-8" in caplog.text and "regions.ti" in caplog.text
 
 
 def test_a_point_shapefile_in_cp1252_without_cpg(tmp_path):

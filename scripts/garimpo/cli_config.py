@@ -97,3 +97,30 @@ def config_error(config: dict, schema_path: str | os.PathLike) -> str | None:
         return None
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
     return f"config {where or '(top level)'}: {error.message}; see its description in {schema_path}"
+
+
+def text_encoding_error(config: dict) -> str | None:
+    """The first vector or table input whose text ``encoding`` Python does not know, as an error; else None.
+
+    The schema cannot list every codec, so a misspelt one ('utf9', 'cp1525') would otherwise surface only
+    when the job reading the file runs.
+    """
+    import codecs
+
+    specs = [(f"positives.points[{i}]", s) for i, s in enumerate(config.get("positives", {}).get("points") or [])]
+    negatives = config.get("negatives", {})
+    specs += [(f"negatives.hard_negative_points[{i}]", s)
+              for i, s in enumerate(negatives.get("hard_negative_points") or [])]
+    specs += [(f"negatives.{k}", negatives.get(k)) for k in ("protected_areas", "urban_mask")]
+    specs += [("encroachment.areas", config.get("encroachment", {}).get("areas"))]
+    specs += [(f"regions.{name}", spec) for name, spec in (config.get("regions") or {}).items()]
+    for key, spec in specs:
+        name = spec.get("encoding") if isinstance(spec, dict) else None
+        if name is None:
+            continue
+        try:
+            codecs.lookup(str(name))
+        except LookupError:
+            return (f"config {key}.encoding: unknown text encoding {name!r}; use a Python codec name such as "
+                    "utf-8, cp1252 or latin-1, or null to let the reader find it")
+    return None

@@ -7,9 +7,9 @@ member (GDAL honours it). A GeoJSON without one is lon/lat by RFC 7946 section 4
 without a CRS is read as lon/lat only when every coordinate lies in lon/lat range (with a warning), and
 refused otherwise, asking for its .prj. Text fields are
 decoded as the file says (a Shapefile's .cpg or DBF language byte; UTF-8, with or without a BOM,
-elsewhere), with a cp1252 / ISO-8859-1 fallback for non-UTF-8 GeoJSON; text that comes out holding C1
-control characters (a Windows-1252 .dbf without .cpg, which GDAL reads as ISO-8859-1) is re-read as
-cp1252, with a warning. A Shapefile read without its .dbf (no attribute fields) is warned about. Invalid
+elsewhere), with a cp1252 / ISO-8859-1 fallback for non-UTF-8 GeoJSON. A .dbf without .cpg, which GDAL
+reads as ISO-8859-1, is re-read, with a warning, as UTF-8 when its bytes are UTF-8, or as cp1252 when the
+text comes out holding C1 control characters. A Shapefile read without its .dbf (no attribute fields) is warned about. Invalid
 polygons (a ring crossing itself) are repaired with GEOS MakeValid, keeping their polygonal parts.
 
 Every failure is an :class:`InputDataError` naming the file, the layer (and the config key when the
@@ -244,20 +244,36 @@ def _cp1252(value):
     return value.translate(C1_AS_CP1252) if isinstance(value, str) else value
 
 
-def _undo_c1(names: list[str], columns: list[list], driver: str, where: str) -> tuple[list[str], list[list]]:
-    """Field names and values with C1 controls read back as cp1252 (see ``C1_AS_CP1252``), warning once.
+def _as_utf8(value):
+    """``value`` read as ISO-8859-1, decoded again as the UTF-8 its bytes are; ValueError when they are not."""
+    return value.encode("latin-1").decode("utf-8") if isinstance(value, str) else value
 
-    GDAL gives no sign of the wrong guess, so the text itself is the evidence; all of the layer's text
-    is mapped, since the whole file had the one encoding (text without C1 controls is unchanged).
+
+def _undo_latin1(names: list[str], columns: list[list], driver: str, where: str) -> tuple[list[str], list[list]]:
+    """Field names and values that GDAL decoded as ISO-8859-1 (its guess without a .cpg) read as they were
+    written, warning once: UTF-8 when every text's bytes are valid UTF-8 with some beyond ASCII (which
+    Windows-1252 text almost never is: "IndÃ­gena" is "Indígena"), else cp1252 when text holds C1
+    controls (U+0080-U+009F, see ``C1_AS_CP1252``). Text that is neither is left as read.
+
+    GDAL gives no sign of the wrong guess, so the text itself is the evidence; all of the layer's text is
+    mapped, since the whole file had the one encoding.
     """
-    if not any(C1_CONTROLS.search(t) for col in (names, *columns) for t in col if isinstance(t, str)):
+    texts = [t for col in (names, *columns) for t in col if isinstance(t, str)]
+    if not any(not t.isascii() for t in texts):
         return names, columns
-    fix = ("put a .cpg file holding CP1252 beside the .shp (or in its .zip)" if driver == SHAPEFILE
+    try:
+        fixed = [_as_utf8(n) for n in names], [[_as_utf8(v) for v in col] for col in columns]
+        found, cpg = "UTF-8", "UTF-8"
+    except (UnicodeEncodeError, UnicodeDecodeError):  # not latin-1-decoded bytes, or not UTF-8 bytes
+        if not any(C1_CONTROLS.search(t) for t in texts):
+            return names, columns
+        fixed = [_cp1252(n) for n in names], [[_cp1252(v) for v in col] for col in columns]
+        found, cpg = "Windows-1252", "CP1252"
+    fix = (f"put a .cpg file holding {cpg} beside the .shp (or in its .zip)" if driver == SHAPEFILE
            else "re-save it as UTF-8")
-    log.warning("%s: text held control characters (U+0080-U+009F), the mark of Windows-1252 text read as "
-                "ISO-8859-1; read as cp1252 instead. To be sure of the names, %s, or set `encoding` for this "
-                "input in the config.", where, fix)
-    return [_cp1252(n) for n in names], [[_cp1252(v) for v in col] for col in columns]
+    log.warning("%s: text read as ISO-8859-1 (no encoding declared) is %s; read as %s instead. To be sure of "
+                "the names, %s, or set `encoding` for this input in the config.", where, found, found, fix)
+    return fixed
 
 
 def _check_dbf(path: Path, driver: str, names: list[str], where: str) -> None:
@@ -297,7 +313,7 @@ def read_vector(path: str | Path, layer: str | None = None, encoding: str | None
     columns = [[_plain(v) for v in col.tolist()] for col in fields]
     _check_dbf(path, driver, names, _where(path, layer, key))
     if not encoding:  # an encoding the user set is taken at its word
-        names, columns = _undo_c1(names, columns, driver, _where(path, layer, key))
+        names, columns = _undo_latin1(names, columns, driver, _where(path, layer, key))
     props = tuple(dict(zip(names, row)) for row in zip(*columns)) if columns else tuple({} for _ in geoms)
     return VectorData(path, layer, driver, crs, tuple(None if shapely.is_missing(g) else g for g in geoms), props)
 
