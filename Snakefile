@@ -7,7 +7,12 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
-from garimpo.cli_config import coerce_config, config_error, text_encoding_error
+from garimpo.cli_config import (
+    coerce_config,
+    config_error,
+    config_order_error,
+    text_encoding_error,
+)
 
 min_version("9.0")
 
@@ -24,6 +29,9 @@ except WorkflowError as err:
     raise WorkflowError(config_error(config, "config/schema.yaml") or str(err)) from err
 if text_encoding_error(config):
     raise WorkflowError(text_encoding_error(config))
+# Values valid one by one but not together (a reversed period, west > east, ...).
+if config_order_error(config):
+    raise WorkflowError(config_order_error(config))
 
 
 wildcard_constraints:

@@ -10,7 +10,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from garimpo.classifier.metrics import decision_threshold  # noqa: E402
 from garimpo.detect import chip_features, load_chip_scores  # noqa: E402
 from garimpo.geo import write_geojson  # noqa: E402
-from garimpo.postprocess import merge_tiles, to_geojson  # noqa: E402
+from garimpo.postprocess import detection_thresholds, merge_tiles, to_geojson  # noqa: E402
 from garimpo.smk import setup_logging  # noqa: E402
 from garimpo.tiling import read_tile_list  # noqa: E402
 from garimpo.vector import read_region  # noqa: E402
@@ -28,10 +28,8 @@ def main(smk):
         raise ValueError(f"tiles {stale[:5]} of {smk.wildcards.region} were scanned with another model than "
                          f"{model['model_id']}: rescan them (snakemake -R detect_tile)")
     # The model's own threshold is the one chosen on validation scores made as the scan made them.
-    low = float(det["threshold"]) if det["threshold"] is not None else decision_threshold(model, bool(det["tta"]))
-    high = float(det["isolated_threshold"]) if det["isolated_threshold"] is not None else (1 + low) / 2
-    if high < low:
-        raise ValueError(f"detection.isolated_threshold {high} is below the threshold {low}; it must be higher")
+    chosen = decision_threshold(model, bool(det["tta"])) if det["threshold"] is None else None
+    low, high = detection_thresholds(det["threshold"], det["isolated_threshold"], chosen)
     per_tile = {s.provenance["tile"]: chip_features(s, low, {k: s.provenance[k] for k in
                                                              ("scene_ids", "dates", "model_id", "config_hash")})
                 for s in scans}

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from snakemake.utils import update_config, validate
 
-from garimpo.cli_config import coerce_config, coerce_strings, config_error
+from garimpo.cli_config import coerce_config, coerce_strings, config_error, config_order_error
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,6 +63,7 @@ def _merged(*names):
 def test_shipped_configs_validate(overlays):
     config = _merged("config.yaml", *overlays)
     validate(config, str(ROOT / "config" / "schema.yaml"))  # raises on any key or type the schema refuses
+    assert config_order_error(config) is None
     if "amw_all.yaml" in overlays:
         assert config["split"]["test_sources"] == [] and config["classifier"]["input_size"] == 96
     if "amw.yaml" in overlays:
@@ -112,3 +113,75 @@ def test_a_misspelt_text_encoding_is_refused_with_the_config():
     assert text_encoding_error(config) is None
     config["encroachment"]["areas"] = {"path": "ti.shp", "encoding": "cp1525"}
     assert text_encoding_error(config).startswith("config encroachment.areas.encoding: unknown text encoding 'cp1525'")
+
+
+def _set(config, key, value):
+    *parents, last = key.split(".")
+    for part in parents:
+        config = config.setdefault(part, {})
+    config[last] = value
+
+
+@pytest.mark.parametrize("key, value, where", [
+    ("detection.threshold", -1, "detection.threshold"),
+    ("detection.threshold", 0, "detection.threshold"),  # every chip would be mining
+    ("detection.threshold", 1.5, "detection.threshold"),  # named itself, not the derived isolated_threshold
+    ("detection.isolated_threshold", 1.2, "detection.isolated_threshold"),
+    ("imagery.max_cloud_cover", 0, "imagery.max_cloud_cover"),  # cloud < 0 %: no scene at all
+    ("imagery.max_cloud_cover", 120, "imagery.max_cloud_cover"),
+    ("imagery.bands", ["B02", "B03", "B03"], "imagery.bands"),
+    ("study_bounds", [-200.0, -35.0, -35.0, 5.0], "study_bounds[0]"),
+    ("study_bounds", [-75.0, -35.0, -35.0, 95.0], "study_bounds[3]"),
+    ("matching.p_high", 101, "matching.p_high"),
+    ("augmentation.haze_strength", [0.1, 1.5], "augmentation.haze_strength[1]"),
+    ("augmentation.haze_strength", [0.1], "augmentation.haze_strength"),
+    ("augmentation.brightness", 1.0, "augmentation.brightness"),
+    ("split.block_m", 0, "split.block_m"),
+    ("classifier.dropout", 1.0, "classifier.dropout"),
+    ("classifier.lr_scheduler", {"factor": 1.0, "patience": 3}, "classifier.lr_scheduler.factor"),
+    ("classifier.threshold", {"method": "fixed", "value": 0}, "classifier.threshold.value"),
+    ("classifier.threshold", {"method": "target_precision", "target_precision": 1.5},
+     "classifier.threshold.target_precision"),
+    ("proposer.spectral", {"forest_fraction_min": 2}, "proposer.spectral.forest_fraction_min"),
+    ("proposer.segformer", {"window": 0}, "proposer.segformer.window"),
+])
+def test_values_out_of_their_range_are_refused_by_key(key, value, where):
+    config = _merged("config.yaml", "demo.yaml")
+    _set(config, key, value)
+    assert (config_error(config, ROOT / "config" / "schema.yaml") or "").startswith(f"config {where}: ")
+
+
+@pytest.mark.parametrize("key, value, where", [
+    ("imagery.period", ["2025-12-31", "2021-01-01"], "imagery.period: the start 2025-12-31 is after the end"),
+    ("imagery.period", ["2023-02-30", "2023-12-31"], "imagery.period[0]: '2023-02-30' is not a date"),
+    ("study_bounds", [-35.0, -35.0, -75.0, 5.0], "study_bounds: west -35.0 is not less than east -75.0"),
+    ("study_bounds", [-75.0, 5.0, -35.0, -35.0], "study_bounds: south 5.0 is not less than north -35.0"),
+    ("detection", {"threshold": 0.9, "isolated_threshold": 0.6},
+     "detection.isolated_threshold: 0.6 is below detection.threshold 0.9"),
+    ("matching", {"p_low": 98, "p_high": 2}, "matching.p_low: 98 is not below matching.p_high 2"),
+    ("augmentation.haze_strength", [0.4, 0.1], "augmentation.haze_strength: [0.4, 0.1] is not a [low, high]"),
+    ("detection.stride_px", 80, "detection.stride_px: 80 px (10 m) is more than a chip of tiles.size_m 640"),
+])
+def test_keys_valid_alone_but_out_of_order_together_are_refused(key, value, where):
+    config = _merged("config.yaml", "demo.yaml")
+    assert config_order_error(config) is None
+    _set(config, key, value)
+    assert config_error(config, ROOT / "config" / "schema.yaml") is None  # each value is fine on its own
+    assert (config_order_error(config) or "").startswith(f"config {where}")
+
+
+def test_a_reversed_period_stops_the_workflow_before_any_job(tmp_path):
+    """The Snakefile refuses the config when it is read: no job runs, and no composite is replaced."""
+    import shutil
+    import subprocess
+    import sys
+
+    for name in ("Snakefile", "rules", "scripts", "config", "envs"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", "config/demo.yaml",
+                           "--config", "imagery={period: [2025-12-31, 2021-01-01]}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "config imagery.period: the start 2025-12-31 is after the end 2021-01-01" in out, out

@@ -8,8 +8,8 @@ import shapely
 from shapely.geometry import box
 
 from garimpo.geo import reproject
-from garimpo.postprocess import (area_ha, clip_to_cell, dissolve, dual_threshold, from_geojson, merge_tiles,
-                                 to_geojson)
+from garimpo.postprocess import (area_ha, clip_to_cell, detection_thresholds, dissolve, dual_threshold, from_geojson,
+                                 merge_tiles, to_geojson)
 from garimpo.tiling import region_tiles, tile_cell
 
 SIZE = 100_000.0
@@ -223,3 +223,23 @@ def test_published_outlines_fanned_out_to_tiles_merge_back_without_double_counti
     assert len(merged) == len(dissolve(outlines))
     total = sum(f["properties"]["area_ha"] for f in merged)
     assert total == pytest.approx(area_ha(shapely.union_all(geoms)), rel=1e-6)
+
+
+def test_detection_thresholds_derive_a_safe_pair_and_name_both_keys_of_a_bad_one():
+    """merge_detections' (low, high): the derived isolated threshold is never below the threshold, and a
+    user-set pair out of order names detection.threshold and detection.isolated_threshold."""
+    assert detection_thresholds(None, None, 0.6) == (0.6, 0.8)  # the checkpoint's threshold, halfway to 1
+    assert detection_thresholds(0.99, None, 0.6) == (0.99, 0.995)  # set near 1: still in order
+    assert detection_thresholds(1.0, None) == (1.0, 1.0)
+    assert detection_thresholds(0.5, 0.9, 0.6) == (0.5, 0.9)
+    with pytest.raises(ValueError, match=r"detection.isolated_threshold 0.6 is below detection.threshold 0.9"):
+        detection_thresholds(0.9, 0.6, 0.5)
+    # threshold null: the checkpoint's threshold is in force, and the message says so.
+    with pytest.raises(ValueError, match=r"isolated_threshold 0.6 is below the threshold in force, 0.7: "
+                                         r"detection.threshold is null"):
+        detection_thresholds(None, 0.6, 0.7)
+    with pytest.raises(ValueError, match=r"detection.isolated_threshold 1.2 is above 1"):
+        detection_thresholds(0.5, 1.2)
+    for bad in (-1, 0, 1.5):
+        with pytest.raises(ValueError, match=r"^detection.threshold is .*not a score in \(0, 1\]"):
+            detection_thresholds(bad, None, 0.5)

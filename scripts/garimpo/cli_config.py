@@ -124,3 +124,75 @@ def text_encoding_error(config: dict) -> str | None:
             return (f"config {key}.encoding: unknown text encoding {name!r}; use a Python codec name such as "
                     "utf-8, cp1252 or latin-1, or null to let the reader find it")
     return None
+
+
+def _get(config: dict, key: str) -> Any:
+    """The value at dotted ``key`` of ``config``; None where a level is missing."""
+    value: Any = config
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def config_order_error(config: dict) -> str | None:
+    """The first pair of keys whose values the schema accepts one by one but not together, as
+    ``config KEY: what is wrong; what to do``; None when every pair is in order.
+
+    JSON Schema checks each value against a range; it cannot say that a start comes before an end.
+    Checked: imagery.period (real ISO dates, start not after end); study_bounds (west < east,
+    south < north); detection.isolated_threshold >= detection.threshold when both are set;
+    matching.p_low < matching.p_high; augmentation.haze_strength low <= high; detection.stride_px at
+    most a chip (tiles.size_m / 10 m px), so no ground is left unscanned. Keys that are missing or of
+    another type are left to the schema. Raises nothing.
+    """
+    from datetime import date
+
+    period = _get(config, "imagery.period")
+    if isinstance(period, list) and len(period) == 2:
+        days = []
+        for i, text in enumerate(period):
+            try:
+                days.append(date.fromisoformat(str(text)))
+            except ValueError as err:
+                return (f"config imagery.period[{i}]: {text!r} is not a date ({err}); write it as YYYY-MM-DD, "
+                        "e.g. 2024-12-31")
+        if days[0] > days[1]:
+            return (f"config imagery.period: the start {period[0]} is after the end {period[1]}, so no scene "
+                    f"can match; write [start, end], e.g. [{period[1]}, {period[0]}]")
+
+    bounds = _get(config, "study_bounds")
+    if isinstance(bounds, list) and len(bounds) == 4 and all(map(_is_number, bounds)):
+        west, south, east, north = bounds
+        if not west < east:
+            return (f"config study_bounds: west {west} is not less than east {east}; the order is "
+                    "[west, south, east, north] in degrees (longitude first)")
+        if not south < north:
+            return (f"config study_bounds: south {south} is not less than north {north}; the order is "
+                    "[west, south, east, north] in degrees (longitude first)")
+
+    low, high = _get(config, "detection.threshold"), _get(config, "detection.isolated_threshold")
+    if _is_number(low) and _is_number(high) and high < low:
+        return (f"config detection.isolated_threshold: {high} is below detection.threshold {low}, but a lone "
+                "chip must score at least as high as a chip in a group; raise it to at least "
+                f"{low}, or set it to null (halfway between detection.threshold and 1)")
+
+    p_low, p_high = _get(config, "matching.p_low"), _get(config, "matching.p_high")
+    if _is_number(p_low) and _is_number(p_high) and not p_low < p_high:
+        return (f"config matching.p_low: {p_low} is not below matching.p_high {p_high}; the stretch maps "
+                "P_low..P_high, so p_low must be the smaller percentile (the default is 2 and 98)")
+
+    haze = _get(config, "augmentation.haze_strength")
+    if isinstance(haze, list) and len(haze) == 2 and all(map(_is_number, haze)) and haze[0] > haze[1]:
+        return (f"config augmentation.haze_strength: {haze} is not a [low, high] range; write "
+                f"[{haze[1]}, {haze[0]}]")
+
+    stride, size_m = _get(config, "detection.stride_px"), _get(config, "tiles.size_m")
+    if _is_number(stride) and _is_number(size_m) and stride * 10.0 > size_m:
+        return (f"config detection.stride_px: {stride} px (10 m) is more than a chip of tiles.size_m "
+                f"{size_m} m ({size_m / 10:g} px), so strips between chips would never be scanned; set it to at "
+                "most the chip, or null (half a chip)")
+    return None

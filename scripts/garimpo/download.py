@@ -13,7 +13,6 @@ import http.client
 import logging
 import os
 import re
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
+from .atomic import atomic_path
 from .errors import ChecksumError, DownloadError
 from .stac import RetryPolicy
 
@@ -108,23 +108,21 @@ def download(url: str, dest: str | Path, sha256: str, retry: RetryPolicy | None 
 
     last = "no attempt made"
     for attempt in range(1, retry.attempts + 1):
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
         wait = retry.delay(attempt)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                got, size = _fetch_once(url, fh, retry.timeout)
-                fh.flush()
-                os.fsync(fh.fileno())
-            if got != expected:
-                raise ChecksumError(
-                    f"checksum mismatch for {url}: expected sha256 {expected}, got {got} ({size} bytes). "
-                    f"Nothing was written to {dest}. The file at that URL is not the pinned one (changed upstream, "
-                    "or a proxy or captive portal answered instead). Check the URL in a browser; if you have checked "
-                    "the new file and want it, update its sha256 under downloads.files in the config, or put your own "
-                    f"copy at {dest}, or point the config at a file of your own."
-                )
-            os.replace(tmp, dest)
-            tmp = None
+            with atomic_path(dest, suffix=".part") as tmp:  # removed unless complete and as pinned
+                with open(tmp, "wb") as fh:
+                    got, size = _fetch_once(url, fh, retry.timeout)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                if got != expected:
+                    raise ChecksumError(
+                        f"checksum mismatch for {url}: expected sha256 {expected}, got {got} ({size} bytes). "
+                        f"Nothing was written to {dest}. The file at that URL is not the pinned one (changed "
+                        "upstream, or a proxy or captive portal answered instead). Check the URL in a browser; if you "
+                        "have checked the new file and want it, update its sha256 under downloads.files in the config, "
+                        f"or put your own copy at {dest}, or point the config at a file of your own."
+                    )
             log.info("downloaded %s -> %s (%d bytes, sha256 %s, attempt %d)", url, dest, size, got, attempt)
             return dest
         except urllib.error.HTTPError as err:
@@ -144,9 +142,6 @@ def download(url: str, dest: str | Path, sha256: str, retry: RetryPolicy | None 
             raise
         except OSError as err:  # disk full, permissions: another attempt will not help
             raise DownloadError(f"could not write the download of {url} under {dest.parent}: {err}") from err
-        finally:
-            if tmp is not None and os.path.exists(tmp):
-                os.unlink(tmp)
         if attempt < retry.attempts:
             log.warning("attempt %d/%d to download %s failed (%s); retrying in %.1f s", attempt, retry.attempts,
                         url, last, wait)

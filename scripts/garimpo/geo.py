@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -12,6 +10,8 @@ import numpy as np
 import shapely
 from pyproj import Geod, Transformer
 from shapely.geometry import mapping, shape
+
+from .atomic import atomic_path
 
 # User vector files are read by garimpo.vector; these two names stay importable from here for older callers.
 from .vector import read_polygons, read_region  # noqa: F401
@@ -65,10 +65,8 @@ def write_geojson(path: str | Path, collection: Mapping, metadata: Mapping | Non
     doc = _oriented(dict(collection))
     if metadata:
         doc["metadata"] = dict(metadata)  # foreign member; RFC 7946 section 6.1 allows it
-    fd, tmp = tempfile.mkstemp(suffix=".geojson", dir=path.parent, prefix=f".{path.stem}.")
-    with os.fdopen(fd, "w") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
         json.dump(_round_coords(doc), fh)
-    os.replace(tmp, path)
     return path
 
 

@@ -194,6 +194,41 @@ def dissolve(features: Sequence[Mapping], gap_m: float = 0.0) -> list[dict]:
     return out
 
 
+def detection_thresholds(threshold: float | None, isolated: float | None,
+                         model_threshold: float | None = None) -> tuple[float, float]:
+    """(low, high) of the merge's dual threshold from config keys detection.threshold and
+    detection.isolated_threshold.
+
+    low is ``threshold``, or ``model_threshold`` (the checkpoint's, chosen on validation) when that is None;
+    high is ``isolated``, or halfway between low and 1 when it is None (so never below low).
+    Raises ValueError naming the keys when low is not in (0, 1], when a set ``isolated`` is above 1, or
+    when it is below low (naming both keys, and the checkpoint when its threshold is the one in force).
+    """
+    if threshold is None and model_threshold is None:
+        raise ValueError("detection.threshold is null and no checkpoint threshold was given")
+    low = float(model_threshold if threshold is None else threshold)
+    if not 0 < low <= 1:
+        where = ("detection.threshold" if threshold is not None
+                 else "the checkpoint's threshold (detection.threshold is null)")
+        raise ValueError(f"{where} is {low}, not a score in (0, 1]; set detection.threshold to one")
+    if isolated is None:
+        return low, (1 + low) / 2
+    high = float(isolated)
+    if high > 1:
+        raise ValueError(f"config detection.isolated_threshold {high} is above 1, so no lone chip could reach it; "
+                         "set it to a score in (0, 1], or to null (halfway between detection.threshold and 1)")
+    if high < low:
+        if threshold is None:
+            raise ValueError(
+                f"config detection.isolated_threshold {high} is below the threshold in force, {low}: "
+                "detection.threshold is null, so the checkpoint's threshold (chosen on validation) is used; "
+                f"set detection.isolated_threshold to at least {low} or to null (halfway to 1), or set "
+                "detection.threshold yourself")
+        raise ValueError(f"config detection.isolated_threshold {high} is below detection.threshold {low}; set "
+                         f"detection.isolated_threshold to at least {low}, or to null (halfway to 1)")
+    return low, high
+
+
 def dual_threshold(features: Sequence[Mapping], low: float, high: float, require_seed: bool = False) -> list[dict]:
     """Hysteresis on dissolved groups of positive parts (parts that scored >= ``low``).
 

@@ -8,8 +8,6 @@ never leaves a half-written tile that looks finished.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +18,7 @@ import rasterio.shutil
 from affine import Affine
 from pyproj import CRS, Transformer
 
+from .atomic import atomic_path
 from .errors import InputDataError
 
 
@@ -208,9 +207,7 @@ def write_raster(
     if not cog:
         tiled = array.shape[1] >= 256 and array.shape[2] >= 256
         profile.update(tiled=tiled, **({"blockxsize": 256, "blockysize": 256} if tiled else {}))
-    fd, tmp = tempfile.mkstemp(suffix=".tif", dir=path.parent, prefix=f".{path.stem}.")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".tif") as tmp:
         if cog:
             # The COG driver only writes through CreateCopy: write to memory first.
             with rasterio.MemoryFile() as mem:
@@ -222,10 +219,6 @@ def write_raster(
         else:
             with rasterio.open(tmp, "w", **profile) as dst:
                 _fill(dst, array, band_names, tags)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from affine import Affine
 from pyproj import CRS
 from rasterio.windows import Window
 
+from .atomic import atomic_path
 from .errors import NoImageryError
 from .raster import Grid
 from .stac import (ImageryRequest, Source, band_medians, fetch_composite, no_scene_message, radiometry_record,
@@ -79,9 +79,7 @@ def write_composite(
     }
     used: dict[str, object] = {}
     block_medians: list[dict[str, float]] = []
-    fd, tmp = tempfile.mkstemp(suffix=".tif", dir=path.parent, prefix=f".{path.stem}.")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".tif") as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
             for i, name in enumerate(request.bands, start=1):
                 dst.set_band_description(i, name)
@@ -107,10 +105,6 @@ def write_composite(
             factors = [f for f in (4, 16, 64) if min(grid.width, grid.height) // f >= 64]
             if factors:
                 dst.build_overviews(factors, rasterio.enums.Resampling.average)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     log.info("composite %s: %d x %d px from %d scenes", path, grid.width, grid.height, len(used))
     return ordered
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
+
+from .atomic import atomic_path
 
 
 def setup_logging(snakemake=None, level: int = logging.INFO) -> logging.Logger:
@@ -30,18 +30,14 @@ def setup_logging(snakemake=None, level: int = logging.INFO) -> logging.Logger:
 def write_json(path: str | Path, doc) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent, prefix=f".{path.stem}.")
-    with os.fdopen(fd, "w") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
         json.dump(doc, fh, indent=2, default=str)
-    os.replace(tmp, path)
     return path
 
 
 def write_csv(path: str | Path, frame) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".csv", dir=path.parent, prefix=f".{path.stem}.")
-    os.close(fd)
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
     return path

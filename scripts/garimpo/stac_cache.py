@@ -14,11 +14,12 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import pystac
+
+from .atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +65,8 @@ class SearchCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         p = self.path(key)
         data = pystac.ItemCollection(items, clone_items=True).to_dict(transform_hrefs=False)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=self.dir)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(data, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(p, suffix=".tmp") as tmp, open(tmp, "w") as fh:
+            json.dump(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         return p

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -27,6 +25,7 @@ import shapely
 from pyproj import Transformer
 from shapely.geometry import Polygon
 
+from .atomic import atomic_path
 from .geo import reproject
 from .raster import Grid, bounds_grid, utm_epsg
 
@@ -134,10 +133,8 @@ def write_tile_list(path: str | Path, region: str, size_m: float, ids: Sequence[
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"region": region, "size_m": float(size_m), "crs": TILE_CRS, "n_tiles": len(ids), "tiles": sorted(ids)}
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent, prefix=f".{path.stem}.")
-    with os.fdopen(fd, "w") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
         json.dump(doc, fh, indent=1)
-    os.replace(tmp, path)
     return path
 
 

@@ -6,7 +6,6 @@ import hashlib
 import contextlib
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -16,6 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
+from garimpo.atomic import atomic_path
 from garimpo.errors import ModelLoadError
 
 ARCHS: dict[str, Callable[..., nn.Module]] = {
@@ -131,14 +131,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """Write next to the target then rename: readers never see a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".tmp") as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> dict:

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from garimpo.atomic import atomic_path
 from garimpo.contract import ImageContract, checkpoint_record, common_contract, read_tile_contract
 from garimpo.errors import ModelLoadError
 
@@ -115,10 +115,8 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def _write_json(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
         json.dump(obj, fh, indent=2)
-    os.replace(tmp, path)
 
 
 def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
