@@ -13,9 +13,6 @@ from shapely.geometry import mapping, shape
 
 from .atomic import atomic_path
 
-# User vector files are read by garimpo.vector; these two names stay importable from here for older callers.
-from .vector import read_polygons, read_region  # noqa: F401
-
 EARTH_RADIUS_M = 6_371_008.8
 GEOD = Geod(ellps="WGS84")
 
