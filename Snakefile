@@ -35,7 +35,7 @@ if config_order_error(config):
 
 
 wildcard_constraints:
-    region="[A-Za-z0-9_-]+",
+    region="[A-Za-z0-9][A-Za-z0-9_-]*",  # as the schema's region names
     cls="positive|negative",
     tile="[EW][0-9]+[NS][0-9]+",
 

@@ -20,9 +20,12 @@ rule download_input:
     threads: 1
     resources:
         mem_mb=500,
-        runtime=15,
+        runtime=int(config["downloads"]["deadline_s"] // 60) + 5,  # the deadline, and a margin
     params:
         url=lambda w: config["downloads"]["files"][w.name]["url"],
         sha256=lambda w: config["downloads"]["files"][w.name]["sha256"],
+        size=lambda w: config["downloads"]["files"][w.name].get("size"),
+        max_size_mb=config["downloads"]["max_size_mb"],
+        deadline_s=config["downloads"]["deadline_s"],
     script:
         "../scripts/download_input.py"

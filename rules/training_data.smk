@@ -78,6 +78,7 @@ rule fetch_tiles:
         imagery=config["imagery"],
         tile_size_m=config["tiles"]["size_m"],
         local_dirs=lambda w: config[f"{w.cls}s"]["local_dirs"],
+        bands=config["classifier"]["bands"],
         cache_dir="results/cache/tiles",
     script:
         "../scripts/fetch_tiles.py"

@@ -5,14 +5,24 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from garimpo.download import download  # noqa: E402
+from garimpo.download import MIB, download, path_under  # noqa: E402
+from garimpo.errors import DownloadError  # noqa: E402
 from garimpo.smk import setup_logging  # noqa: E402
+
+FOLDER = "resources/downloads"  # the rule's output folder
 
 
 def main(smk):
     log = setup_logging(smk)
+    name = smk.wildcards.name
+    key = f"downloads.files.{name}"
+    # The schema refuses such names when the config is read; this guards the write itself.
+    dest = path_under(FOLDER, name, key)
+    if os.path.normpath(smk.output[0]) != os.path.normpath(dest):
+        raise DownloadError(f"rule download_input writes {smk.output[0]}, not {dest}: keep its output in {FOLDER}/")
     log.info("downloading %s (pinned sha256 %s)", smk.params.url, smk.params.sha256)
-    download(smk.params.url, smk.output[0], smk.params.sha256)
+    download(smk.params.url, dest, smk.params.sha256, max_bytes=round(smk.params.max_size_mb * MIB),
+             deadline_s=smk.params.deadline_s, size=smk.params.size, key=key)
 
 
 main(snakemake)  # noqa: F821

@@ -37,7 +37,7 @@ def main(smk):
         model, meta, chips, stats, threshold=smk.params.threshold, batch_size=int(smk.params.batch_size),
         device=device, tta=bool(smk.params.get("tta", False)),
         p_low=float(matching.get("p_low", 2.0)), p_high=float(matching.get("p_high", 98.0)),
-        bootstrap=dict(smk.params.bootstrap), encoding=folder.encoding,
+        bootstrap=dict(smk.params.bootstrap), encoding=folder.encoding, key=folder.key,
     )
     report = {"chip_set": name, "chip_dir": str(chip_dir), "encoding": folder.encoding,
               "model_id": meta.get("model_id"), "tta": bool(smk.params.get("tta", False)), "sources": sources, **report}

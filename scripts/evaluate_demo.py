@@ -12,8 +12,8 @@ from garimpo.vector import read_region  # noqa: E402
 
 def main(smk):
     log = setup_logging(smk)
-    control = read_region(smk.input.regions, "name", smk.params.control)
-    demo = read_region(smk.input.regions, "name", "demo")
+    control = read_region(smk.input.regions, "name", smk.params.control, key="demo_world.control_region")
+    demo = read_region(smk.input.regions, "name", "demo", key="demo_world")
     result = evaluate_detections(smk.input.detections, smk.input.mines, demo, control)
     result["note"] = "Synthetic demo world: these scores say nothing about real imagery."
     log.info("precision %.3f recall %.3f (%d detections, %d truth mines, %d in control)", result["precision"],

@@ -10,6 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+from garimpo.redact import install_redaction  # noqa: E402
 from garimpo.segformer import fetch_segformer  # noqa: E402
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
@@ -19,6 +20,7 @@ logging.basicConfig(
     level=logging.INFO,
     format="%(asctime)s %(levelname)s %(name)s: %(message)s",
 )
+install_redaction()  # no token or signed URL in the log
 
 try:
     fetch_segformer(smk.params.model_id, smk.output[0], smk.params.suspicious_classes)

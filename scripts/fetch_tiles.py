@@ -22,7 +22,8 @@ def main(smk):
                               smk.params.tile_size_m, smk.output.tiles, smk.params.cache_dir)
     if smk.params.local_dirs:
         # Plain paths or {path, encoding, pixel_size_m, units}: 8-bit chips are decoded to reflectance here.
-        local = import_local_images(smk.params.local_dirs, smk.output.tiles, key=f"{smk.wildcards.cls}s.local_dirs")
+        local = import_local_images(smk.params.local_dirs, smk.output.tiles, key=f"{smk.wildcards.cls}s.local_dirs",
+                                    bands=smk.params.bands)
         log.info("%d local images copied in from %s", len(local), smk.params.local_dirs)
         index = pd.concat([index, local], ignore_index=True)
     if not (index["status"] == "ok").any():

@@ -9,12 +9,14 @@ import logging  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from garimpo.classifier.train import train_classifier  # noqa: E402
+from garimpo.redact import install_redaction  # noqa: E402
 
 
 def _logger(smk) -> logging.Logger:
     log_file = smk.log[0] if len(smk.log) else None
     logging.basicConfig(filename=log_file, level=logging.INFO, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_redaction()  # no token or signed URL in the log
     return logging.getLogger("garimpo.train_classifier")
 
 

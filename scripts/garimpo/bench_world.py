@@ -34,6 +34,7 @@ from shapely import STRtree
 from shapely.geometry import LineString, Point, Polygon, box, mapping
 from shapely.ops import unary_union
 
+from .atomic import atomic_path
 from .demo_world import BANDS, SPEC, meander_path, sub_rng
 
 CRS = "EPSG:32721"
@@ -442,13 +443,13 @@ def write_tile(path: str | Path, lay: Layout, block: int = 1024, threads: int | 
     workflow's tile_scene writes its scenes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     prof = dict(driver="GTiff", height=lay.size, width=lay.size, count=6, dtype="uint16", crs=CRS,
                 transform=lay.transform, nodata=0, tiled=True, blockxsize=512, blockysize=512,
                 compress="zstd", zstd_level=1, predictor=2, interleave="pixel", bigtiff="if_safer",
                 num_threads=str(threads or os.cpu_count() or 1))
     ren = Renderer(lay)
-    with rasterio.open(tmp, "w", **prof) as dst:
+    # A killed render leaves a temporary file that the next write in the folder removes (garimpo.atomic).
+    with atomic_path(path, suffix=".tif") as tmp, rasterio.open(tmp, "w", **prof) as dst:
         for i, b in enumerate(BANDS, start=1):
             dst.set_band_description(i, b)
         dst.scales = [1.0 / DN_SCALE] * 6
@@ -459,7 +460,6 @@ def write_tile(path: str | Path, lay: Layout, block: int = 1024, threads: int | 
             for c0 in range(0, lay.size, block):
                 h, w = min(block, lay.size - r0), min(block, lay.size - c0)
                 dst.write(to_dn(ren.render(r0, c0, h, w)), window=rasterio.windows.Window(c0, r0, w, h))
-    os.replace(tmp, path)
     return path
 
 

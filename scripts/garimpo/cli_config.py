@@ -86,6 +86,12 @@ def config_error(config: dict, schema_path: str | os.PathLike) -> str | None:
 
     Snakemake's own message for a value under ``oneOf`` (a path, or a mapping) lists every branch's
     schema; jsonschema's ``best_match`` names the offending key instead ('encodng' was unexpected).
+    A name refused by ``propertyNames`` (a region, download or chip set NAME that becomes part of a
+    path) or a value refused by a ``pattern`` is told with its schema's description (what is allowed),
+    not the bare regular expression: ``config regions.my region: the name 'my region' is not allowed; ...``.
+    An unknown key is named with its section, the keys allowed there and the nearest one: ``config
+    classifier.lr_scheduler: Additional properties are not allowed ('patiense' was unexpected); the keys
+    allowed under classifier.lr_scheduler are ['factor', 'patience'] (did you mean 'patience'?); ...``.
     """
     import jsonschema
     from jsonschema.exceptions import best_match
@@ -96,6 +102,22 @@ def config_error(config: dict, schema_path: str | os.PathLike) -> str | None:
     if error is None:
         return None
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+    described = isinstance(error.schema, dict) and error.schema.get("description")
+    if "propertyNames" in error.schema_path:
+        rule = described or error.message
+        return (f"config {where}.{error.instance}: the name {error.instance!r} is not allowed under {where}: {rule}. "
+                "Rename it, and every key that refers to it, in the config")
+    if error.validator == "pattern" and described:
+        return f"config {where}: {error.instance!r} is not allowed: {described}"
+    allowed = error.schema.get("properties") if isinstance(error.schema, dict) else None
+    if error.validator == "additionalProperties" and allowed and isinstance(error.instance, dict):
+        import difflib
+
+        unknown = [k for k in error.instance if k not in allowed]
+        guesses = [m for k in unknown for m in difflib.get_close_matches(str(k), list(allowed), n=1)]
+        hint = f" (did you mean {', '.join(map(repr, guesses))}?)" if guesses else ""
+        return (f"config {where or '(top level)'}: {error.message}; the keys allowed under {where or 'the top level'}"
+                f" are {sorted(allowed)}{hint}; see their descriptions in {schema_path}")
     return f"config {where or '(top level)'}: {error.message}; see its description in {schema_path}"
 
 

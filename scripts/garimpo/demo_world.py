@@ -43,6 +43,7 @@ from shapely.geometry.polygon import orient
 from shapely.ops import unary_union
 from shapely.prepared import prep
 
+from .atomic import atomic_path
 from .geo import feature, feature_collection, write_geojson
 
 log = logging.getLogger(__name__)
@@ -860,15 +861,14 @@ def write_cog(path: Path, array: np.ndarray, transform: Affine, nodata: int, nam
     path.parent.mkdir(parents=True, exist_ok=True)
     prof = dict(driver="GTiff", height=array.shape[0], width=array.shape[1], count=1, dtype=array.dtype.name,
                 crs=CRS, transform=transform, nodata=nodata)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with MemoryFile() as mem:
+    # atomic: a killed job never leaves a half-written COG under the final name
+    with MemoryFile() as mem, atomic_path(path, suffix=".tif") as tmp:
         with mem.open(**prof) as dst:
             dst.write(array, 1)
             dst.set_band_description(1, name)
         with mem.open() as src:
             rasterio.shutil.copy(src, tmp, driver="COG", compress="deflate", predictor=2, blocksize=256,
                                  overview_resampling="mode" if categorical else "average")
-    tmp.replace(path)  # atomic: a killed job never leaves a half-written COG under the final name
     return path
 
 

@@ -15,6 +15,7 @@ import shapely
 from affine import Affine
 from pyproj import Transformer
 
+from .atomic import atomic_path
 from .contract import check_scene, collection_units
 from .matching import reference_bounds, stretch_to_reference
 from .raster import Raster, read_header
@@ -102,18 +103,25 @@ def save_chip_scores(path: str | Path, result, provenance: Mapping) -> Path:
     """A scan's chip scores (all of them, so thresholds can change without rescanning) as .npz."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(tmp, rows=result.rows.astype(np.int32), cols=result.cols.astype(np.int32),
-                        scores=result.scores.astype(np.float32), chip_px=result.chip_px, stride=result.stride,
-                        height=result.height, width=result.width, crs=str(result.crs),
-                        transform=np.asarray(list(result.transform)[:6]),
-                        provenance=json.dumps(dict(provenance)), summary=json.dumps(result.summary()))
-    tmp.replace(path)
+    with atomic_path(path, suffix=".npz") as tmp:  # numpy appends .npz to a name without it
+        np.savez_compressed(tmp, rows=result.rows.astype(np.int32), cols=result.cols.astype(np.int32),
+                            scores=result.scores.astype(np.float32), chip_px=result.chip_px, stride=result.stride,
+                            height=result.height, width=result.width, crs=str(result.crs),
+                            transform=np.asarray(list(result.transform)[:6]),
+                            provenance=json.dumps(dict(provenance)), summary=json.dumps(result.summary()))
     return path
 
 
 def load_chip_scores(path: str | Path) -> ChipScores:
+    """Every chip score of one tile scan, as :func:`save_chip_scores` wrote them (12 bytes a chip in memory)."""
     with np.load(path) as z:
         return ChipScores(z["rows"], z["cols"], z["scores"], int(z["chip_px"]), str(z["crs"]),
                           Affine(*z["transform"].tolist()), json.loads(str(z["provenance"])),
                           json.loads(str(z["summary"])))
+
+
+def read_chip_provenance(path: str | Path) -> dict:
+    """The provenance saved with a tile's chip scores (tile, scene_ids, dates, model_id, ...), without
+    reading the scores: an .npz member is decompressed only when asked for."""
+    with np.load(path) as z:
+        return json.loads(str(z["provenance"]))

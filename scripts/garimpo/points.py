@@ -8,6 +8,7 @@ GeoPackage, FlatGeobuf) through garimpo.vector, reprojected to lon/lat from the 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Mapping
 
@@ -17,9 +18,12 @@ import pandas as pd
 from .coordinates import AXIS_NAMES, CoordinateError, parse_coordinate
 from .errors import InputDataError
 from .tables import read_table, where
-from .vector import VECTOR_SUFFIXES, read_vector
+from .vector import VECTOR_SUFFIXES, empty_advice, read_vector
 
 log = logging.getLogger(__name__)
+
+# As the schema's positives.points[].source: a label that becomes part of file names, so no path in it.
+SOURCE_LABEL = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 POINT_COLUMNS = ["point_id", "lon", "lat", "source", "name"]
 REJECTED_COLUMNS = ["file", "row", "lon", "lat", "reason"]
@@ -143,11 +147,16 @@ def load_points(
     user sees them: a table row by the file line it starts on (line 1 is the header), vector features
     from 1. A row's ``reason`` says which coordinate failed and why (e.g. ``latitude '12°61'00"S':
     minutes >= 60``), that it looks swapped, or that it has more or fewer fields than the header.
-    Raises :class:`InputDataError` (naming the file and ``key``) for a missing or unreadable file, a
-    spreadsheet workbook (export it as CSV), missing columns or fields, or a file without a single
-    usable point.
+    Raises :class:`InputDataError` (naming the file and ``key``) for a ``source`` that cannot start a file
+    name, a missing or unreadable file, a spreadsheet workbook (export it as CSV), missing columns or
+    fields, or a file without a single usable point.
     """
     path = Path(path)
+    if source is not None and not SOURCE_LABEL.match(str(source)):
+        # The label starts every point id, and so the file name of its tile (results/tiles/positive/ID.tif).
+        raise InputDataError(
+            f"points file {where(path, key)}: source label {source!r} cannot start a file name; use only "
+            "letters, digits, '_', '-' and '.', starting with a letter or digit, no '..' (e.g. amw_2023_positives)")
     if not path.exists():
         raise InputDataError(f"points file {where(path, key)} not found; check the path in the config")
     source = source or path.stem
@@ -172,6 +181,9 @@ def load_points(
     if bad:
         log.warning("%s: %d of %d rows rejected (first: row %s, %s)", path, len(bad), len(rows), bad[0]["row"],
                     bad[0]["reason"])
+    if not rows:
+        raise InputDataError(f"{where(path, key)}: the file holds no points (no rows or features). "
+                             f"{empty_advice(path)}")
     if good_df.empty:
         raise InputDataError(
             f"{where(path, key)}: no usable point among {len(rows)} rows"

@@ -253,22 +253,24 @@ def dual_threshold(features: Sequence[Mapping], low: float, high: float, require
     return kept
 
 
-def merge_tiles(per_tile_features: Mapping[str, Sequence[Mapping]], size_m: float, low: float, high: float,
-                gap_m: float = 0.0, id_prefix: str = "det", require_seed: bool = False) -> list[dict]:
-    """The region's detections from each tile's detections (each seen on its cell plus margin).
+def tile_pieces(tile: str, features: Sequence[Mapping], size_m: float, low: float, gap_m: float = 0.0) -> list[dict]:
+    """One tile's share of the merge: its parts scoring >= ``low``, dissolved (so ``n_parts`` counts what
+    the tile saw whole, margin included) and clipped to the tile's cell (``tile`` recorded in each)."""
+    positives = [f for f in features if float(f["properties"]["score"]) >= low]
+    if not positives:
+        return []
+    _, cell_ll = tile_cell(tile, size_m)
+    return clip_to_cell(dissolve(positives, gap_m), cell_ll, tile)
 
-    Per tile: keep parts scoring >= ``low``, dissolve them (so ``n_parts`` counts what the tile saw
-    whole, margin included), clip to the tile's cell. Then dissolve across cell edges, apply
-    :func:`dual_threshold`, add ``area_ha`` (geodesic) and number the features ``{id_prefix}-00001``...
-    in the order (-score, -area_ha, lon, lat), which depends only on the detections themselves.
+
+def merge_pieces(pieces: Sequence[Mapping], low: float, high: float, gap_m: float = 0.0, id_prefix: str = "det",
+                 require_seed: bool = False) -> list[dict]:
+    """The region's detections from every tile's :func:`tile_pieces`, in tile id order.
+
+    Dissolves across cell edges, applies :func:`dual_threshold`, adds ``area_ha`` (geodesic) and numbers
+    the features ``{id_prefix}-00001``... in the order (-score, -area_ha, lon, lat), which depends only
+    on the detections themselves.
     """
-    pieces = []
-    for tid in sorted(per_tile_features):
-        positives = [f for f in per_tile_features[tid] if float(f["properties"]["score"]) >= low]
-        if not positives:
-            continue
-        _, cell_ll = tile_cell(tid, size_m)
-        pieces += clip_to_cell(dissolve(positives, gap_m), cell_ll, tid)
     kept = dual_threshold(dissolve(pieces, gap_m), low, high, require_seed)
     for f in kept:
         f["properties"]["area_ha"] = round(area_ha(f["geometry"]), 4)
@@ -281,3 +283,15 @@ def merge_tiles(per_tile_features: Mapping[str, Sequence[Mapping]], size_m: floa
     for k, f in enumerate(sorted(kept, key=key), start=1):
         out.append({"geometry": f["geometry"], "properties": {"id": f"{id_prefix}-{k:05d}", **f["properties"]}})
     return out
+
+
+def merge_tiles(per_tile_features: Mapping[str, Sequence[Mapping]], size_m: float, low: float, high: float,
+                gap_m: float = 0.0, id_prefix: str = "det", require_seed: bool = False) -> list[dict]:
+    """The region's detections from each tile's detections (each seen on its cell plus margin), all in
+    memory: :func:`tile_pieces` per tile in id order, then :func:`merge_pieces`.
+    (``garimpo.merge.merge_region`` does the same from chip-score files, one tile at a time.)
+    """
+    pieces = []
+    for tid in sorted(per_tile_features):
+        pieces += tile_pieces(tid, per_tile_features[tid], size_m, low, gap_m)
+    return merge_pieces(pieces, low, high, gap_m, id_prefix, require_seed)

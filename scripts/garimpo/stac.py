@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import numpy as np
 import pystac
@@ -36,6 +36,7 @@ from rasterio.vrt import WarpedVRT
 from .errors import GarimpoError, InputDataError, NoImageryError
 from .radiometry import Radiometry, asset_radiometry, implausible, processing_baseline
 from .raster import Grid
+from .redact import install_redaction, redact, redact_url
 from .stac_cache import SearchCache, search_key
 
 log = logging.getLogger(__name__)
@@ -248,26 +249,6 @@ def _query_api(source: Source, bbox, period, max_cloud, max_items) -> list[pysta
 
 # ---- retries, redaction, signing -------------------------------------------------------------
 
-_QUERY_IN_URL = re.compile(r"((?:https?|s3|gs|az)://[^\s?#'\"<>]+)[?#][^\s'\"<>]*")
-
-
-def redact_url(url: str) -> str:
-    """``url`` without query string or fragment (where SAS tokens live); safe to log."""
-    parts = urlsplit(str(url))
-    if parts.scheme in ("", "file") or len(parts.scheme) == 1:  # a path (or a Windows drive)
-        return str(url).split("?", 1)[0]
-    return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", ""))
-
-
-def redact(text: object, *secrets: str) -> str:
-    """``text`` with every URL's query string removed and each of ``secrets`` (signed hrefs) redacted."""
-    out = str(text)
-    for secret in secrets:
-        if secret:
-            out = out.replace(secret, redact_url(secret))
-    return _QUERY_IN_URL.sub(r"\1", out)
-
-
 def _status_of(err: BaseException) -> int | None:
     status = getattr(err, "status_code", None)
     if status is None and getattr(err, "response", None) is not None:
@@ -339,31 +320,13 @@ def _retry(fn, what: str, policy: RetryPolicy, classify, sleep=None):
     ) from None
 
 
-class _RedactFilter(logging.Filter):
-    """Strips URL query strings (SAS tokens) from log records; rasterio's DEBUG lines name the signed href."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            text = record.getMessage()
-        except Exception:  # noqa: BLE001 - a malformed record is not ours to break
-            return True
-        if "?" in text or "#" in text:
-            record.msg, record.args = redact(text), ()
-        return True
-
-
-_REDACT_FILTER = _RedactFilter()
-
-
 def _install_redaction() -> None:
-    """Put the redacting filter on every rasterio logger (filters on a logger do not reach its children)."""
+    """Put the redacting filter on every handler of the root logger (whoever logs) and on every rasterio
+    logger (its GDAL error and debug lines name the signed href), where it is not already."""
     names = {"rasterio", "rasterio._base", "rasterio._io", "rasterio._warp", "rasterio._env", "rasterio.env",
              "rasterio._err", "rasterio._filepath", "rasterio.vrt", "rasterio.io", "rasterio._path"}
     names |= {n for n in list(logging.root.manager.loggerDict) if n.startswith("rasterio")}
-    for name in names:
-        logger = logging.getLogger(name)
-        if _REDACT_FILTER not in logger.filters:
-            logger.addFilter(_REDACT_FILTER)
+    install_redaction(None, sorted(names))
 
 
 class PlanetaryComputerSigner:
@@ -639,6 +602,9 @@ def read_band(item: pystac.Item, source: Source, band: str, grid: Grid, resampli
             verdict = _classify_read_error(err)
             message = redact(f"{type(err).__name__}: {err}", signed)
             if verdict == "raise":
+                if signed != href and signed in f"{err!s}{err!r}":  # not ours to classify, nor to leak
+                    raise ImageryAccessError(f"reading {safe} (item {item.id}, band {band}) failed: "
+                                             f"{message}") from None
                 raise
             if verdict == "forbidden" and signer is not None and not resigned:
                 resigned = True  # an expired token: sign again once, no backoff, not counted as an attempt

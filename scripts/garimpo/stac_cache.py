@@ -51,15 +51,36 @@ class SearchCache:
         return self.dir / f"search-{key}.json"
 
     def get(self, key: str) -> list[pystac.Item] | None:
+        """The cached items of ``key``; None on a miss.
+
+        An entry that cannot be used (not JSON, not a FeatureCollection of STAC Items, or one pystac
+        refuses) is a miss too: it is deleted, with a warning naming the file, and the search runs again.
+        A FeatureCollection without its ``features`` list is refused, not read as "no scene found".
+        """
         p = self.path(key)
         if not p.is_file():
             return None
         try:
             data = json.loads(p.read_text())
+        except (OSError, ValueError) as err:  # unreadable, cut short, not UTF-8, not JSON
+            return self._drop(p, f"{type(err).__name__}: {err}")
+        problem = _shape_problem(data)
+        if problem:
+            return self._drop(p, problem)
+        try:
             return list(pystac.ItemCollection.from_dict(data, preserve_dict=False).items)
-        except (OSError, ValueError, KeyError, TypeError) as err:  # corrupt entry: ignore, search again
-            log.warning("ignoring unreadable STAC search cache %s (%s)", p.name, type(err).__name__)
-            return None
+        except Exception as err:  # pystac raises STACError, STACTypeError, KeyError, AttributeError, ValueError...
+            return self._drop(p, f"pystac: {type(err).__name__}: {err}")
+
+    @staticmethod
+    def _drop(p: Path, why: str) -> None:
+        try:
+            p.unlink(missing_ok=True)
+            done = "deleted"
+        except OSError as err:
+            done = f"could not delete it ({err}); delete it by hand"
+        log.warning("STAC search cache file %s cannot be used (%s): %s, searching again", p, why, done)
+        return None
 
     def put(self, key: str, items: Sequence[pystac.Item]) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -70,3 +91,30 @@ class SearchCache:
             fh.flush()
             os.fsync(fh.fileno())
         return p
+
+
+def _shape_problem(data) -> str | None:
+    """What keeps ``data`` from being a cache entry as ``put`` writes it (a FeatureCollection of Items), or None."""
+    if not isinstance(data, dict):
+        return f"JSON {json.dumps(data)[:40]}, not a FeatureCollection object"
+    if data.get("type") != "FeatureCollection":
+        return f"a JSON object of type {data.get('type')!r}, not a FeatureCollection"
+    features = data.get("features")
+    if not isinstance(features, list):
+        return "a FeatureCollection without a features list"
+    for i, f in enumerate(features):
+        if not isinstance(f, dict) or f.get("type") != "Feature":
+            return f"features[{i}] is not a Feature"
+        if not isinstance(f.get("id"), str) or not f["id"]:
+            return f"features[{i}] has no id"
+        if not isinstance(f.get("properties"), dict):
+            return f"features[{i}] has no properties"
+        bbox = f.get("bbox")
+        if bbox is not None and not (isinstance(bbox, list) and len(bbox) in (4, 6)
+                                     and all(isinstance(v, (int, float)) for v in bbox)):
+            return f"features[{i}] has a bbox that is not 4 or 6 numbers"
+        assets = f.get("assets")
+        if not isinstance(assets, dict) or not all(isinstance(a, dict) and isinstance(a.get("href"), str)
+                                                   for a in assets.values()):
+            return f"features[{i}] has assets that are not a mapping of objects with an href"
+    return None

@@ -19,7 +19,8 @@ from .augment import AugmentParams, augment
 from .contract import ENCODINGS, ImageContract, ImageFolder, collection_units, image_contract, image_folder
 from .errors import InputDataError, NoImageryError
 from .matching import reference_bounds, stretch_to_reference
-from .raster import EIGHT_BIT_SUFFIXES, IMAGE_SUFFIXES, read_image, read_raster, tile_grid, write_raster
+from .raster import (EIGHT_BIT_SUFFIXES, IMAGE_SUFFIXES, Grid, read_error_text, read_header, read_image, read_raster,
+                     tile_grid, write_raster)
 from .split import assign_split
 from .stac import ImageryRequest, Source, fetch_composite, provenance, radiometry_record, search_items
 
@@ -92,7 +93,8 @@ def fetch_point_tiles(
         contract = ImageContract(grid.width * grid.resolution, grid.resolution, units).tags()
         items = search_items(source, grid.bbox_lonlat(), request.period, request.max_cloud)
         cached = cache_dir / f"{_cache_key(source, request, grid, items)}.tif"
-        if not cached.exists():
+        tags = _cached_tile_tags(cached, grid, request.bands, contract) if cached.exists() else None
+        if tags is None:
             try:
                 image, used = fetch_composite(source, request, grid, items)
             except NoImageryError as exc:
@@ -102,11 +104,10 @@ def fetch_point_tiles(
                 rows.append({**row, "path": "", "scene_ids": "", "dates": "", "cloud_cover": "", "status": "no_imagery"})
                 continue
             prov = provenance(used, request.bands)
-            write_raster(cached, image, grid.crs, grid.transform, request.bands,
-                         tags={"scene_ids": ";".join(prov["scene_ids"]), "dates": ";".join(prov["dates"]),
-                               "cloud_cover": ";".join(str(c) for c in prov["cloud_cover"]),
-                               "radiometry": json.dumps(prov["radiometry"]), **contract})
-        tags = read_raster(cached).tags
+            tags = {"scene_ids": ";".join(prov["scene_ids"]), "dates": ";".join(prov["dates"]),
+                    "cloud_cover": ";".join(str(c) for c in prov["cloud_cover"]),
+                    "radiometry": json.dumps(prov["radiometry"]), **contract}
+            write_raster(cached, image, grid.crs, grid.transform, request.bands, tags=tags)
         if any(tags.get(k) != v for k, v in contract.items()):  # cached before tiles carried their contract
             _update_tags(cached, contract)
         dest = out_dir / f"{rec.point_id}.tif"
@@ -119,6 +120,46 @@ def fetch_point_tiles(
     if n_ok == 0 and len(index):
         raise NoImageryError(f"no point got a tile; see the log for each point. Output folder: {out_dir}")
     return index
+
+
+def _cached_tile_tags(path: Path, grid: Grid, bands: Sequence[str], contract: Mapping[str, str]) -> dict | None:
+    """The tags of a cached tile, or None when it cannot be used: then it is deleted (with a warning) and rebuilt.
+
+    A cache entry is only trusted when it reads in full (a truncated file fails here, not in every rerun) and
+    has the grid, bands and contract its key stands for; contract tags it lacks (tiles cached before tiles
+    carried their contract) are not a fault, the caller adds them.
+    """
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    try:
+        with rasterio.open(path) as src:
+            tags = dict(src.tags())
+            problem = _cached_tile_problem(src, tags, grid, bands, contract)
+            if problem is None:
+                src.read()  # every block: a cut-short file fails now
+                return tags
+    except (RasterioError, OSError) as err:
+        problem = read_error_text(err)
+    log.warning("tile cache file %s cannot be used (%s): deleted, fetching the tile again", path, problem)
+    path.unlink(missing_ok=True)
+    return None
+
+
+def _cached_tile_problem(src, tags: Mapping, grid: Grid, bands: Sequence[str], contract: Mapping) -> str | None:
+    from rasterio.crs import CRS
+
+    names = [d.strip() if d else "" for d in src.descriptions]
+    if names != list(bands):
+        return f"bands {names}, expected {list(bands)}"
+    if (src.height, src.width) != (grid.height, grid.width):
+        return f"{src.height} x {src.width} px, expected {grid.height} x {grid.width}"
+    if src.crs != CRS.from_user_input(grid.crs) or not src.transform.almost_equals(grid.transform):
+        return f"grid {src.crs} {tuple(src.transform)[:6]}, expected {grid.crs} {tuple(grid.transform)[:6]}"
+    wrong = {k: tags[k] for k, v in contract.items() if k in tags and tags[k] != v}
+    if wrong:
+        return f"tags {wrong}, expected {dict(contract)}"
+    return None
 
 
 def _update_tags(path: Path, tags: Mapping[str, str]) -> None:
@@ -151,21 +192,25 @@ def manifest_sources(folder: Path) -> dict[Path, str]:
 
 
 def import_local_images(folders: Sequence[str | Path | Mapping | ImageFolder], out_dir: str | Path,
-                        source_prefix: str = "local", key: str = "local_dirs") -> pd.DataFrame:
+                        source_prefix: str = "local", key: str = "local_dirs", bands: Sequence[str] = ()
+                        ) -> pd.DataFrame:
     """Copy images from local folders in as float tiles (the method's "copy local images" path).
 
     ``folders``: plain paths or mappings ``{path, encoding, pixel_size_m, units}`` (``key`` names them in
     errors, e.g. positives.local_dirs). GeoTIFFs keep their bands and georeferencing; 8-bit images
     (PNG/JPEG chips) are decoded to reflectance by their folder's encoding (AMW chips: B04, B03, B02 in
-    TOA reflectance = value / 255 * 0.3). Each tile is tagged and indexed with its contract: footprint
-    and pixel size (from a projected georeferencing in metres, else the folder's pixel_size_m), units
-    and encoding. The source of each image is its manifest's source list when there is one, else the
-    folder name. Raises InputDataError for a missing or empty folder, 8-bit images without an
-    encoding, or images without a known pixel size.
+    TOA reflectance = value / 255 * 0.3). Which kinds of image are read, converted (alpha -> NaN) or
+    refused is :func:`garimpo.raster.read_image`'s. ``bands``: the bands every image must carry (config
+    classifier.bands). Each tile is tagged and indexed with its contract: footprint and pixel size (from
+    a projected georeferencing in metres, else the folder's pixel_size_m), units and encoding. The
+    source of each image is its manifest's source list when there is one, else the folder name. Raises
+    InputDataError for a missing or empty folder, 8-bit images without an encoding, and for images of a
+    kind that is refused or that cannot be read, images without ``bands`` or without a known pixel size
+    (all such images at once, the first 10 named).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, problems = [], []
     for spec in folders:
         folder = image_folder(spec, key)
         if not folder.path.is_dir():
@@ -173,22 +218,39 @@ def import_local_images(folders: Sequence[str | Path | Mapping | ImageFolder], o
         files = sorted(p for p in folder.path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise InputDataError(f"local image folder {folder.path} holds no {'/'.join(IMAGE_SUFFIXES)} file")
-        rendered = [p for p in files if p.suffix.lower() in EIGHT_BIT_SUFFIXES]
-        if rendered and not folder.encoding:
+        # PNG/JPEG are 8-bit renderings unless their header says otherwise (a 16-bit PNG is refused below).
+        rendered = None if folder.encoding else next(
+            (p for p in files if p.suffix.lower() in EIGHT_BIT_SUFFIXES and read_header(p, key).eight_bit), None)
+        if rendered:
             raise InputDataError(
-                f"local image folder {folder.path} holds 8-bit images (e.g. {rendered[0].name}): a rendering, not "
+                f"local image folder {folder.path} holds 8-bit images (e.g. {rendered.name}): a rendering, not "
                 f"reflectance. Declare their encoding in {key}, e.g. {folder.spec} (known encodings: "
                 f"{sorted(ENCODINGS)})")
         sources = manifest_sources(folder.path)
         for path in files:
             tile_id = f"{source_prefix}-{folder.path.name}-{path.stem}"
             dest = out_dir / f"{tile_id}.tif"
-            r = read_image(path, folder.encoding)
-            contract = image_contract(path, r.array.shape[1:], r.crs, r.transform, r.tags, folder).tags()
+            try:  # every unusable image is listed at the end, not one per run
+                r = read_image(path, folder.encoding, key)
+                missing = [b for b in bands if b not in r.band_names]
+                if missing:
+                    raise InputDataError(
+                        f"{path} (from {key}) has bands {list(r.band_names)}, without {missing} that the classifier "
+                        f"reads (classifier.bands {list(bands)}): give the image those bands, or leave it out")
+                contract = image_contract(path, r.array.shape[1:], r.crs, r.transform, r.tags, folder).tags()
+            except InputDataError as err:
+                problems.append(str(err))
+                continue
             write_raster(dest, r.array, r.crs, r.transform, r.band_names, tags=contract)
             source = sources.get(path.resolve(), folder.path.name)
             rows.append({"tile_id": tile_id, "path": str(dest), "lon": np.nan, "lat": np.nan, "source": source,
                          "scene_ids": "", "dates": "", "cloud_cover": "", "status": "ok", **contract})
+    if len(problems) == 1:
+        raise InputDataError(problems[0])
+    if problems:
+        more = f"\n... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise InputDataError(f"{len(problems)} images of {key} cannot be used; fix or remove each:\n"
+                             + "\n".join(problems[:10]) + more)
     return pd.DataFrame(rows, columns=INDEX_COLUMNS)
 
 

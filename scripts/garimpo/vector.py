@@ -19,6 +19,7 @@ caller gives it) and what to do.
 from __future__ import annotations
 
 import codecs
+import difflib
 import logging
 import math
 import re
@@ -121,12 +122,104 @@ def _gdal_encoding(name: str, path, key) -> str:
     return canonical.upper()
 
 
+def _downloaded(path: Path) -> bool:
+    """Whether ``path`` is one of the workflow's pinned downloads (resources/downloads/NAME)."""
+    parts = Path(path).parts
+    return any(a == "resources" and b == "downloads" for a, b in zip(parts, parts[1:]))
+
+
+def _redownload(path: Path) -> str:
+    return (f"It is a downloaded input: delete {path} and run the workflow again, which downloads it afresh and "
+            "checks its sha256 (rule download_input); if the new copy fails the same way, point the config key "
+            "at a good copy of your own.")
+
+
 def _advice(path: Path) -> str:
+    """What to do about a damaged file: fetch a downloaded input again, else replace or re-export it."""
+    path = Path(path)
+    if _downloaded(path):
+        return _redownload(path)
     if path.suffix.lower() == ".shp":
         return ("A Shapefile needs its .shp, .shx and .dbf side by side (and its .prj for the CRS): check none "
                 "is missing or cut short, or re-export the layer from your GIS.")
     return ("Check that it is a complete GeoJSON, Shapefile (or a .zip holding one), GeoPackage or FlatGeobuf "
-            "file; re-export it from your GIS if it was cut short.")
+            "file; replace it, or re-export it from your GIS if it was cut short.")
+
+
+def empty_advice(path: str | Path) -> str:
+    """What to do about a readable file that holds nothing usable (no features, no geometries)."""
+    path = Path(path)
+    if _downloaded(path):
+        return _redownload(path)
+    return "Point the config key at the file you meant, or re-export the layer with its features from your GIS."
+
+
+_HTML = re.compile(rb"^\s*(?:<!doctype\s+html|<html|<head|<body|<\?xml[^>]*>\s*<(?:!doctype\s+)?html)", re.I)
+_ARCHIVED_LAYERS = (".shp", ".geojson", ".json", ".gpkg", ".fgb", ".gml", ".kml")
+
+
+def _diagnosis(path: Path) -> str:
+    """What is wrong with a file GDAL cannot open, as far as its bytes tell: '' when they tell nothing."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(2048)
+    except OSError as exc:
+        return f"it cannot be opened ({exc.strerror or exc})"
+    if size == 0:
+        return "the file is empty (0 bytes: a download or copy that was interrupted)"
+    if _HTML.match(head.lstrip(codecs.BOM_UTF8)):
+        return "the file is an HTML page, not vector data (a web server's error or login page saved under this name)"
+    suffix = path.suffix.lower()
+    if suffix == ".zip":
+        import zipfile
+
+        if not zipfile.is_zipfile(path):
+            return "it is not a readable .zip archive (cut short, or not a zip at all)"
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if not n.endswith("/")]
+        if not any(n.lower().endswith(_ARCHIVED_LAYERS) for n in names):
+            shown = names[:8] + (["..."] if len(names) > 8 else [])
+            return (f"the .zip holds no vector layer (it holds {shown}); it needs a .shp with its .shx and .dbf, "
+                    "or a GeoJSON, GeoPackage or FlatGeobuf")
+        lower = {n.lower() for n in names}
+        for shp in (n for n in names if n.lower().endswith(".shp")):
+            missing = [shp[:-4] + ext for ext in (".shx", ".dbf") if (shp[:-4] + ext).lower() not in lower]
+            if missing:
+                return f"the .zip holds {shp} without {' and '.join(missing)}"
+    if suffix == ".shp":
+        missing = [path.with_suffix(ext).name for ext in (".shx", ".dbf")
+                   if not (path.with_suffix(ext).exists() or path.with_suffix(ext.upper()).exists())]
+        if missing:
+            return f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing beside it"
+    if suffix in (".geojson", ".json") and size <= 512 * 2**20:  # read whole to find where the JSON breaks
+        import json
+
+        text = path.read_bytes().decode("utf-8-sig", errors="replace")
+        try:
+            json.loads(text)
+        except ValueError as exc:
+            near_end = len(text.rstrip()) - exc.pos <= 32
+            cut = ", at the very end of the file: it was probably cut short" if near_end else ""
+            return f"it is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}{cut})"
+    return ""
+
+
+# GDAL's hints (name a driver; set SHAPE_RESTORE_SHX), which a user of this workflow cannot act on.
+_DRIVER_HINT = re.compile(r";? *(?:It might help to specify the correct driver explicitly.*?'CSV:path'\.|"
+                          r"Set SHAPE_RESTORE_SHX config option to YES to restore or create it\.)", re.S)
+
+
+def _unreadable(path: Path, exc: BaseException, layer=None, key=None) -> InputDataError:
+    """The error for a file GDAL (or what reads its result) cannot make sense of: what its bytes show
+    (empty, an HTML page, JSON cut short, a .zip without a layer, a Shapefile part missing), else what
+    GDAL said, then what to do."""
+    why = _diagnosis(path)
+    if not why and (type(exc).__module__.startswith("pyogrio") or isinstance(exc, (OSError, RuntimeError))):
+        why = "GDAL says: " + _DRIVER_HINT.sub("", str(exc)).strip()
+    elif not why:
+        why = f"{type(exc).__name__}: {exc}"
+    return InputDataError(f"{_where(path, layer, key)}: cannot be read as a vector file: {why}. {_advice(path)}")
 
 
 class _GdalNotes(warnings.catch_warnings):
@@ -155,8 +248,7 @@ def _layer_names(path: Path, key) -> list[str]:
     try:
         listed = pyogrio.list_layers(path)
     except Exception as exc:  # pyogrio raises DataSourceError, GDAL's RuntimeErrors, OSError
-        raise InputDataError(f"{_where(path, key=key)}: cannot be read as a vector file ({exc}). "
-                             f"{_advice(path)}") from exc
+        raise _unreadable(path, exc, key=key) from exc
     return [str(name) for name, kind in listed if kind is not None]
 
 
@@ -176,7 +268,9 @@ def _choose_layer(path: Path, layer, key) -> str:
     if len(names) == 1:
         return names[0]
     if not names:
-        raise InputDataError(f"{_where(path, key=key)}: no layer with geometries. {_advice(path)}")
+        why = _diagnosis(path)
+        raise InputDataError(f"{_where(path, key=key)}: no layer with geometries{': ' + why if why else ''}. "
+                             f"{_advice(path)}")
     raise InputDataError(f"{_where(path, key=key)}: {len(names)} layers {names}; choose one with `layer` in "
                          f"config {key or 'for this file'}, e.g. {{path: {path}, layer: {names[0]}}}.")
 
@@ -197,7 +291,7 @@ def _read_raw(path: Path, layer: str, encoding: str | None, key):
                 f"{_where(path, layer, key)}: text is not valid {enc or 'UTF-8'} ({exc.reason} at byte "
                 f"{exc.start}). Re-save it as UTF-8, or set `encoding` for this input in the config.") from exc
         except Exception as exc:  # DataSourceError, DataLayerError, FieldError, GeometryError, OSError...
-            raise InputDataError(f"{_where(path, layer, key)}: cannot be read ({exc}). {_advice(path)}") from exc
+            raise _unreadable(path, exc, layer, key) from exc
         if enc and not encoding:
             log.warning("%s: text is not UTF-8; read as %s. Re-save it as UTF-8, or set `encoding` in the "
                         "config if names look wrong.", _where(path, layer, key), enc)
@@ -302,6 +396,15 @@ def read_vector(path: str | Path, layer: str | None = None, encoding: str | None
     layer, an unknown encoding, undecodable text, or a projected file without a CRS.
     """
     path = Path(path)
+    try:
+        return _read_vector(path, layer, encoding, key)
+    except InputDataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever GDAL, GEOS or PROJ make of a damaged file
+        raise _unreadable(path, exc, layer, key) from exc
+
+
+def _read_vector(path: Path, layer, encoding, key) -> VectorData:
     with _GdalNotes(path):
         layer = _choose_layer(path, layer, key)
         enc = _gdal_encoding(encoding, path, key) if encoding else None
@@ -340,18 +443,22 @@ def read_polygon_features(path: str | Path, layer: str | None = None, field: str
     counted in the log. ``encoding`` as in :func:`read_vector`. Raises :class:`InputDataError` (naming
     file, layer, feature and key) for what :func:`read_vector` refuses, a feature that is not a polygon,
     coordinates outside lon/lat after reprojection (a CRS the file does not declare), an unknown
-    ``field`` (saying when the file has no fields: a Shapefile without its .dbf), or no feature
-    matching ``value``.
+    ``field`` (saying when the file has no fields: a Shapefile without its .dbf), and when no polygon
+    is left: an empty layer, features all without geometry, or no feature matching ``value`` (listing
+    values the field has).
     """
     data = read_vector(path, layer, encoding, key)
     where = _where(data.path, data.layer, key)
-    if field and value is not None and data.properties and field not in data.fields:
+    select = bool(field) and value is not None
+    if select and data.properties and field not in data.fields:
         raise data.field_error(field, "field", key)
-    out, repaired = [], 0
+    out, repaired, chosen, without = [], 0, 0, 0
     for i, (geom, props) in enumerate(zip(data.geometries, data.properties), start=1):
-        if field and value is not None and str(props.get(field)) != str(value):
+        if select and str(props.get(field)) != str(value):
             continue
+        chosen += 1
         if geom is None or geom.is_empty:
+            without += 1
             continue
         lon0, lat0, lon1, lat1 = geom.bounds
         if not all(map(math.isfinite, geom.bounds)) or lon0 < -180 or lon1 > 180 or lat0 < -90 or lat1 > 90:
@@ -372,9 +479,33 @@ def read_polygon_features(path: str | Path, layer: str | None = None, field: str
     if repaired:
         log.warning("%s: repaired %d invalid polygon(s) of %d (self-intersections; GEOS MakeValid). Fix them at "
                     "the source to be sure of their outline.", where, repaired, len(data))
-    if field and value is not None and not out:
-        raise InputDataError(f"{where}: no polygon with {field} == {value!r}; check `value` in the config.")
+    if not out:
+        raise _no_polygon(data, where, field if select else None, value, chosen, without)
     return out
+
+
+def _no_polygon(data: VectorData, where: str, field, value, chosen: int, without: int) -> InputDataError:
+    """The error for a layer (or selection) that yields no polygon: says which of the reasons it is."""
+    if not len(data):
+        return InputDataError(f"{where}: the layer holds no features (an empty FeatureCollection?); at least one "
+                              f"polygon is needed. {empty_advice(data.path)}")
+    if field is not None and not chosen:
+        seen = list(dict.fromkeys(str(p.get(field)) for p in data.properties))
+        close = difflib.get_close_matches(str(value), seen, n=1, cutoff=0.6) or [
+            v for v in seen if v.casefold().strip() == str(value).casefold().strip()][:1]
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        shown = seen[:10]
+        more = f" and {len(seen) - 10} more" if len(seen) > 10 else ""
+        return InputDataError(
+            f"{where}: no feature with {field} == {value!r} among {len(data)}; {field} has {shown}{more}.{hint} "
+            "Fix `value` (or `field`) in the config; values are compared as text, exactly (case, accents and "
+            "spaces count).")
+    selected = f" with {field} == {value!r}" if field is not None else ""
+    if without == chosen:
+        return InputDataError(f"{where}: none of the {chosen} feature(s){selected} has a geometry (all null); a "
+                              f"polygon is needed. {empty_advice(data.path)}")
+    return InputDataError(f"{where}: the polygons{selected} collapse to nothing when repaired (no area); fix "
+                          "their outlines in your GIS.")
 
 
 def read_polygons(path: str | Path, field: str | None = None, value: str | None = None,
@@ -387,9 +518,6 @@ def read_region(path: str | Path, field: str | None = None, value: str | None = 
                 layer: str | None = None, key: str | None = None, encoding: str | None = None):
     """One lon/lat (Multi)Polygon: the union of the selected polygons.
 
-    Raises InputDataError as :func:`read_polygon_features` does, and when no polygon is selected.
+    Raises InputDataError as :func:`read_polygon_features` does (also when no polygon is selected).
     """
-    geoms = read_polygons(path, field, value, layer, key, encoding)
-    if not geoms:
-        raise InputDataError(f"{_where(path, layer, key)}: no polygon; a region needs a polygon layer.")
-    return unary_union(geoms)
+    return unary_union(read_polygons(path, field, value, layer, key, encoding))

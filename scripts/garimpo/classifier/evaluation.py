@@ -29,7 +29,7 @@ from garimpo.contract import ENCODINGS, ImageContract, ImageFolder, common_contr
 from garimpo.errors import InputDataError
 from garimpo.matching import reference_bounds, stretch_to_reference
 
-from garimpo.raster import GEOTIFF_SUFFIXES, IMAGE_SUFFIXES, RGB_BANDS, read_header, read_image
+from garimpo.raster import GEOTIFF_SUFFIXES, IMAGE_SUFFIXES, RGB_BANDS, image_bands, read_header, read_image
 from garimpo.split import matches_any
 
 from .data import preprocess
@@ -127,14 +127,17 @@ def chip_set_contract(paths: Sequence[str | os.PathLike], folder: ImageFolder) -
 
     ``folder``: the chip set's config entry (``garimpo.contract.image_folder``): 8-bit chips need its
     ``encoding``, chips without a georeferencing in metres (or a pixel_size_m tag) its ``pixel_size_m``.
-    Raises InputDataError naming the folder and the key when they are missing, or when chips disagree.
+    Raises InputDataError naming the folder and the key when they are missing, or when chips disagree, and
+    naming a chip and the key when it cannot be read or is of a kind that is refused (``image_bands``).
     """
-    headers = [(p, read_header(p)) for p in paths]
+    headers = [(p, read_header(p, folder.key)) for p in paths]
     rendered = [p for p, h in headers if h.eight_bit]
     if rendered and not folder.encoding:
         raise InputDataError(
             f"chip set folder {folder.path} holds 8-bit chips (e.g. {rendered[0]}): a rendering, not reflectance. "
             f"Declare their encoding in {folder.key}, e.g. {folder.spec} (known encodings: {sorted(ENCODINGS)})")
+    for p, h in headers:  # grey, palette, 16-bit... refused before any chip is scored
+        image_bands(p, h, folder.encoding, folder.key)
     # Decoded chips take their units from the encoding (image_contract), as imported tiles do.
     return common_contract(((p, image_contract(p, h.shape, h.crs, h.transform, h.tags, folder)) for p, h in headers),
                            f"the chips of {folder.path} ({folder.key})")
@@ -148,6 +151,7 @@ def read_chip(
     p_high: float = 98.0,
     per_tile: bool = True,
     encoding: str | None = None,
+    key: str | None = None,
 ) -> np.ndarray:
     """One chip as float32 [C, H, W] in ``bands`` order, matched to the positive statistics.
 
@@ -156,13 +160,11 @@ def read_chip(
     picked by their descriptions.  Each band's own P_low/P_high is then stretched
     onto the positives' P2/P98 with ``stretch_to_reference``, as in ``match_tiles``
     (unless ``per_tile`` is false: then the chip is returned as read, as training saw it).
+    ``key``: the config key of the chip's folder, named in errors (``garimpo.raster.read_image``).
     """
     stats = _load_stats(stats)
     path = Path(path)
-    try:
-        chip = read_image(path, encoding)
-    except OSError as err:  # PIL's and rasterio's unreadable-file errors
-        raise InputDataError(f"chip {path} is not a readable image ({err})") from err
+    chip = read_image(path, encoding, key)  # unreadable files and refused kinds: InputDataError naming them
     arr, names = chip.array, [n.strip() for n in chip.band_names]
     missing = [b for b in bands if b not in names]
     if missing:
@@ -201,12 +203,13 @@ def score_chips(
     p_low: float = 2.0,
     p_high: float = 98.0,
     encoding: str | None = None,
+    key: str | None = None,
 ) -> np.ndarray:
     """P(mining) per chip path; reads ``batch_size`` chips at a time (memory stays bounded).
 
     Each chip is preprocessed on its own (chips may differ in size), exactly as
     ``predict_proba`` would; ``tta`` averages the 8 rotations/flips; ``encoding`` decodes
-    8-bit chips (see ``read_chip``).
+    8-bit chips and ``key`` names their folder's config key in errors (see ``read_chip``).
     """
     stats = _load_stats(stats)
     bands = list(meta["bands"])
@@ -222,7 +225,7 @@ def score_chips(
     try:
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
-            x = torch.cat([preprocess(read_chip(p, bands, stats, p_low, p_high, per_tile, encoding)[None], *args)
+            x = torch.cat([preprocess(read_chip(p, bands, stats, p_low, p_high, per_tile, encoding, key)[None], *args)
                            for p in chunk])
             x = x.to(device)
             views = dihedral_views(x) if tta else [x]
@@ -296,6 +299,7 @@ def evaluate_chip_set(
     p_high: float = 98.0,
     bootstrap: Mapping | None = None,
     encoding: str | None = None,
+    key: str | None = None,
 ) -> dict:
     """Score ``chips_df`` (from ``load_chip_set``) and report metrics at ``threshold``.
 
@@ -305,11 +309,11 @@ def evaluate_chip_set(
     precision), roc_auc, confusion {tp, fp, tn, fn}, per_source when sources are known, and ci
     with ``bootstrap`` (see ``metrics_from_scores``).
     The scores themselves are added to ``chips_df`` as column ``score`` (in place). ``encoding``
-    decodes 8-bit chips (see ``read_chip``).
+    decodes 8-bit chips, ``key`` names their folder's config key in errors (see ``read_chip``).
     """
     thr = decision_threshold(meta, tta) if threshold is None else float(threshold)
     scores = score_chips(model, meta, list(chips_df["path"]), stats, batch_size, device, tta, p_low, p_high,
-                         encoding)
+                         encoding, key)
     chips_df["score"] = scores
     sources = chips_df["source"] if "source" in chips_df.columns else None
     return metrics_from_scores(chips_df["label"].to_numpy(), scores, thr, sources, bootstrap)

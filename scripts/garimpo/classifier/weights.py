@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torchvision
 
+from garimpo.atomic import scratch_dir
 from garimpo.errors import ModelLoadError
 
 from .model import ARCHS, atomic_torch_save
@@ -24,9 +24,10 @@ def fetch_resnet_imagenet(arch: str, out_path: str | os.PathLike) -> Path:
     if arch not in IMAGENET_WEIGHTS:
         raise ValueError(f"no ImageNet weights known for {arch!r}; use one of {sorted(IMAGENET_WEIGHTS)}")
     url = IMAGENET_WEIGHTS[arch].url
-    with tempfile.TemporaryDirectory() as tmp:
+    # Beside the output, not in /tmp: what a killed download leaves is swept by the next attempt (garimpo.atomic).
+    with scratch_dir(out_path) as tmp:
         # check_hash: torchvision file names carry a sha256 prefix; a truncated download fails here.
-        state = torch.hub.load_state_dict_from_url(url, model_dir=tmp, map_location="cpu",
+        state = torch.hub.load_state_dict_from_url(url, model_dir=str(tmp), map_location="cpu",
                                                    progress=False, check_hash=True)
     ARCHS[arch](weights=None).load_state_dict(state)  # fail now, not at training time
     atomic_torch_save(state, out_path)
