@@ -7,14 +7,15 @@ SNAKEMAKE := PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake
 DEMO_TARGETS := results/detections/demo.geojson results/detections/demo_overview.png results/eval/demo.json \
 	results/stats/demo_protected_areas.csv
 
-.PHONY: install demo test lint clean-demo bench
+.PHONY: install demo test test-fast lint format clean-demo bench
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .  # the package itself, editable
 	touch $@
 
 demo: install
@@ -24,15 +25,28 @@ demo: install
 test: install
 	HF_HUB_OFFLINE=1 PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
 
+# Unit tests only: no Snakemake run, no training run (the `workflow` and `slow` markers).
+test-fast: install
+	HF_HUB_OFFLINE=1 PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m "not workflow and not slow"
+
 # Brute-force vs two-stage streaming scan of a synthetic 10980 px granule (cached in results/bench/).
 # Quick run: make bench BENCH_ARGS="--size 2048". The last output line is the JSON result.
 BENCH_ARGS ?=
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python scripts/bench_detect.py --bench-dir results/bench --threads $(CORES) $(BENCH_ARGS)
 
+# What CI checks before the tests; `make format` applies the formatters.
 lint: install
-	$(SNAKEMAKE) --lint --configfile config/demo.yaml
+	$(BIN)/ruff check scripts tests
+	$(BIN)/ruff format --check scripts tests
+	$(BIN)/mypy
 	$(BIN)/snakefmt --check Snakefile rules/
+	$(SNAKEMAKE) --lint --configfile config/demo.yaml
+
+format: install
+	$(BIN)/ruff check --fix scripts tests
+	$(BIN)/ruff format scripts tests
+	$(BIN)/snakefmt Snakefile rules/
 
 clean-demo:
 	rm -rf results/demo_world results/points results/tiles results/stats results/split.csv results/models \

@@ -7,7 +7,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
-from garimpo.cli_config import (
+from garimpo.config import (
     coerce_config,
     config_error,
     config_order_error,

@@ -127,7 +127,7 @@ rule overview_map:
         region=lambda w: config["regions"][w.region],
         attribution=config["publishing"]["attribution"],
     script:
-        "../scripts/plot_overview.py"
+        "../scripts/overview_map.py"
 
 
 rule encroachment_stats:

@@ -33,4 +33,4 @@ rule evaluate_chip_set:
         matching=config["matching"],
         bootstrap=config["evaluation"]["bootstrap"],
     script:
-        "../scripts/evaluate_chips.py"
+        "../scripts/evaluate_chip_set.py"

@@ -21,7 +21,7 @@ rule positive_points:
         inputs=config["positives"]["points"],
         bounds=config["study_bounds"],
     script:
-        "../scripts/build_points.py"
+        "../scripts/positive_points.py"
 
 
 rule negative_points:
@@ -54,7 +54,7 @@ rule negative_points:
         urban_encoding=vector_encoding(config["negatives"]["urban_mask"]),
         seed=config["negatives"]["seed"],
     script:
-        "../scripts/sample_negatives.py"
+        "../scripts/negative_points.py"
 
 
 rule fetch_tiles:

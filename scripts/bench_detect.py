@@ -4,11 +4,11 @@
     python scripts/bench_detect.py --size 2048    # quick run
 
 Steps (each cached under --bench-dir, so a rerun skips them):
-1. a synthetic tile (garimpo.bench_world, seed --seed) with ~1 % of its area mined (mines 1-100 ha)
+1. a synthetic tile (garimpo.synthetic.bench_world, seed --seed) with ~1 % of its area mined (mines 1-100 ha)
    plus hard negatives (rivers with sandbars, pastures, ploughed fields, fish ponds, clearings, roads);
 2. a bench classifier: ResNet-34 from scratch, 48 px input, trained for --train-seconds on chips of a
    different synthetic world (other seed, other place), prepared exactly like the scan's chips;
-3. brute-force and two-stage scans (garimpo.scan), each in its own subprocess so its peak RSS
+3. brute-force and two-stage scans (garimpo.detection.scan), each in its own subprocess so its peak RSS
    (ru_maxrss from wait4) is its own.
 
 The last line of output is one JSON object (brute_km2_per_core_s, two_stage_km2_per_core_s, speedup,
@@ -26,9 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 log = logging.getLogger("bench_detect")
 
@@ -45,7 +43,7 @@ def _training_world(rng_seed: int, size: int = TRAIN_SIZE):
     """(layout, reflectance [6, size, size], mined-pixel mask) of a separate synthetic world."""
     from rasterio.features import rasterize
 
-    from garimpo import bench_world as bw
+    from garimpo.synthetic import bench_world as bw
 
     lay = bw.make_layout(size, rng_seed, *TRAIN_XY, mined_fraction=0.03)
     ren = bw.Renderer(lay)
@@ -53,9 +51,10 @@ def _training_world(rng_seed: int, size: int = TRAIN_SIZE):
     for r0 in range(0, size, 1024):
         for c0 in range(0, size, 1024):
             h, w = min(1024, size - r0), min(1024, size - c0)
-            img[:, r0:r0 + h, c0:c0 + w] = bw.to_dn(ren.render(r0, c0, h, w)).astype(np.float32) / bw.DN_SCALE
-    foot = rasterize([(m.footprint, 1) for m in lay.mines], out_shape=(size, size), transform=lay.transform,
-                     dtype="uint8").astype(bool)
+            img[:, r0 : r0 + h, c0 : c0 + w] = bw.to_dn(ren.render(r0, c0, h, w)).astype(np.float32) / bw.DN_SCALE
+    foot = rasterize(
+        [(m.footprint, 1) for m in lay.mines], out_shape=(size, size), transform=lay.transform, dtype="uint8"
+    ).astype(bool)
     return lay, img, foot
 
 
@@ -63,11 +62,12 @@ def _training_chips(rng_seed: int, size: int = TRAIN_SIZE):
     """(chips [N, 6, 48, 48] matched like the scan's, labels) from a separate synthetic world."""
     from rasterio.features import rasterize
 
-    from garimpo.scan import candidate_mask, gather_chips
+    from garimpo.detection.scan import candidate_mask, gather_chips
 
     lay, img, foot = _training_world(rng_seed, size)
-    near = rasterize([(m.footprint.buffer(60), 1) for m in lay.mines], out_shape=(size, size),
-                     transform=lay.transform, dtype="uint8").astype(bool)
+    near = rasterize(
+        [(m.footprint.buffer(60), 1) for m in lay.mines], out_shape=(size, size), transform=lay.transform, dtype="uint8"
+    ).astype(bool)
     cand = candidate_mask(img[:5], ["B02", "B03", "B04", "B08", "B11"])
 
     def sat(m):
@@ -99,8 +99,8 @@ def train_bench_model(path: Path, seconds: float, threads: int, train_size: int 
 
     from garimpo.classifier.data import PLAIN_MEAN, PLAIN_STD, preprocess
     from garimpo.classifier.model import build_classifier, save_checkpoint
-    from garimpo.demo_world import BANDS
-    from garimpo.scan import match_chips
+    from garimpo.detection.scan import match_chips
+    from garimpo.synthetic.demo_world import BANDS
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -128,7 +128,7 @@ def train_bench_model(path: Path, seconds: float, threads: int, train_size: int 
         epoch += 1
         order = tr[torch.randperm(len(tr))]
         for i in range(0, len(order) - 31, 64):
-            b = order[i:i + 64]
+            b = order[i : i + 64]
             xb = x_all[b]
             k = int(torch.randint(0, 4, ()))
             xb = torch.rot90(xb, k, dims=(2, 3))
@@ -144,8 +144,12 @@ def train_bench_model(path: Path, seconds: float, threads: int, train_size: int 
                 break
     model.eval()
     with torch.inference_mode():
-        pv = torch.cat([torch.sigmoid(model(x_all[val[i:i + 256]].contiguous(memory_format=torch.channels_last)))
-                        .flatten() for i in range(0, len(val), 256)]).numpy()
+        pv = torch.cat(
+            [
+                torch.sigmoid(model(x_all[val[i : i + 256]].contiguous(memory_format=torch.channels_last))).flatten()
+                for i in range(0, len(val), 256)
+            ]
+        ).numpy()
     yv = y[val.numpy()]
     # threshold: the best F1 on the held-out part
     best = (0.5, -1.0)
@@ -155,14 +159,40 @@ def train_bench_model(path: Path, seconds: float, threads: int, train_size: int 
         if f1 > best[1]:
             best = (float(t), f1)
     acc = float(((pv >= best[0]) == (yv == 1)).mean())
-    meta = {"arch": "resnet34", "bands": list(BANDS), "input_size": CHIP, "in_channels": 6, "dropout": 0.2,
-            "low": low, "high": high, "mean": [PLAIN_MEAN] * 6, "std": [PLAIN_STD] * 6, "threshold": best[0],
-            "train_config": {"bench": True, "seed": TRAIN_SEED, "place": TRAIN_XY, "steps": steps, "epochs": epoch,
-                             "train_seconds": round(time.time() - t1, 1), "data_seconds": round(prep_s, 1),
-                             "n_chips": n, "val_f1": round(best[1], 4), "val_acc": round(acc, 4)}}
+    meta = {
+        "arch": "resnet34",
+        "bands": list(BANDS),
+        "input_size": CHIP,
+        "in_channels": 6,
+        "dropout": 0.2,
+        "low": low,
+        "high": high,
+        "mean": [PLAIN_MEAN] * 6,
+        "std": [PLAIN_STD] * 6,
+        "threshold": best[0],
+        "train_config": {
+            "bench": True,
+            "seed": TRAIN_SEED,
+            "place": TRAIN_XY,
+            "steps": steps,
+            "epochs": epoch,
+            "train_seconds": round(time.time() - t1, 1),
+            "data_seconds": round(prep_s, 1),
+            "n_chips": n,
+            "val_f1": round(best[1], 4),
+            "val_acc": round(acc, 4),
+        },
+    }
     meta = save_checkpoint(path, model, meta)
-    log.info("bench model: %d steps (%d epochs) in %.0fs, val F1 %.3f acc %.3f at t=%.2f", steps, epoch,
-             time.time() - t1, best[1], acc, best[0])
+    log.info(
+        "bench model: %d steps (%d epochs) in %.0fs, val F1 %.3f acc %.3f at t=%.2f",
+        steps,
+        epoch,
+        time.time() - t1,
+        best[1],
+        acc,
+        best[0],
+    )
     return meta
 
 
@@ -174,13 +204,20 @@ def run_child(args) -> None:
     import torch
 
     from garimpo.classifier.model import load_classifier
-    from garimpo.detect import save_chip_scores
-    from garimpo.scan import brute_force_scan, two_stage_scan
+    from garimpo.detection.chip_scores import save_chip_scores
+    from garimpo.detection.scan import brute_force_scan, two_stage_scan
 
     torch.set_num_threads(args.threads)
     model, meta = load_classifier(args.model)
-    kw = dict(stride=args.stride, block_px=args.block_px, batch_size=args.batch_size, precision=args.precision,
-              channels_last=True, tta=args.tta, threads=args.threads)
+    kw = dict(
+        stride=args.stride,
+        block_px=args.block_px,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        channels_last=True,
+        tta=args.tta,
+        threads=args.threads,
+    )
     if args.child == "brute":
         res = brute_force_scan(args.tile, model, meta, **kw)
     else:
@@ -192,10 +229,30 @@ def run_child(args) -> None:
 
 def spawn(mode: str, args, out: Path) -> tuple[dict, float, float]:
     """Run a scan in a subprocess: (summary, wall s, peak RSS MB of that child)."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", mode, "--child-out", str(out), "--tile", str(args.tile),
-           "--model", str(args.model), "--threads", str(args.threads), "--block-px", str(args.block_px),
-           "--batch-size", str(args.batch_size), "--precision", args.precision, "--decimate", str(args.decimate),
-           "--select", args.select]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child",
+        mode,
+        "--child-out",
+        str(out),
+        "--tile",
+        str(args.tile),
+        "--model",
+        str(args.model),
+        "--threads",
+        str(args.threads),
+        "--block-px",
+        str(args.block_px),
+        "--batch-size",
+        str(args.batch_size),
+        "--precision",
+        args.precision,
+        "--decimate",
+        str(args.decimate),
+        "--select",
+        args.select,
+    ]
     if args.stride:
         cmd += ["--stride", str(args.stride)]
     if args.tta:
@@ -218,10 +275,10 @@ def spawn(mode: str, args, out: Path) -> tuple[dict, float, float]:
 
 
 def train_segformer_child(args) -> None:
-    """The stand-in SegFormer (garimpo.bench_proposers) trained on the training world at 20 m."""
-    from garimpo.bench_proposers import train_bench_segformer
-    from garimpo.demo_world import BANDS
-    from garimpo.scan import block_mean_nan
+    """The stand-in SegFormer (garimpo.synthetic.proposer_bench) trained on the training world at 20 m."""
+    from garimpo.detection.scan import block_mean_nan
+    from garimpo.synthetic.demo_world import BANDS
+    from garimpo.synthetic.proposer_bench import train_bench_segformer
 
     _, img, foot = _training_world(TRAIN_SEED, args.train_size)
     f = args.decimate
@@ -233,24 +290,25 @@ def train_segformer_child(args) -> None:
 
 
 def proposers_child(args) -> None:
-    """Recall / area of each proposer on the bench tile (garimpo.bench_proposers)."""
+    """Recall / area of each proposer on the bench tile (garimpo.synthetic.proposer_bench)."""
     import torch
     from shapely.geometry import shape
 
-    from garimpo.bench_proposers import evaluate_proposers
+    from garimpo.synthetic.proposer_bench import evaluate_proposers
 
     torch.set_num_threads(args.threads)
     truth = json.loads(Path(str(args.tile) + ".truth.geojson").read_text())
     mines = [shape(f["geometry"]) for f in truth["features"] if f["properties"]["kind"] == "mine"]
     methods, segformer, params = ["spectral"], None, {}
     if args.segformer != "none":
-        from garimpo.segformer import SegformerProposer
+        from garimpo.detection.segformer import SegformerProposer
 
         segformer = SegformerProposer.from_pretrained(args.segformer, device="cpu")
         params = {"segformer": {"suspicious_classes": args.segformer_classes.split(",")}}
         methods += ["segformer", "union"]
-    out = evaluate_proposers(args.tile, mines, methods, decimate=args.decimate, proposer=params, segformer=segformer,
-                             block_px=args.block_px)
+    out = evaluate_proposers(
+        args.tile, mines, methods, decimate=args.decimate, proposer=params, segformer=segformer, block_px=args.block_px
+    )
     Path(args.child_out).write_text(json.dumps(out))
 
 
@@ -264,20 +322,55 @@ def measure_proposers(args, bench: Path, common: list) -> dict:
         info_path = seg_dir / "bench_training.json"
         if not info_path.exists():
             log.info("training the stand-in SegFormer (%.0fs)", args.segformer_train_seconds)
-            subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "train_segformer", "--child-out",
-                            str(info_path), "--segformer", str(seg_dir), "--decimate", str(args.decimate),
-                            "--segformer-train-seconds", str(args.segformer_train_seconds)] + common, check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    os.path.abspath(__file__),
+                    "--child",
+                    "train_segformer",
+                    "--child-out",
+                    str(info_path),
+                    "--segformer",
+                    str(seg_dir),
+                    "--decimate",
+                    str(args.decimate),
+                    "--segformer-train-seconds",
+                    str(args.segformer_train_seconds),
+                ]
+                + common,
+                check=True,
+            )
         info = json.loads(info_path.read_text())
         seg, classes = str(seg_dir), classes or "mine"
     classes = classes or "barren,water"
     out_json = bench / f"proposers_{args.size}.json"
-    subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "proposers", "--child-out", str(out_json),
-                    "--segformer", seg, "--segformer-classes", classes, "--decimate", str(args.decimate),
-                    "--block-px", str(args.block_px)] + common, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--child",
+            "proposers",
+            "--child-out",
+            str(out_json),
+            "--segformer",
+            seg,
+            "--segformer-classes",
+            classes,
+            "--decimate",
+            str(args.decimate),
+            "--block-px",
+            str(args.block_px),
+        ]
+        + common,
+        check=True,
+    )
     res = json.loads(out_json.read_text())
     if "segformer" in res:
-        res["segformer"].update(model=args.segformer if args.segformer != "train" else "stand-in MiT-b0 trained here",
-                                classes=classes.split(","), training=info)
+        res["segformer"].update(
+            model=args.segformer if args.segformer != "train" else "stand-in MiT-b0 trained here",
+            classes=classes.split(","),
+            training=info,
+        )
     return res
 
 
@@ -289,11 +382,24 @@ def evaluate(npz: Path, truth: list, threshold: float) -> dict:
     from affine import Affine
     from shapely import STRtree
 
-    from garimpo.scan import ScanResult, chip_polygons
+    from garimpo.detection.scan import ScanResult, chip_polygons
 
     d = np.load(npz)
-    res = ScanResult("x", d["rows"], d["cols"], d["scores"], int(d["chip_px"]), int(d["stride"]), int(d["height"]),
-                     int(d["width"]), str(d["crs"]), Affine(*d["transform"]), 0, 0, 0.0)
+    res = ScanResult(
+        "x",
+        d["rows"],
+        d["cols"],
+        d["scores"],
+        int(d["chip_px"]),
+        int(d["stride"]),
+        int(d["height"]),
+        int(d["width"]),
+        str(d["crs"]),
+        Affine(*d["transform"]),
+        0,
+        0,
+        0.0,
+    )
     polys = chip_polygons(res, threshold)
     geoms = [p["geometry"] for p in polys]
     tree = STRtree(geoms) if geoms else None
@@ -304,10 +410,14 @@ def evaluate(npz: Path, truth: list, threshold: float) -> dict:
             idx = tree.query(g, predicate="intersects")
             found[i] = len(idx) > 0
             hit_poly[idx] = True
-    return {"found": found, "n_polygons": len(geoms), "fp_polygons": int((~hit_poly).sum()),
-            "positive_chips": int((res.scores >= threshold).sum()),
-            "positive_km2": round(sum(g.area for g in geoms) / 1e6, 3),
-            "fp_km2": round(sum(g.area for g, h in zip(geoms, hit_poly) if not h) / 1e6, 3)}
+    return {
+        "found": found,
+        "n_polygons": len(geoms),
+        "fp_polygons": int((~hit_poly).sum()),
+        "positive_chips": int((res.scores >= threshold).sum()),
+        "positive_km2": round(sum(g.area for g in geoms) / 1e6, 3),
+        "fp_km2": round(sum(g.area for g, h in zip(geoms, hit_poly) if not h) / 1e6, 3),
+    }
 
 
 def precision_and_tta(args, meta_path: Path, n: int = 1024) -> dict:
@@ -316,7 +426,7 @@ def precision_and_tta(args, meta_path: Path, n: int = 1024) -> dict:
     import torch
 
     from garimpo.classifier.model import load_classifier
-    from garimpo.scan import ChipScorer, band_indexes, gather_chips, match_chips, read_reflectance
+    from garimpo.detection.scan import ChipScorer, band_indexes, gather_chips, match_chips, read_reflectance
 
     torch.set_num_threads(args.threads)
     model, meta = load_classifier(meta_path)
@@ -366,37 +476,56 @@ def main(argv=None) -> dict | None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
     ap.add_argument("--decimate", type=int, default=2, help="two-stage proposer on f x f means (1, 2 = 20 m, 4 = 40 m)")
-    ap.add_argument("--select", choices=("any", "centre"), default="centre",
-                    help="two-stage: classify chips holding a candidate pixel anywhere (any) or in their centre square")
+    ap.add_argument(
+        "--select",
+        choices=("any", "centre"),
+        default="centre",
+        help="two-stage: classify chips holding a candidate pixel anywhere (any) or in their centre square",
+    )
     ap.add_argument("--tta", action="store_true", help="8-view TTA in both scans")
     ap.add_argument("--train-seconds", type=float, default=150.0)
     ap.add_argument("--train-size", type=int, default=TRAIN_SIZE, help="side (px) of the training world")
-    ap.add_argument("--modes", default="brute,two_stage",
-                    help="modes to run; a mode left out reuses its last run on this tile if there is one")
+    ap.add_argument(
+        "--modes",
+        default="brute,two_stage",
+        help="modes to run; a mode left out reuses its last run on this tile if there is one",
+    )
     ap.add_argument("--no-extras", action="store_true", help="skip the bf16/TTA side measurements")
-    ap.add_argument("--segformer", default="train",
-                    help="SegFormer proposer to measure: a model directory or hub id (e.g. a LoveDA fine-tune "
-                         "fetched by the fetch_segformer rule), 'train' (a MiT-b0 trained here from scratch on the "
-                         "training world, the offline stand-in) or 'none'")
-    ap.add_argument("--segformer-classes", default=None,
-                    help="comma-separated suspicious classes (default: 'mine' for 'train', else 'barren,water')")
+    ap.add_argument(
+        "--segformer",
+        default="train",
+        help="SegFormer proposer to measure: a model directory or hub id (e.g. a LoveDA fine-tune "
+        "fetched by the fetch_segformer rule), 'train' (a MiT-b0 trained here from scratch on the "
+        "training world, the offline stand-in) or 'none'",
+    )
+    ap.add_argument(
+        "--segformer-classes",
+        default=None,
+        help="comma-separated suspicious classes (default: 'mine' for 'train', else 'barren,water')",
+    )
     ap.add_argument("--segformer-train-seconds", type=float, default=150.0)
-    ap.add_argument("--child", choices=("brute", "two_stage", "gen", "train", "train_segformer", "proposers"),
-                    help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--child",
+        choices=("brute", "two_stage", "gen", "train", "train_segformer", "proposers"),
+        help=argparse.SUPPRESS,
+    )
     ap.add_argument("--child-out", help=argparse.SUPPRESS)
     ap.add_argument("--tile", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     if args.child == "gen":
-        from garimpo import bench_world as bw
+        from garimpo.synthetic import bench_world as bw
 
         Path(args.child_out).write_text(json.dumps(bw.generate(args.tile, args.size, args.seed, threads=args.threads)))
         return None
     if args.child == "train":
         meta = train_bench_model(Path(args.model), args.train_seconds, args.threads, args.train_size)
-        Path(args.child_out).write_text(json.dumps({"threshold": meta["threshold"], "model_id": meta["model_id"],
-                                                    "train_config": meta["train_config"]}))
+        Path(args.child_out).write_text(
+            json.dumps(
+                {"threshold": meta["threshold"], "model_id": meta["model_id"], "train_config": meta["train_config"]}
+            )
+        )
         return None
     if args.child == "train_segformer":
         train_segformer_child(args)
@@ -420,19 +549,37 @@ def main(argv=None) -> dict | None:
     model_path = bench / "bench_resnet34_48px.pth"
     model_info = bench / "bench_resnet34_48px.json"
     args.model = model_path
-    common = ["--size", str(args.size), "--seed", str(args.seed), "--threads", str(args.threads), "--tile", str(tile),
-              "--model", str(model_path), "--train-seconds", str(args.train_seconds), "--train-size", str(args.train_size)]
+    common = [
+        "--size",
+        str(args.size),
+        "--seed",
+        str(args.seed),
+        "--threads",
+        str(args.threads),
+        "--tile",
+        str(tile),
+        "--model",
+        str(model_path),
+        "--train-seconds",
+        str(args.train_seconds),
+        "--train-size",
+        str(args.train_size),
+    ]
     if not (tile.exists() and truth_path.exists()):
         log.info("generating %s", tile)
         gen_json = bench / f"gen_{args.size}.json"
-        subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "gen", "--child-out", str(gen_json)] + common,
-                       check=True)
+        subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--child", "gen", "--child-out", str(gen_json)] + common,
+            check=True,
+        )
         gen = json.loads(gen_json.read_text())
         log.info("tile: %s", gen)
     if not (model_path.exists() and model_info.exists()):
         log.info("training the bench model (%.0fs)", args.train_seconds)
-        subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "train", "--child-out", str(model_info)]
-                       + common, check=True)
+        subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--child", "train", "--child-out", str(model_info)] + common,
+            check=True,
+        )
     info = json.loads(model_info.read_text())
     thr = float(info["threshold"])
     runs = {}
@@ -492,18 +639,36 @@ def main(argv=None) -> dict | None:
         b = np.load(bench / f"run_{args.size}_brute.npz")
         t = np.load(bench / f"run_{args.size}_two_stage.npz")
         kb = dict(zip(zip(b["rows"].tolist(), b["cols"].tolist()), b["scores"].tolist()))
-        diffs = [abs(kb[(r, c)] - s) for r, c, s in zip(t["rows"].tolist(), t["cols"].tolist(), t["scores"].tolist())
-                 if (r, c) in kb]
+        diffs = [
+            abs(kb[(r, c)] - s)
+            for r, c, s in zip(t["rows"].tolist(), t["cols"].tolist(), t["scores"].tolist())
+            if (r, c) in kb
+        ]
         out["two_stage_chips_in_brute"] = len(diffs) == len(t["scores"])
         out["two_stage_vs_brute_max_score_diff"] = round(float(max(diffs)), 6) if diffs else 0.0
     out["peak_rss_mb"] = round(max(r[2] for r in runs.values()), 1)
     if reused:
         out["reused_runs"] = {m: runs[m][0].get("args") for m in reused}
-    out.update({"tile_px": px, "tile_km2": round(km2, 1), "threads": args.threads, "n_mines": len(mines),
-                "mined_km2": round(float(mine_ha.sum()) / 100, 2), "chip_px": CHIP,
-                "stride_px": args.stride or CHIP // 2, "block_px": args.block_px, "precision": args.precision,
-                "tta": args.tta, "decimate": args.decimate, "select": args.select, "threshold": thr,
-                "model_id": info["model_id"], "model_train": info.get("train_config", {}), "cpu_load_1min_at_end": round(os.getloadavg()[0], 2)})
+    out.update(
+        {
+            "tile_px": px,
+            "tile_km2": round(km2, 1),
+            "threads": args.threads,
+            "n_mines": len(mines),
+            "mined_km2": round(float(mine_ha.sum()) / 100, 2),
+            "chip_px": CHIP,
+            "stride_px": args.stride or CHIP // 2,
+            "block_px": args.block_px,
+            "precision": args.precision,
+            "tta": args.tta,
+            "decimate": args.decimate,
+            "select": args.select,
+            "threshold": thr,
+            "model_id": info["model_id"],
+            "model_train": info.get("train_config", {}),
+            "cpu_load_1min_at_end": round(os.getloadavg()[0], 2),
+        }
+    )
     if gen:
         out["tile_generation"] = gen
     if not args.no_extras:

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from garimpo.classifier.bootstrap import Bootstrap  # noqa: E402
-from garimpo.classifier.compare import compare_runs  # noqa: E402
+from garimpo.classifier.bootstrap import Bootstrap
+from garimpo.classifier.compare import compare_runs
 
 
 def main(argv=None) -> int:
@@ -26,8 +23,12 @@ def main(argv=None) -> int:
     ap.add_argument("run_b", help="results/eval/NAME folder of model B")
     ap.add_argument("--resamples", type=int, default=Bootstrap.resamples)
     ap.add_argument("--level", type=float, default=Bootstrap.level)
-    ap.add_argument("--block", type=int, default=Bootstrap.block,
-                    help="consecutive chips of one source list drawn together (20 for the Amazon Mining Watch lists)")
+    ap.add_argument(
+        "--block",
+        type=int,
+        default=Bootstrap.block,
+        help="consecutive chips of one source list drawn together (20 for the Amazon Mining Watch lists)",
+    )
     ap.add_argument("--seed", type=int, default=Bootstrap.seed)
     args = ap.parse_args(argv)
     report = compare_runs(args.run_a, args.run_b, Bootstrap(args.resamples, args.level, args.block, args.seed))

@@ -2,14 +2,12 @@
 
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(__file__))
 # Before torch loads OpenMP: idle classifier threads sleep instead of spinning, leaving the core to the
 # thread that reads and proposes the next block (measured in the bench: faster in both modes).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from garimpo.detect import config_hash, save_chip_scores, scene_chip_px  # noqa: E402
+from garimpo.detection.chip_scores import config_hash, save_chip_scores, scene_chip_px  # noqa: E402 (after the OMP setting)
 from garimpo.smk import setup_logging  # noqa: E402
 
 
@@ -18,7 +16,7 @@ def main(smk):
     import torch
 
     from garimpo.classifier.model import load_classifier
-    from garimpo.scan import brute_force_scan, two_stage_scan
+    from garimpo.detection.scan import brute_force_scan, two_stage_scan
 
     torch.set_num_threads(max(1, int(smk.threads)))
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -30,25 +28,54 @@ def main(smk):
         scene_meta = json.load(fh)
     # The model must see the ground it learnt (footprint, pixel size, units): refused here, before any scan.
     chip_px = scene_chip_px(meta, smk.input.scene, scene_meta, float(smk.params.tile_size_m))
-    log.info("model %s: %s chips of %d px, resized to %d px", meta["model_id"], meta["units"], chip_px,
-             int(meta["input_size"]))
-    common = dict(chip_px=chip_px, stride=scan["stride_px"], block_px=int(scan["block_px"]),
-                  batch_size=int(scan["batch_size"]), precision=scan["precision"], tta=bool(scan["tta"]), stats=stats,
-                  device=device, threads=max(1, int(smk.threads)))
+    log.info(
+        "model %s: %s chips of %d px, resized to %d px",
+        meta["model_id"],
+        meta["units"],
+        chip_px,
+        int(meta["input_size"]),
+    )
+    common = dict(
+        chip_px=chip_px,
+        stride=scan["stride_px"],
+        block_px=int(scan["block_px"]),
+        batch_size=int(scan["batch_size"]),
+        precision=scan["precision"],
+        tta=bool(scan["tta"]),
+        stats=stats,
+        device=device,
+        threads=max(1, int(smk.threads)),
+    )
     if scan["mode"] == "brute_force":
         result = brute_force_scan(smk.input.scene, model, meta, **common)
     else:
         segformer = None
         if proposer["method"] in ("segformer", "union"):
-            from garimpo.segformer import SegformerProposer
+            from garimpo.detection.segformer import SegformerProposer
+
             seg = proposer["segformer"]
-            segformer = SegformerProposer.from_pretrained(seg["local_dir"], suspicious_classes=seg["suspicious_classes"])
-        result = two_stage_scan(smk.input.scene, model, meta, proposer=proposer, segformer=segformer,
-                                decimate=int(scan["proposer_decimate"]), select=scan["select"], **common)
+            segformer = SegformerProposer.from_pretrained(
+                seg["local_dir"], suspicious_classes=seg["suspicious_classes"]
+            )
+        result = two_stage_scan(
+            smk.input.scene,
+            model,
+            meta,
+            proposer=proposer,
+            segformer=segformer,
+            decimate=int(scan["proposer_decimate"]),
+            select=scan["select"],
+            **common,
+        )
     log.info("tile %s: %s", smk.wildcards.tile, result.summary())
-    provenance = {"tile": smk.wildcards.tile, "scene_ids": scene_meta["scene_ids"], "dates": scene_meta["dates"],
-                  "model_id": meta["model_id"],
-                  "config_hash": config_hash({**scan, "proposer": proposer}), "mode": scan["mode"]}
+    provenance = {
+        "tile": smk.wildcards.tile,
+        "scene_ids": scene_meta["scene_ids"],
+        "dates": scene_meta["dates"],
+        "model_id": meta["model_id"],
+        "config_hash": config_hash({**scan, "proposer": proposer}),
+        "mode": scan["mode"],
+    }
     save_chip_scores(smk.output[0], result, provenance)
 
 

@@ -1,13 +1,10 @@
 """Rule download_input: fetch one pinned public input (config downloads.files.NAME) and check its sha256."""
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from garimpo.download import MIB, download, path_under  # noqa: E402
-from garimpo.errors import DownloadError  # noqa: E402
-from garimpo.smk import setup_logging  # noqa: E402
+from garimpo.errors import DownloadError
+from garimpo.imagery.download import MIB, download, path_under
+from garimpo.smk import setup_logging
 
 FOLDER = "resources/downloads"  # the rule's output folder
 
@@ -21,8 +18,15 @@ def main(smk):
     if os.path.normpath(smk.output[0]) != os.path.normpath(dest):
         raise DownloadError(f"rule download_input writes {smk.output[0]}, not {dest}: keep its output in {FOLDER}/")
     log.info("downloading %s (pinned sha256 %s)", smk.params.url, smk.params.sha256)
-    download(smk.params.url, dest, smk.params.sha256, max_bytes=round(smk.params.max_size_mb * MIB),
-             deadline_s=smk.params.deadline_s, size=smk.params.size, key=key)
+    download(
+        smk.params.url,
+        dest,
+        smk.params.sha256,
+        max_bytes=round(smk.params.max_size_mb * MIB),
+        deadline_s=smk.params.deadline_s,
+        size=smk.params.size,
+        key=key,
+    )
 
 
 main(snakemake)  # noqa: F821

@@ -1,31 +1,50 @@
 """Rule encroachment_stats: mined area and detections per protected area / indigenous territory (CSV + map)."""
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-
-from garimpo.encroachment import area_stats, plot_encroachment_map  # noqa: E402
-from garimpo.smk import setup_logging, write_csv  # noqa: E402
-from garimpo.vector import read_region, source, source_encoding  # noqa: E402
+from garimpo.geo.vector import read_region, source, source_encoding
+from garimpo.outputs.encroachment import area_stats, plot_encroachment_map
+from garimpo.smk import setup_logging, write_csv
 
 
 def main(smk):
     log = setup_logging(smk)
     cfg = smk.params.encroachment
     _, layer = source(cfg["areas"])
-    table, areas, detections = area_stats(smk.input.detections, smk.input.areas, cfg["name_field"],
-                                          cfg["id_field"], layer, encoding=source_encoding(cfg["areas"]))
+    table, areas, detections = area_stats(
+        smk.input.detections,
+        smk.input.areas,
+        cfg["name_field"],
+        cfg["id_field"],
+        layer,
+        encoding=source_encoding(cfg["areas"]),
+    )
     reg = smk.params.region
-    region = read_region(smk.input.region, reg.get("field"), reg.get("value"), reg.get("layer"),
-                         f"regions.{smk.wildcards.region}", reg.get("encoding"))
-    log.info("%d of %d areas hold detections; %.1f ha mined in all", len(table), len(areas),
-             table["mined_area_ha"].sum() if len(table) else 0.0)
+    region = read_region(
+        smk.input.region,
+        reg.get("field"),
+        reg.get("value"),
+        reg.get("layer"),
+        f"regions.{smk.wildcards.region}",
+        reg.get("encoding"),
+    )
+    log.info(
+        "%d of %d areas hold detections; %.1f ha mined in all",
+        len(table),
+        len(areas),
+        table["mined_area_ha"].sum() if len(table) else 0.0,
+    )
     write_csv(smk.output.csv, table)
     key = "id" if cfg["id_field"] else "name"
-    plot_encroachment_map(table, areas, detections, region, smk.output.png, attribution=smk.params.attribution,
-                          key=key, area_field=cfg["id_field"] or cfg["name_field"],
-                          title=f"Mining detections in protected areas: {smk.wildcards.region}")
+    plot_encroachment_map(
+        table,
+        areas,
+        detections,
+        region,
+        smk.output.png,
+        attribution=smk.params.attribution,
+        key=key,
+        area_field=cfg["id_field"] or cfg["name_field"],
+        title=f"Mining detections in protected areas: {smk.wildcards.region}",
+    )
 
 
 main(snakemake)  # noqa: F821

@@ -1,13 +1,8 @@
 """Rule evaluate_demo: precision and recall of the demo detections against the synthetic truth."""
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-
-from garimpo.evaluate import evaluate_detections  # noqa: E402
-from garimpo.smk import setup_logging, write_json  # noqa: E402
-from garimpo.vector import read_region  # noqa: E402
+from garimpo.geo.vector import read_region
+from garimpo.outputs.evaluation import evaluate_detections
+from garimpo.smk import setup_logging, write_json
 
 
 def main(smk):
@@ -16,8 +11,14 @@ def main(smk):
     demo = read_region(smk.input.regions, "name", "demo", key="demo_world")
     result = evaluate_detections(smk.input.detections, smk.input.mines, demo, control)
     result["note"] = "Synthetic demo world: these scores say nothing about real imagery."
-    log.info("precision %.3f recall %.3f (%d detections, %d truth mines, %d in control)", result["precision"],
-             result["recall"], result["n_detections"], result["n_truth"], result["n_in_control"])
+    log.info(
+        "precision %.3f recall %.3f (%d detections, %d truth mines, %d in control)",
+        result["precision"],
+        result["recall"],
+        result["n_detections"],
+        result["n_truth"],
+        result["n_in_control"],
+    )
     write_json(smk.output[0], result)
 
 

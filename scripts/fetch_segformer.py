@@ -5,13 +5,9 @@ to offline nodes, where ``proposer.segformer.local_dir`` can point at it.
 """
 
 import logging
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from garimpo.redact import install_redaction  # noqa: E402
-from garimpo.segformer import fetch_segformer  # noqa: E402
+from garimpo.detection.segformer import fetch_segformer
+from garimpo.imagery.redact import install_redaction
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 

@@ -3,17 +3,12 @@
 Standalone: python scripts/make_demo_world.py OUT_DIR [--seed 7] [--scale 1.0]
 """
 
-import os
-import sys
+import argparse
+import json
+import logging
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-
-from garimpo.demo_world import generate_demo_world  # noqa: E402
-from garimpo.smk import setup_logging  # noqa: E402
+from garimpo.smk import setup_logging
+from garimpo.synthetic.demo_world import generate_demo_world
 
 
 def main() -> None:

@@ -1,15 +1,11 @@
 """Rule match_tiles: stretch every tile's P2/P98 onto the positives' statistics."""
 
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(__file__))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from garimpo.smk import setup_logging, write_csv  # noqa: E402
-from garimpo.tiles import match_tiles  # noqa: E402
+from garimpo.smk import setup_logging, write_csv
+from garimpo.training.images import match_tiles
 
 
 def main(smk):

@@ -1,20 +1,16 @@
 """Rule merge_detections: every tile's chip scores -> the region's detections (chips over the threshold,
 clipped to their cells, dissolved across tile edges, dual threshold, geodesic areas) as RFC 7946 GeoJSON.
-Tiles are read one at a time (``garimpo.merge``), so memory does not grow with the region."""
+Tiles are read one at a time (``garimpo.detection.merge``), so memory does not grow with the region."""
 
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from garimpo.classifier.metrics import decision_threshold  # noqa: E402
-from garimpo.geo import write_geojson  # noqa: E402
-from garimpo.merge import merge_region  # noqa: E402
-from garimpo.postprocess import detection_thresholds, to_geojson  # noqa: E402
-from garimpo.smk import setup_logging  # noqa: E402
-from garimpo.tiling import read_tile_list  # noqa: E402
-from garimpo.vector import read_region  # noqa: E402
+from garimpo.classifier.metrics import decision_threshold
+from garimpo.detection.merge import merge_region
+from garimpo.detection.polygons import detection_thresholds, to_geojson
+from garimpo.geo.cells import read_tile_list
+from garimpo.geo.geojson import write_geojson
+from garimpo.geo.vector import read_region
+from garimpo.smk import setup_logging
 
 
 def main(smk):
@@ -27,13 +23,30 @@ def main(smk):
     chosen = decision_threshold(model, bool(det["tta"])) if det["threshold"] is None else None
     low, high = detection_thresholds(det["threshold"], det["isolated_threshold"], chosen)
     reg = smk.params.region
-    region = read_region(smk.input.region, reg.get("field"), reg.get("value"), reg.get("layer"),
-                         f"regions.{smk.wildcards.region}", reg.get("encoding"))
-    detections, metadata = merge_region(smk.input.chips, region, smk.wildcards.region, tiles["size_m"],
-                                        model["model_id"], low, high, float(det["gap_m"]),
-                                        require_seed=bool(det["require_seed"]))
-    write_geojson(smk.output[0], to_geojson(detections),
-                  {**metadata, "generator": "garimpo detection", "attribution": smk.params.attribution})
+    region = read_region(
+        smk.input.region,
+        reg.get("field"),
+        reg.get("value"),
+        reg.get("layer"),
+        f"regions.{smk.wildcards.region}",
+        reg.get("encoding"),
+    )
+    detections, metadata = merge_region(
+        smk.input.chips,
+        region,
+        smk.wildcards.region,
+        tiles["size_m"],
+        model["model_id"],
+        low,
+        high,
+        float(det["gap_m"]),
+        require_seed=bool(det["require_seed"]),
+    )
+    write_geojson(
+        smk.output[0],
+        to_geojson(detections),
+        {**metadata, "generator": "garimpo detection", "attribution": smk.params.attribution},
+    )
 
 
 main(snakemake)  # noqa: F821

@@ -1,16 +1,11 @@
 """Rule positive_stats: per-band P2/P98, mean and std of the positive tiles by reservoir sampling."""
 
-import os
-import sys
+import pandas as pd
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-import pandas as pd  # noqa: E402
-
-from garimpo.smk import setup_logging, write_json  # noqa: E402
-from garimpo.split import held_out  # noqa: E402
-from garimpo.stats import band_statistics  # noqa: E402
-from garimpo.tiles import iter_tiles  # noqa: E402
+from garimpo.pixels.stats import band_statistics
+from garimpo.smk import setup_logging, write_json
+from garimpo.training.images import iter_tiles
+from garimpo.training.split import held_out
 
 
 def main(smk):
@@ -23,8 +18,15 @@ def main(smk):
     cfg = smk.params.statistics
     stats = band_statistics(iter_tiles(index), cfg["sample_size"], cfg["seed"])
     for band, s in stats["bands"].items():
-        log.info("%s: P2=%.4f P98=%.4f mean=%.4f std=%.4f (n=%d)", band, s["p2"], s["p98"], s["mean"], s["std"],
-                 s["n_samples"])
+        log.info(
+            "%s: P2=%.4f P98=%.4f mean=%.4f std=%.4f (n=%d)",
+            band,
+            s["p2"],
+            s["p98"],
+            s["mean"],
+            s["std"],
+            s["n_samples"],
+        )
     write_json(smk.output[0], stats)
 
 

@@ -1,20 +1,21 @@
 """Checkpoint region_tiles: the fixed-grid tiles a region is cut into (they become the {tile} wildcard)."""
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-
-from garimpo.smk import setup_logging  # noqa: E402
-from garimpo.tiling import region_tiles, write_tile_list  # noqa: E402
-from garimpo.vector import read_region  # noqa: E402
+from garimpo.geo.cells import region_tiles, write_tile_list
+from garimpo.geo.vector import read_region
+from garimpo.smk import setup_logging
 
 
 def main(smk):
     log = setup_logging(smk)
     reg = smk.params.region
-    region = read_region(smk.input.region, reg.get("field"), reg.get("value"), reg.get("layer"),
-                         f"regions.{smk.wildcards.region}", reg.get("encoding"))
+    region = read_region(
+        smk.input.region,
+        reg.get("field"),
+        reg.get("value"),
+        reg.get("layer"),
+        f"regions.{smk.wildcards.region}",
+        reg.get("encoding"),
+    )
     size_m = float(smk.params.tile_size_m)
     tiles = region_tiles(region, size_m)
     log.info("region %s: %d tiles of %.0f km (EASE-Grid 2.0 cells)", smk.wildcards.region, len(tiles), size_m / 1000)

@@ -2,16 +2,13 @@
 
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(__file__))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from garimpo.augment import AugmentParams  # noqa: E402
-from garimpo.contract import index_contract  # noqa: E402
-from garimpo.smk import setup_logging, write_csv  # noqa: E402
-from garimpo.tiles import split_and_augment, write_chip_manifest  # noqa: E402
+from garimpo.contract import index_contract
+from garimpo.smk import setup_logging, write_csv
+from garimpo.training.augment import AugmentParams
+from garimpo.training.images import split_and_augment, write_chip_manifest
 
 
 def main(smk):
@@ -22,10 +19,20 @@ def main(smk):
     index_contract(pd.concat([positives, negatives]).to_dict("records"), "the positive and negative tiles")
     stats = json.loads(open(smk.input.stats).read())
     cfg = smk.params.split
-    table = split_and_augment(positives, negatives, stats, smk.output.pos_aug,
-                              smk.output.neg_aug, cfg["val_fraction"], cfg["block_m"],
-                              AugmentParams.from_config(smk.params.augmentation), cfg["seed"],
-                              cfg.get("test_sources") or [], cfg.get("local_run_length"), smk.threads)
+    table = split_and_augment(
+        positives,
+        negatives,
+        stats,
+        smk.output.pos_aug,
+        smk.output.neg_aug,
+        cfg["val_fraction"],
+        cfg["block_m"],
+        AugmentParams.from_config(smk.params.augmentation),
+        cfg["seed"],
+        cfg.get("test_sources") or [],
+        cfg.get("local_run_length"),
+        smk.threads,
+    )
     counts = table.groupby(["split", "label", "augmented"]).size()
     log.info("split (split, label, augmented -> tiles):\n%s", counts.to_string())
     test = table[table["split"] == "test"]

@@ -1,21 +1,17 @@
 """Snakemake rule script: train the chip classifier (thin wrapper)."""
 
-import os
-import sys
+import logging
+from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-import logging  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from garimpo.classifier.train import train_classifier  # noqa: E402
-from garimpo.redact import install_redaction  # noqa: E402
+from garimpo.classifier.train import train_classifier
+from garimpo.imagery.redact import install_redaction
 
 
 def _logger(smk) -> logging.Logger:
     log_file = smk.log[0] if len(smk.log) else None
-    logging.basicConfig(filename=log_file, level=logging.INFO, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        filename=log_file, level=logging.INFO, force=True, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     install_redaction()  # no token or signed URL in the log
     return logging.getLogger("garimpo.train_classifier")
 

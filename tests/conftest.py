@@ -1,7 +1,7 @@
 """Shared fixtures: tiny georeferenced rasters and a local STAC catalog built on the fly."""
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +23,38 @@ def shared_dir():
     return SHARED
 
 
+# `make test-fast` leaves out tests marked `workflow` (they start Snakemake) or `slow` (they train a
+# network or build a full-size world). A test that starts Snakemake is found by its source, so a new one
+# cannot slip into the fast run unmarked.
+_STARTS_SNAKEMAKE = ('"-m", "snakemake"', "snakemake(", '"snakemake",')
+_SLOW_MODULES = {"test_workflow", "test_slurm_profile", "test_lint"}
+
+
+def pytest_collection_modifyitems(config, items):
+    import inspect
+
+    for item in items:
+        func = getattr(item, "function", None)
+        source = inspect.getsource(func) if func is not None else ""
+        if item.module.__name__.rsplit(".", 1)[-1] in _SLOW_MODULES or any(s in source for s in _STARTS_SNAKEMAKE):
+            item.add_marker(pytest.mark.workflow)
+
+
 def write_band_cog(path, array, transform, nodata=0, crs=EPSG):
     import rasterio
     from rasterio.shutil import copy as rio_copy
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    profile = dict(driver="GTiff", height=array.shape[0], width=array.shape[1], count=1, dtype=array.dtype.name,
-                   crs=crs, transform=transform, nodata=nodata)
+    profile = dict(
+        driver="GTiff",
+        height=array.shape[0],
+        width=array.shape[1],
+        count=1,
+        dtype=array.dtype.name,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+    )
     tmp = path.with_suffix(".tmp.tif")
     with rasterio.open(tmp, "w", **profile) as dst:
         dst.write(array, 1)
@@ -51,8 +76,14 @@ def make_item(root, item_id, when, baseline, cloud, bands_dn, scl, res=10.0, ori
     lon, lat = to_ll.transform([xs[0], xs[1], xs[1], xs[0]], [ys[0], ys[0], ys[1], ys[1]])
     bbox = [min(lon), min(lat), max(lon), max(lat)]
     geom = {"type": "Polygon", "coordinates": [[[lon[i], lat[i]] for i in range(4)] + [[lon[0], lat[0]]]]}
-    item = pystac.Item(item_id, geom, bbox, when, {"eo:cloud_cover": cloud, "s2:processing_baseline": baseline},
-                       collection="sentinel-2-l2a")
+    item = pystac.Item(
+        item_id,
+        geom,
+        bbox,
+        when,
+        {"eo:cloud_cover": cloud, "s2:processing_baseline": baseline},
+        collection="sentinel-2-l2a",
+    )
     for band, arr in bands_dn.items():
         p = Path(root) / item_id / f"{band}.tif"
         write_band_cog(p, arr, t10, crs=epsg)
@@ -71,14 +102,21 @@ def tiny_catalog(tmp_path):
     rng = np.random.default_rng(0)
     refl = {"B02": 0.02, "B03": 0.045, "B04": 0.025, "B08": 0.30, "B11": 0.14, "B12": 0.06}
     catalog = pystac.Catalog("tiny", "tiny test catalog")
-    collection = pystac.Collection("sentinel-2-l2a", "test", pystac.Extent(
-        pystac.SpatialExtent([[-180, -90, 180, 90]]), pystac.TemporalExtent([[None, None]])))
+    collection = pystac.Collection(
+        "sentinel-2-l2a",
+        "test",
+        pystac.Extent(pystac.SpatialExtent([[-180, -90, 180, 90]]), pystac.TemporalExtent([[None, None]])),
+    )
     catalog.add_child(collection)
-    scenes = [("S2A_OLD", datetime(2021, 8, 10, tzinfo=timezone.utc), "03.01", 0.0, 5.0),
-              ("S2B_NEW", datetime(2023, 7, 15, tzinfo=timezone.utc), "05.09", 1000.0, 9.0)]
+    scenes = [
+        ("S2A_OLD", datetime(2021, 8, 10, tzinfo=UTC), "03.01", 0.0, 5.0),
+        ("S2B_NEW", datetime(2023, 7, 15, tzinfo=UTC), "05.09", 1000.0, 9.0),
+    ]
     for item_id, when, baseline, offset, cloud in scenes:
-        dn = {b: (np.full((64, 64), v) * 10000 + offset + rng.normal(0, 5, (64, 64))).astype(np.uint16)
-              for b, v in refl.items()}
+        dn = {
+            b: (np.full((64, 64), v) * 10000 + offset + rng.normal(0, 5, (64, 64))).astype(np.uint16)
+            for b, v in refl.items()
+        }
         scl = np.full((32, 32), 4, dtype=np.uint8)
         if item_id == "S2B_NEW":
             scl[:8, :8] = 9  # cloud in the top-left 16x16 px at 10 m

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -33,8 +33,12 @@ CONFORMANCE = [
 ]
 
 _OPS = {
-    "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b, "gt": lambda a, b: a > b,
-    "gte": lambda a, b: a >= b, "eq": lambda a, b: a == b, "neq": lambda a, b: a != b,
+    "lt": lambda a, b: a < b,
+    "lte": lambda a, b: a <= b,
+    "gt": lambda a, b: a > b,
+    "gte": lambda a, b: a >= b,
+    "eq": lambda a, b: a == b,
+    "neq": lambda a, b: a != b,
 }
 
 
@@ -42,15 +46,26 @@ def _parse_dt(text: str) -> datetime | None:
     if text in ("", ".."):
         return None
     dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 class StacServer:
     """``with StacServer(items) as srv: Client.open(srv.url)``; ``items`` are pystac Items."""
 
-    def __init__(self, items, collection="sentinel-2-l2a", page_size=2, fail_first=0, always_fail=False,
-                 fail_status=503, asset_root=None, asset_fail_first=0, asset_forbid_first=0,
-                 require_sig=None, lifetime_s=120.0):
+    def __init__(
+        self,
+        items,
+        collection="sentinel-2-l2a",
+        page_size=2,
+        fail_first=0,
+        always_fail=False,
+        fail_status=503,
+        asset_root=None,
+        asset_fail_first=0,
+        asset_forbid_first=0,
+        require_sig=None,
+        lifetime_s=120.0,
+    ):
         self.collection = collection
         self.page_size = page_size
         self.fail_first = fail_first
@@ -71,14 +86,13 @@ class StacServer:
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._items = [self._item_dict(it) for it in items]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._timer = threading.Timer(lifetime_s, self.stop)
         self._timer.daemon = True
         self._stopped = False
 
     # ---- lifecycle -------------------------------------------------------------------------
-    def start(self) -> "StacServer":
+    def start(self) -> StacServer:
         self._thread.start()
         self._timer.start()
         return self
@@ -92,7 +106,7 @@ class StacServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> "StacServer":
+    def __enter__(self) -> StacServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -124,7 +138,10 @@ class StacServer:
 
     def landing(self) -> dict:
         return {
-            "type": "Catalog", "id": "test-api", "stac_version": "1.0.0", "description": "test STAC API",
+            "type": "Catalog",
+            "id": "test-api",
+            "stac_version": "1.0.0",
+            "description": "test STAC API",
             "conformsTo": CONFORMANCE,
             "links": [
                 {"rel": "self", "href": f"{self.url}/", "type": "application/json"},
@@ -139,12 +156,17 @@ class StacServer:
 
     def collection_dict(self) -> dict:
         return {
-            "type": "Collection", "id": self.collection, "stac_version": "1.0.0", "description": "test",
+            "type": "Collection",
+            "id": self.collection,
+            "stac_version": "1.0.0",
+            "description": "test",
             "license": "proprietary",
             "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]}, "temporal": {"interval": [[None, None]]}},
-            "links": [{"rel": "self", "href": f"{self.url}/collections/{self.collection}"},
-                      {"rel": "root", "href": f"{self.url}/"},
-                      {"rel": "items", "href": f"{self.url}/collections/{self.collection}/items"}],
+            "links": [
+                {"rel": "self", "href": f"{self.url}/collections/{self.collection}"},
+                {"rel": "root", "href": f"{self.url}/"},
+                {"rel": "items", "href": f"{self.url}/collections/{self.collection}/items"},
+            ],
         }
 
     def search(self, params: dict, method: str) -> dict:
@@ -155,34 +177,62 @@ class StacServer:
             feats = [f for f in feats if f["id"] in params["ids"]]
         if params.get("bbox"):
             b = [float(v) for v in params["bbox"]]
-            feats = [f for f in feats if f["bbox"][0] <= b[2] and b[0] <= f["bbox"][2]
-                     and f["bbox"][1] <= b[3] and b[1] <= f["bbox"][3]]
+            feats = [
+                f
+                for f in feats
+                if f["bbox"][0] <= b[2] and b[0] <= f["bbox"][2] and f["bbox"][1] <= b[3] and b[1] <= f["bbox"][3]
+            ]
         if params.get("datetime"):
             parts = str(params["datetime"]).split("/")
             lo, hi = _parse_dt(parts[0]), _parse_dt(parts[-1])
-            feats = [f for f in feats if (lo is None or _parse_dt(f["properties"]["datetime"]) >= lo)
-                     and (hi is None or _parse_dt(f["properties"]["datetime"]) <= hi)]
+            feats = [
+                f
+                for f in feats
+                if (lo is None or _parse_dt(f["properties"]["datetime"]) >= lo)
+                and (hi is None or _parse_dt(f["properties"]["datetime"]) <= hi)
+            ]
         for prop, conds in (params.get("query") or {}).items():
             for op, val in conds.items():
                 feats = [f for f in feats if prop in f["properties"] and _OPS[op](f["properties"][prop], val)]
         limit = min(int(params.get("limit") or self.page_size), self.page_size)
         start = int(str(params.get("token") or "next:0").split(":")[1])
-        page = feats[start:start + limit]
+        page = feats[start : start + limit]
         links = [{"rel": "root", "href": f"{self.url}/"}]
         if start + limit < len(feats):
             token = f"next:{start + limit}"
             if method == "POST":
-                links.append({"rel": "next", "href": f"{self.url}/search", "method": "POST",
-                              "body": {"token": token}, "merge": True, "type": "application/geo+json"})
+                links.append(
+                    {
+                        "rel": "next",
+                        "href": f"{self.url}/search",
+                        "method": "POST",
+                        "body": {"token": token},
+                        "merge": True,
+                        "type": "application/geo+json",
+                    }
+                )
             else:
                 q = {k: v for k, v in params.items() if v not in (None, "", [])}
-                q = {k: (",".join(map(str, v)) if isinstance(v, list) else json.dumps(v) if isinstance(v, dict)
-                         else v) for k, v in q.items()}
+                q = {
+                    k: (",".join(map(str, v)) if isinstance(v, list) else json.dumps(v) if isinstance(v, dict) else v)
+                    for k, v in q.items()
+                }
                 q["token"] = token
-                links.append({"rel": "next", "href": f"{self.url}/search?{urlencode(q)}", "method": "GET",
-                              "type": "application/geo+json"})
-        return {"type": "FeatureCollection", "features": page, "links": links,
-                "numberMatched": len(feats), "numberReturned": len(page)}
+                links.append(
+                    {
+                        "rel": "next",
+                        "href": f"{self.url}/search?{urlencode(q)}",
+                        "method": "GET",
+                        "type": "application/geo+json",
+                    }
+                )
+        return {
+            "type": "FeatureCollection",
+            "features": page,
+            "links": links,
+            "numberMatched": len(feats),
+            "numberReturned": len(page),
+        }
 
     # ---- HTTP ---------------------------------------------------------------------------------
     def _handler_class(self):
@@ -205,8 +255,11 @@ class StacServer:
                     self.wfile.write(body)
 
             def _json(self, obj, status=200):
-                self._send(status, json.dumps(obj).encode(), "application/geo+json"
-                           if "features" in obj else "application/json")
+                self._send(
+                    status,
+                    json.dumps(obj).encode(),
+                    "application/geo+json" if "features" in obj else "application/json",
+                )
 
             def _handle(self):
                 with server._lock:
@@ -217,13 +270,12 @@ class StacServer:
                 if self.command == "POST":
                     body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if path.startswith("/assets/"):
-                    return self._asset(path[len("/assets/"):], parse_qs(parts.query))
+                    return self._asset(path[len("/assets/") :], parse_qs(parts.query))
                 with server._lock:
                     server._api_seen += 1
                     fail = server.always_fail or server._api_seen <= server.fail_first
                 if fail:
-                    return self._json({"code": "Unavailable", "description": "flaky test server"},
-                                      server.fail_status)
+                    return self._json({"code": "Unavailable", "description": "flaky test server"}, server.fail_status)
                 if path == "/":
                     return self._json(server.landing())
                 if path == "/conformance":
@@ -263,8 +315,9 @@ class StacServer:
                 if fail:
                     return self._send(503, b"flaky", "text/plain")
                 if server.require_sig is not None and (forbid or query.get("sig", [None])[0] != server.require_sig):
-                    return self._send(403, b"AuthenticationFailed: Signature not valid in the specified "
-                                           b"time frame", "text/plain")
+                    return self._send(
+                        403, b"AuthenticationFailed: Signature not valid in the specified time frame", "text/plain"
+                    )
                 p = (server.asset_root / rel).resolve()
                 if not p.is_relative_to(server.asset_root) or not p.is_file():
                     return self._send(404, b"not found", "text/plain")
@@ -274,11 +327,15 @@ class StacServer:
                     a, _, b = rng[6:].split(",")[0].partition("-")
                     start = int(a) if a else max(0, len(data) - int(b))
                     end = min(int(b), len(data) - 1) if (a and b) else len(data) - 1
-                    chunk = data[start:end + 1]
+                    chunk = data[start : end + 1]
                     if self.command == "GET":
                         server.asset_bytes_sent += len(chunk)
-                    return self._send(206, chunk, "image/tiff", {
-                        "Content-Range": f"bytes {start}-{end}/{len(data)}", "Accept-Ranges": "bytes"})
+                    return self._send(
+                        206,
+                        chunk,
+                        "image/tiff",
+                        {"Content-Range": f"bytes {start}-{end}/{len(data)}", "Accept-Ranges": "bytes"},
+                    )
                 if self.command == "GET":
                     server.asset_bytes_sent += len(data)
                 return self._send(200, data, "image/tiff", {"Accept-Ranges": "bytes"})

@@ -41,23 +41,34 @@ def test_every_atomic_writer_gives_a_plain_open_mode(tmp_path, umask):
 
     from garimpo.classifier.model import atomic_torch_save
     from garimpo.classifier.train import _write_json
-    from garimpo.download import download
-    from garimpo.geo import write_geojson
-    from garimpo.raster import Grid, write_raster
-    from garimpo.scene import write_composite
+    from garimpo.geo.cells import write_tile_list
+    from garimpo.geo.geojson import write_geojson
+    from garimpo.geo.raster import Grid, write_raster
+    from garimpo.imagery.cache import SearchCache
+    from garimpo.imagery.composite import write_composite
+    from garimpo.imagery.download import download
+    from garimpo.imagery.stac import ImageryRequest, Source
     from garimpo.smk import write_csv, write_json
-    from garimpo.stac import ImageryRequest, Source
-    from garimpo.stac_cache import SearchCache
-    from garimpo.tiling import write_tile_list
 
     written = {
         "geojson": write_geojson(tmp_path / "d.geojson", {"type": "Point", "coordinates": [-55.0, -6.0]}),
         "json": write_json(tmp_path / "m.json", {"a": 1}),
         "csv": write_csv(tmp_path / "t.csv", pd.DataFrame({"a": [1, 2]})),
-        "geotiff": write_raster(tmp_path / "r.tif", np.zeros((1, 8, 8), np.float32), EPSG,
-                                Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), ["B04"]),
-        "cog": write_raster(tmp_path / "c.tif", np.zeros((1, 8, 8), np.float32), EPSG,
-                            Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), ["B04"], cog=True),
+        "geotiff": write_raster(
+            tmp_path / "r.tif",
+            np.zeros((1, 8, 8), np.float32),
+            EPSG,
+            Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]),
+            ["B04"],
+        ),
+        "cog": write_raster(
+            tmp_path / "c.tif",
+            np.zeros((1, 8, 8), np.float32),
+            EPSG,
+            Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]),
+            ["B04"],
+            cog=True,
+        ),
         "tile list": write_tile_list(tmp_path / "tiles.json", "demo", 10000, ["E1N1"]),
         "stac cache": SearchCache(tmp_path / "cache").put("k", []),
     }
@@ -66,8 +77,14 @@ def test_every_atomic_writer_gives_a_plain_open_mode(tmp_path, umask):
     _write_json({"epoch": 1}, tmp_path / "history.json")
     written["training json"] = tmp_path / "history.json"
     grid = Grid(EPSG, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), 16, 16)
-    write_composite(tmp_path / "scene.tif", Source.from_config({"kind": "local", "url": str(tmp_path / "none.json")}),
-                    ImageryRequest(("B04",), ("2021-01-01", "2021-12-31"), 20), grid, items=[], allow_empty=True)
+    write_composite(
+        tmp_path / "scene.tif",
+        Source.from_config({"kind": "local", "url": str(tmp_path / "none.json")}),
+        ImageryRequest(("B04",), ("2021-01-01", "2021-12-31"), 20),
+        grid,
+        items=[],
+        allow_empty=True,
+    )
     written["scene"] = tmp_path / "scene.tif"
     src = tmp_path / "src.bin"
     src.write_bytes(b"pinned")

@@ -1,4 +1,4 @@
-"""Proposer figures on a labelled scene (garimpo.bench_proposers): streaming counts against a
+"""Proposer figures on a labelled scene (garimpo.synthetic.proposer_bench): streaming counts against a
 whole-image reference, mine-level recall, union >= its parts, the stand-in SegFormer's training."""
 
 import numpy as np
@@ -8,17 +8,17 @@ import torch
 from rasterio.features import rasterize
 from shapely.geometry import Point
 
-from garimpo import bench_world as bw
-from garimpo.bench_proposers import (
+from garimpo.detection.proposers import proposer_recall, valid_mask
+from garimpo.detection.scan import band_indexes, block_mean_nan, candidate_mask, read_reflectance
+from garimpo.detection.segformer import SegformerProposer
+from garimpo.synthetic import bench_world as bw
+from garimpo.synthetic.proposer_bench import (
     MINE_LABEL,
     PROPOSER_BANDS,
     evaluate_proposers,
     segformer_b0_config,
     train_bench_segformer,
 )
-from garimpo.proposers import proposer_recall, valid_mask
-from garimpo.scan import band_indexes, block_mean_nan, candidate_mask, read_reflectance
-from garimpo.segformer import SegformerProposer
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +32,9 @@ def labelled(tmp_path_factory):
 
 def _whole_image_reference(path, mines, decimate):
     with rasterio.open(path) as src:
-        arr = read_reflectance(src, band_indexes(src, PROPOSER_BANDS), rasterio.windows.Window(0, 0, src.width,
-                                                                                                src.height))
+        arr = read_reflectance(
+            src, band_indexes(src, PROPOSER_BANDS), rasterio.windows.Window(0, 0, src.width, src.height)
+        )
         transform = src.transform
     cand = candidate_mask(arr, PROPOSER_BANDS, None, decimate)
     truth = rasterize([(m, 1) for m in mines], out_shape=arr.shape[1:], transform=transform, dtype="uint8") > 0
@@ -88,14 +89,16 @@ class _Fixed:
 def test_union_holds_both_methods(labelled):
     path, _, mines = labelled
     params = {"segformer": {"suspicious_classes": ["x"]}}
-    got = evaluate_proposers(path, mines, ["spectral", "segformer", "union"], decimate=2, proposer=params,
-                             segformer=_Fixed(), block_px=4096)
+    got = evaluate_proposers(
+        path, mines, ["spectral", "segformer", "union"], decimate=2, proposer=params, segformer=_Fixed(), block_px=4096
+    )
     for key in ("pixel_recall", "area_fraction"):
         assert got["union"][key] >= max(got["spectral"][key], got["segformer"][key])
     # the fixed square is 50 x 50 coarse px = 100 x 100 px of 640 x 640 (+ the 2 px dilation)
     assert got["segformer"]["area_fraction"] == pytest.approx(100 * 100 / 640**2, rel=0.15)
 
 
+@pytest.mark.slow
 def test_stand_in_segformer_trains_saves_and_loads(tmp_path, labelled):
     torch.set_num_threads(1)
     path, _, mines = labelled
@@ -104,13 +107,27 @@ def test_stand_in_segformer_trains_saves_and_loads(tmp_path, labelled):
         transform = src.transform
     truth = rasterize([(m, 1) for m in mines], out_shape=(640, 640), transform=transform, dtype="uint8") > 0
     small = {b: block_mean_nan(arr[i], 2) for i, b in enumerate(PROPOSER_BANDS)}
-    info = train_bench_segformer(tmp_path / "seg", small, block_mean_nan(truth.astype(np.float32), 2) >= 0.5,
-                                 seconds=2, threads=1, crop=64, batch=2)
+    info = train_bench_segformer(
+        tmp_path / "seg",
+        small,
+        block_mean_nan(truth.astype(np.float32), 2) >= 0.5,
+        seconds=2,
+        threads=1,
+        crop=64,
+        batch=2,
+    )
     assert info["steps"] >= 1
     seg = SegformerProposer.from_pretrained(str(tmp_path / "seg"), device="cpu")
     assert seg.id2label == {0: "background", 1: MINE_LABEL}
     assert sum(p.numel() for p in seg.model.parameters()) == pytest.approx(3.7e6, rel=0.05)  # MiT-b0 size
-    got = evaluate_proposers(path, mines, ["segformer"], decimate=2, segformer=seg,
-                             proposer={"segformer": {"suspicious_classes": [MINE_LABEL]}}, block_px=4096)
+    got = evaluate_proposers(
+        path,
+        mines,
+        ["segformer"],
+        decimate=2,
+        segformer=seg,
+        proposer={"segformer": {"suspicious_classes": [MINE_LABEL]}},
+        block_px=4096,
+    )
     assert 0.0 <= got["segformer"]["area_fraction"] <= 1.0
     assert segformer_b0_config().num_labels == 2

@@ -67,8 +67,12 @@ def test_perfect_ranking_and_reproducible_draws():
     for name in CI_METRICS:
         assert ci[name] == [1.0, 1.0], name
     y, p = _half_found(40, 40)
-    assert bootstrap_intervals(y, p, 0.5, how=Bootstrap(seed=3)) == bootstrap_intervals(y, p, 0.5, how=Bootstrap(seed=3))
-    assert bootstrap_intervals(y, p, 0.5, how=Bootstrap(seed=3)) != bootstrap_intervals(y, p, 0.5, how=Bootstrap(seed=4))
+    assert bootstrap_intervals(y, p, 0.5, how=Bootstrap(seed=3)) == bootstrap_intervals(
+        y, p, 0.5, how=Bootstrap(seed=3)
+    )
+    assert bootstrap_intervals(y, p, 0.5, how=Bootstrap(seed=3)) != bootstrap_intervals(
+        y, p, 0.5, how=Bootstrap(seed=4)
+    )
 
 
 def test_no_intervals_without_draws_or_a_class():
@@ -90,11 +94,18 @@ def test_metrics_report_carries_the_intervals():
 
 # ---------------------------------------------------------------- comparing two runs
 
+
 def _scored(folder, names, labels, scores, threshold, model_id, prefix):
     folder.mkdir(parents=True)
-    pd.DataFrame({"path": [f"{prefix}/{n}" for n in names], "label": labels, "source": "list",
-                  "score": scores, "predicted": (np.asarray(scores) >= threshold).astype(int)}).to_csv(
-        folder / "scores.csv", index=False)
+    pd.DataFrame(
+        {
+            "path": [f"{prefix}/{n}" for n in names],
+            "label": labels,
+            "source": "list",
+            "score": scores,
+            "predicted": (np.asarray(scores) >= threshold).astype(int),
+        }
+    ).to_csv(folder / "scores.csv", index=False)
     (folder / "metrics.json").write_text(json.dumps({"threshold": threshold, "model_id": model_id}))
     return folder
 
@@ -111,8 +122,9 @@ def test_paired_differences_cancel_what_the_chips_share():
     alone = bootstrap_intervals(y, p_a, 0.5, how=Bootstrap(resamples=500))
     assert diff["roc_auc"][1] - diff["roc_auc"][0] < 0.3 * (alone["roc_auc"][1] - alone["roc_auc"][0])
     m_a, m_b = binary_metrics(y, p_a, 0.5), binary_metrics(y, p_b, 0.6)
-    assert paired_differences(y, p_a, p_b, 0.5, 0.6, how=Bootstrap(resamples=10))["difference"]["recall"] == pytest.approx(
-        m_b["recall"] - m_a["recall"])
+    assert paired_differences(y, p_a, p_b, 0.5, 0.6, how=Bootstrap(resamples=10))["difference"][
+        "recall"
+    ] == pytest.approx(m_b["recall"] - m_a["recall"])
 
 
 def test_compare_runs_matches_chips_by_name(tmp_path):
@@ -122,13 +134,22 @@ def test_compare_runs_matches_chips_by_name(tmp_path):
     # Run B lists the same chips in another order, under another folder.
     order = [7, 2, 5, 0, 3, 6, 1, 4]
     b_scores = [0.9, 0.8, 0.7, 0.6, 0.3, 0.2, 0.1, 0.1]  # recall 4/4 at 0.5, one false positive less
-    b = _scored(tmp_path / "b", [names[i] for i in order], [labels[i] for i in order],
-                [b_scores[i] for i in order], 0.5, "bbb", "results/heldout")
+    b = _scored(
+        tmp_path / "b",
+        [names[i] for i in order],
+        [labels[i] for i in order],
+        [b_scores[i] for i in order],
+        0.5,
+        "bbb",
+        "results/heldout",
+    )
     rep = compare_runs(a, b, Bootstrap(resamples=50))
     assert rep["a"]["model_id"] == "aaa" and rep["b"]["model_id"] == "bbb" and rep["n"] == 8
     assert rep["difference"]["recall"] == pytest.approx(1.0 - 0.5)
     assert rep["difference"]["specificity"] == pytest.approx(1.0 - 0.75)
-    assert rep["difference"]["roc_auc"] == pytest.approx(1.0 - roc_auc(labels, [0.9, 0.8, 0.4, 0.3, 0.6, 0.2, 0.1, 0.1]))
+    assert rep["difference"]["roc_auc"] == pytest.approx(
+        1.0 - roc_auc(labels, [0.9, 0.8, 0.4, 0.3, 0.6, 0.2, 0.1, 0.1])
+    )
 
 
 def test_compare_runs_says_what_does_not_match(tmp_path):
@@ -158,11 +179,14 @@ def test_compare_models_command_prints_the_report(tmp_path, capsys):
     sys.argv = ["compare_models.py", str(a), str(b), "--resamples", "20", "--block", "2"]
     try:
         with pytest.raises(SystemExit) as done:
-            runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "compare_models.py"),
-                           run_name="__main__")
+            runpy.run_path(
+                str(Path(__file__).resolve().parents[1] / "scripts" / "compare_models.py"), run_name="__main__"
+            )
     finally:
         sys.argv = argv
     assert done.value.code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["block"] == 2 and report["resamples"] == 20
-    assert report["difference"]["recall"] == pytest.approx(1 / 3) and report["difference"]["specificity"] == pytest.approx(1 / 3)
+    assert report["difference"]["recall"] == pytest.approx(1 / 3) and report["difference"][
+        "specificity"
+    ] == pytest.approx(1 / 3)

@@ -15,12 +15,19 @@ from torch import nn
 
 from garimpo.classifier.averaging import WeightAverage
 from garimpo.classifier.data import (
-    TileDataset, normalisation_stats, read_tile, rgb_first, scale_to_unit,
+    TileDataset,
+    normalisation_stats,
+    read_tile,
+    rgb_first,
+    scale_to_unit,
 )
 from garimpo.classifier.infer import predict_paths, predict_proba
 from garimpo.classifier.metrics import binary_metrics, choose_threshold, decision_threshold
 from garimpo.classifier.model import (
-    adapt_first_conv, build_classifier, load_classifier, save_checkpoint,
+    adapt_first_conv,
+    build_classifier,
+    load_classifier,
+    save_checkpoint,
 )
 from garimpo.classifier.sampling import epoch_sampler, source_balanced_weights
 from garimpo.classifier.train import train_classifier
@@ -32,6 +39,7 @@ SIZE = 32
 
 
 # ---------------------------------------------------------------- model
+
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet34"])
 def test_build_classifier_outputs_one_logit(arch):
@@ -70,9 +78,19 @@ def test_adapt_first_conv_few_bands_average(n):
 
 def _meta(bands=("B04", "B03", "B02")) -> dict:
     n = len(bands)
-    return {"arch": "resnet18", "bands": list(bands), "input_size": 32, "in_channels": n,
-            "dropout": 0.5, "low": [0.0] * n, "high": [0.4] * n, "mean": [0.5] * n,
-            "std": [0.25] * n, "threshold": np.float32(0.37), "train_config": {"lr": 1e-4}}
+    return {
+        "arch": "resnet18",
+        "bands": list(bands),
+        "input_size": 32,
+        "in_channels": n,
+        "dropout": 0.5,
+        "low": [0.0] * n,
+        "high": [0.4] * n,
+        "mean": [0.5] * n,
+        "std": [0.25] * n,
+        "threshold": np.float32(0.37),
+        "train_config": {"lr": 1e-4},
+    }
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -108,6 +126,7 @@ def test_load_classifier_errors(tmp_path):
 
 def test_imagenet_state_dict_loading(tmp_path):
     import torchvision
+
     ref = torchvision.models.resnet18(weights=None)
     torch.save(ref.state_dict(), tmp_path / "r18.pth")
     state = load_imagenet_state_dict(tmp_path / "r18.pth")
@@ -158,10 +177,18 @@ def test_choose_threshold_unreachable_precision_falls_back(caplog):
 
 # ---------------------------------------------------------------- data
 
+
 def _write_tile(path, arr: np.ndarray, bands=BANDS) -> None:
-    profile = {"driver": "GTiff", "width": arr.shape[2], "height": arr.shape[1],
-               "count": arr.shape[0], "dtype": "float32", "crs": "EPSG:32721",
-               "transform": Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 9300000.0), "nodata": float("nan")}
+    profile = {
+        "driver": "GTiff",
+        "width": arr.shape[2],
+        "height": arr.shape[1],
+        "count": arr.shape[0],
+        "dtype": "float32",
+        "crs": "EPSG:32721",
+        "transform": Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 9300000.0),
+        "nodata": float("nan"),
+    }
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(arr.astype(np.float32))
         dst.descriptions = tuple(bands)
@@ -204,14 +231,14 @@ def test_normalisation_and_band_order():
 
 def test_dataset_resizes_and_normalises(tmp_path):
     _write_tile(tmp_path / "t.tif", np.full((len(BANDS), 20, 20), 0.2, np.float32))
-    ds = TileDataset([tmp_path / "t.tif"], [1], ["B04", "B08"], [0.0, 0.0], [0.4, 0.4],
-                     48, [0.5, 0.5], [0.25, 0.25])
+    ds = TileDataset([tmp_path / "t.tif"], [1], ["B04", "B08"], [0.0, 0.0], [0.4, 0.4], 48, [0.5, 0.5], [0.25, 0.25])
     x, y = ds[0]
     assert x.shape == (2, 48, 48) and y.item() == 1.0
     assert torch.allclose(x, torch.zeros_like(x), atol=1e-5)  # 0.2 -> 0.5 -> 0
 
 
 # ---------------------------------------------------------------- training
+
 
 @pytest.fixture
 def tiny_dataset(tmp_path, monkeypatch):
@@ -233,23 +260,34 @@ def tiny_dataset(tmp_path, monkeypatch):
                     rows.append((f"tiles/aug_{i}.tif", 1, "train", f"g{i}", "synthetic", True))
     split = pd.DataFrame(rows, columns=["path", "label", "split", "group", "source", "augmented"])
     split.to_csv("split.csv", index=False)
-    stats = {"bands": {b: {"p2": 0.03, "p98": 0.38, "mean": 0.15, "std": 0.1, "n_samples": 100}
-                       for b in BANDS}, "n_tiles": 8, "sample_size": 100}
+    stats = {
+        "bands": {b: {"p2": 0.03, "p98": 0.38, "mean": 0.15, "std": 0.1, "n_samples": 100} for b in BANDS},
+        "n_tiles": 8,
+        "sample_size": 100,
+    }
     (tmp_path / "positive.json").write_text(json.dumps(stats))
     return tmp_path, split
 
 
-CFG = {"arch": "resnet18", "weights": "none", "bands": ["B04", "B03", "B02", "B08"],
-       "input_size": 32, "batch_size": 4, "lr": 1e-3, "max_epochs": 3,
-       "early_stopping_patience": 5, "seed": 0}
+CFG = {
+    "arch": "resnet18",
+    "weights": "none",
+    "bands": ["B04", "B03", "B02", "B08"],
+    "input_size": 32,
+    "batch_size": 4,
+    "lr": 1e-3,
+    "max_epochs": 3,
+    "early_stopping_patience": 5,
+    "seed": 0,
+}
 
 
+@pytest.mark.slow
 def test_tiny_training_end_to_end(tiny_dataset):
     root, split = tiny_dataset
     res = train_classifier("split.csv", "positive.json", "model", CFG, threads=2)
     out = root / "model"
-    for name in ("best_model.pth", "final_model.pth", "training_history.json",
-                 "config.json", "training_curves.png"):
+    for name in ("best_model.pth", "final_model.pth", "training_history.json", "config.json", "training_curves.png"):
         assert (out / name).stat().st_size > 0, name
     history = json.loads((out / "training_history.json").read_text())
     assert 1 <= len(history) <= 3
@@ -267,6 +305,7 @@ def test_tiny_training_end_to_end(tiny_dataset):
     assert meta["bands"] == CFG["bands"] and meta["epoch"] == res["best_epoch"]
     # What ground and values the model learnt travel with it (garimpo.contract): 32 px tiles at 10 m.
     from garimpo.contract import RESIZE
+
     assert (meta["footprint_m"], meta["pixel_size_m"], meta["chip_px"]) == (320.0, 10.0, 32)
     assert meta["units"] == "surface_reflectance" and meta["encoding"] is None and meta["resize"] == RESIZE
     assert conf["contract"]["footprint_m"] == 320.0
@@ -290,9 +329,15 @@ def test_tiny_training_end_to_end(tiny_dataset):
 
 def test_training_from_imagenet_file_reorders_bands(tiny_dataset):
     import torchvision
+
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), "r18.pth")
-    cfg = {**CFG, "weights": "imagenet", "bands": ["B02", "B03", "B04", "B08"], "max_epochs": 1,
-           "threshold": {"method": "target_precision", "target_precision": 0.9}}
+    cfg = {
+        **CFG,
+        "weights": "imagenet",
+        "bands": ["B02", "B03", "B04", "B08"],
+        "max_epochs": 1,
+        "threshold": {"method": "target_precision", "target_precision": 0.9},
+    }
     train_classifier("split.csv", "positive.json", "model", cfg, imagenet_weights_path="r18.pth")
     _, meta = load_classifier("model/best_model.pth")
     assert meta["bands"] == ["B04", "B03", "B02", "B08"]  # RGB first for ImageNet kernels
@@ -343,13 +388,15 @@ def test_weight_average_by_hand():
         WeightAverage(net, decay=1.0)
 
 
+@pytest.mark.slow
 def test_training_with_weight_average(tiny_dataset):
     cfg = {**CFG, "max_epochs": 2}
     plain = train_classifier("split.csv", "positive.json", "plain", cfg, threads=1)
     # The optimiser's path does not depend on the average: its val loss is the plain run's.
     ema = train_classifier("split.csv", "positive.json", "ema", {**cfg, "ema_decay": 0.9}, threads=1)
     assert [h["val_loss_raw"] for h in ema["history"]] == pytest.approx(
-        [h["val_loss"] for h in plain["history"]], rel=1e-5)
+        [h["val_loss"] for h in plain["history"]], rel=1e-5
+    )
     assert [h["val_loss"] for h in ema["history"]] != pytest.approx([h["val_loss_raw"] for h in ema["history"]])
     # The average is what is validated and saved: with decay 0 it is the optimiser's weights.
     same = train_classifier("split.csv", "positive.json", "ema0", {**cfg, "ema_decay": 0.0}, threads=1)
@@ -370,7 +417,7 @@ def test_source_balanced_weights_by_hand():
     assert w == pytest.approx([1 / 12, 1 / 12, 1 / 4, 1 / 8, 1 / 12, 1 / 8, 1 / 8, 1 / 8])
     # alpha 0.5: a's images weigh 1/sqrt(3) against b's 1, rescaled to the mining half.
     w = source_balanced_weights(sources, labels, 0.5)
-    a, b = 3 ** -0.5, 1.0
+    a, b = 3**-0.5, 1.0
     assert w[[0, 2]] == pytest.approx(np.array([a, b]) / (3 * a + b) / 2)
     assert w[labels == 0].sum() == pytest.approx(0.5)
     with pytest.raises(ValueError, match="source_balance"):
@@ -388,6 +435,7 @@ def test_epoch_sampler_draws():
         epoch_sampler(df.drop(columns="source"), 10, 0.5, gen)
 
 
+@pytest.mark.slow
 def test_training_with_source_balance(tiny_dataset):
     cfg = {**CFG, "max_epochs": 1}
     plain = train_classifier("split.csv", "positive.json", "plain", cfg)
@@ -405,8 +453,9 @@ def test_training_input_errors(tiny_dataset):
         train_classifier("split.csv", "positive.json", "m", {**CFG, "ema_decay": 1.5})
 
     with pytest.raises(ModelLoadError, match="fetch_imagenet_weights"):
-        train_classifier("split.csv", "positive.json", "m", {**CFG, "weights": "imagenet"},
-                         imagenet_weights_path="nowhere.pth")
+        train_classifier(
+            "split.csv", "positive.json", "m", {**CFG, "weights": "imagenet"}, imagenet_weights_path="nowhere.pth"
+        )
     split = pd.read_csv("split.csv")
     split[split["split"] != "val"].to_csv("noval.csv", index=False)
     with pytest.raises(ValueError, match="no 'val' rows"):

@@ -9,39 +9,57 @@ import pytest
 import rasterio  # noqa: F401  (filterwarnings names rasterio.errors)
 import torch
 from affine import Affine
+from conftest import EPSG, ORIGIN
 from PIL import Image
+from test_cli_config import _merged  # the shipped files layered as --configfile layers them
 from torch import nn
 
 from garimpo.classifier.evaluation import chip_set_contract, load_chip_set
 from garimpo.classifier.infer import predict_proba
 from garimpo.contract import (
-    ENCODINGS, RESIZE, ImageContract, check_chips, check_scene, checkpoint_record, common_contract, image_folder,
+    ENCODINGS,
+    RESIZE,
+    ImageContract,
+    check_chips,
+    check_scene,
+    checkpoint_record,
+    common_contract,
+    image_folder,
     read_tile_contract,
 )
-from garimpo.detect import chip_features, prepare_chips, scene_chip_px
+from garimpo.detection.chip_scores import chip_features, prepare_chips, scene_chip_px
+from garimpo.detection.polygons import area_ha
+from garimpo.detection.scan import brute_force_scan, chip_polygons
 from garimpo.errors import ContractError, InputDataError
-from garimpo.postprocess import area_ha
-from garimpo.raster import read_raster, write_raster
-from garimpo.scan import brute_force_scan, chip_polygons
-from garimpo.tiles import fetch_point_tiles, import_local_images
-
-from conftest import EPSG, ORIGIN
-from test_cli_config import _merged  # the shipped files layered as --configfile layers them
+from garimpo.geo.raster import read_raster, write_raster
+from garimpo.training.images import fetch_point_tiles, import_local_images
 
 ROOT = Path(__file__).resolve().parents[1]
 RGB = ["B04", "B03", "B02"]
-STATS = {"bands": {"B04": {"p2": 0.02, "p98": 0.20}, "B03": {"p2": 0.03, "p98": 0.15},
-                   "B02": {"p2": 0.01, "p98": 0.12}}}
+STATS = {
+    "bands": {"B04": {"p2": 0.02, "p98": 0.20}, "B03": {"p2": 0.03, "p98": 0.15}, "B02": {"p2": 0.01, "p98": 0.12}}
+}
 L2A = {"source": {"kind": "planetary_computer", "collection": "sentinel-2-l2a"}}
 
 
 def _meta(footprint_m=480.0, pixel_size_m=10.0, units="surface_reflectance", input_size=96, **extra):
     """Checkpoint meta of a model trained on ``footprint_m`` chips (what train_classifier records)."""
     contract = checkpoint_record(ImageContract(footprint_m, pixel_size_m, units))
-    return {"model_id": "m0", "arch": "resnet18", "bands": RGB, "input_size": input_size, "in_channels": 3,
-            "dropout": 0.0, "low": [STATS["bands"][b]["p2"] for b in RGB],
-            "high": [STATS["bands"][b]["p98"] for b in RGB], "mean": [0.5] * 3, "std": [0.25] * 3,
-            "threshold": 0.5, **contract, **extra}
+    return {
+        "model_id": "m0",
+        "arch": "resnet18",
+        "bands": RGB,
+        "input_size": input_size,
+        "in_channels": 3,
+        "dropout": 0.0,
+        "low": [STATS["bands"][b]["p2"] for b in RGB],
+        "high": [STATS["bands"][b]["p98"] for b in RGB],
+        "mean": [0.5] * 3,
+        "std": [0.25] * 3,
+        "threshold": 0.5,
+        **contract,
+        **extra,
+    }
 
 
 def _scene(path, size=144, res=10.0, seed=0):
@@ -103,8 +121,9 @@ def test_real_amw_chips_import_as_toa_reflectance(shared_dir, tmp_path):
         import_local_images([str(folder)], tmp_path / "tiles2", key="positives.local_dirs")
     # Without a pixel size there is no footprint: refused too.
     with pytest.raises(InputDataError, match=r"no georeferencing in metres.*positives\.local_dirs"):
-        import_local_images([{"path": str(folder), "encoding": "amw_l1c_rgb"}], tmp_path / "t3",
-                            key="positives.local_dirs")
+        import_local_images(
+            [{"path": str(folder), "encoding": "amw_l1c_rgb"}], tmp_path / "t3", key="positives.local_dirs"
+        )
 
 
 def test_local_geotiffs_take_their_pixel_size_from_the_georeferencing(tmp_path):
@@ -118,16 +137,21 @@ def test_local_geotiffs_take_their_pixel_size_from_the_georeferencing(tmp_path):
 
 
 def test_fetched_tiles_record_footprint_pixel_size_and_units(tiny_catalog, tmp_path):
-    from garimpo.raster import Grid
-    from garimpo.stac import ImageryRequest, Source
+    from garimpo.geo.raster import Grid
+    from garimpo.imagery.stac import ImageryRequest, Source
 
     path, _ = tiny_catalog
     g = Grid(EPSG, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), 64, 64)
     lon, lat = (g.bbox_lonlat()[0] + g.bbox_lonlat()[2]) / 2, (g.bbox_lonlat()[1] + g.bbox_lonlat()[3]) / 2
     pts = pd.DataFrame({"point_id": ["p1"], "lon": [lon], "lat": [lat], "source": ["t"], "name": [""]})
-    idx = fetch_point_tiles(pts, Source.from_config({"kind": "local", "url": str(path)}),
-                            ImageryRequest(("B04",), ("2021-01-01", "2025-12-31"), 20), 320, tmp_path / "out",
-                            tmp_path / "cache")
+    idx = fetch_point_tiles(
+        pts,
+        Source.from_config({"kind": "local", "url": str(path)}),
+        ImageryRequest(("B04",), ("2021-01-01", "2025-12-31"), 20),
+        320,
+        tmp_path / "out",
+        tmp_path / "cache",
+    )
     assert read_tile_contract(idx.path[0]) == ImageContract(320.0, 10.0, "surface_reflectance")
     assert (idx.footprint_m[0], idx.pixel_size_m[0], idx.units[0]) == ("320", "10", "surface_reflectance")
 
@@ -152,9 +176,14 @@ def test_training_refuses_tiles_of_two_footprints(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rows = []
     for i, (split, label, size) in enumerate([("train", 1, 48), ("train", 0, 64), ("val", 1, 48), ("val", 0, 48)]):
-        p = write_raster(f"t{i}.tif", np.full((3, size, size), 0.1, np.float32), EPSG,
-                         Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), RGB,
-                         tags=ImageContract(size * 10.0, 10.0, "surface_reflectance").tags())
+        p = write_raster(
+            f"t{i}.tif",
+            np.full((3, size, size), 0.1, np.float32),
+            EPSG,
+            Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]),
+            RGB,
+            tags=ImageContract(size * 10.0, 10.0, "surface_reflectance").tags(),
+        )
         rows.append({"path": str(p), "label": label, "split": split, "augmented": False})
     pd.DataFrame(rows).to_csv("split.csv", index=False)
     (tmp_path / "stats.json").write_text(pd.Series(STATS).to_json())
@@ -171,17 +200,44 @@ def test_tiles_of_two_kinds_stop_where_the_tiles_are_made(tmp_path):
     from garimpo.contract import index_contract
 
     csv = tmp_path / "positive_index.csv"
-    pd.DataFrame([
-        {"path": "a.tif", "status": "ok", "footprint_m": 640, "pixel_size_m": 10, "units": "surface_reflectance",
-         "encoding": ""},
-        {"path": "b.tif", "status": "no_imagery", "footprint_m": "", "pixel_size_m": "", "units": "", "encoding": ""},
-        {"path": "c.tif", "status": "ok", "footprint_m": 640.0, "pixel_size_m": 10.0, "units": "surface_reflectance",
-         "encoding": ""},
-    ]).to_csv(csv, index=False)
+    pd.DataFrame(
+        [
+            {
+                "path": "a.tif",
+                "status": "ok",
+                "footprint_m": 640,
+                "pixel_size_m": 10,
+                "units": "surface_reflectance",
+                "encoding": "",
+            },
+            {
+                "path": "b.tif",
+                "status": "no_imagery",
+                "footprint_m": "",
+                "pixel_size_m": "",
+                "units": "",
+                "encoding": "",
+            },
+            {
+                "path": "c.tif",
+                "status": "ok",
+                "footprint_m": 640.0,
+                "pixel_size_m": 10.0,
+                "units": "surface_reflectance",
+                "encoding": "",
+            },
+        ]
+    ).to_csv(csv, index=False)
     rows = pd.read_csv(csv, keep_default_na=False, na_values=[""]).to_dict("records")  # as the rules read it
     assert index_contract(rows, "the positive tiles") == ImageContract(640.0, 10.0, "surface_reflectance")
-    chip = {"path": "png.tif", "status": "ok", "footprint_m": 480.0, "pixel_size_m": 10.0, "units": "toa_reflectance",
-            "encoding": "amw_l1c_rgb"}
+    chip = {
+        "path": "png.tif",
+        "status": "ok",
+        "footprint_m": 480.0,
+        "pixel_size_m": 10.0,
+        "units": "toa_reflectance",
+        "encoding": "amw_l1c_rgb",
+    }
     with pytest.raises(InputDataError, match=r"the positive tiles are of 2 kinds: 2 x 640 m.*1 x 480 m.*amw_l1c_rgb"):
         index_contract([*rows, chip], "the positive tiles")
     with pytest.raises(InputDataError, match="a.tif records no footprint_m.*snakemake -R fetch_tiles"):
@@ -192,15 +248,20 @@ def test_detection_refuses_a_model_that_does_not_fit_the_config_or_scene(tmp_pat
     scene = _scene(tmp_path / "scene.tif")
     assert scene_chip_px(_meta(), scene, L2A, 480) == 48
     assert scene_chip_px(_meta(), scene, L2A, 484) == 48  # within half a pixel
-    with pytest.raises(ContractError, match="model trained on 480 m chips at 10 m; config tiles.size_m is 5000: "
-                                            "set tiles.size_m: 480 or retrain"):
+    with pytest.raises(
+        ContractError,
+        match="model trained on 480 m chips at 10 m; config tiles.size_m is 5000: set tiles.size_m: 480 or retrain",
+    ):
         scene_chip_px(_meta(), scene, L2A, 5000)
     coarse = _scene(tmp_path / "coarse.tif", size=24, res=20.0)
     with pytest.raises(ContractError, match=r"10 m pixels; scene .*coarse.tif.* has 20 m pixels"):
         scene_chip_px(_meta(), coarse, L2A, 480)
     toa = _meta(units="toa_reflectance", encoding=ENCODINGS["amw_l1c_rgb"].record())
-    with pytest.raises(ContractError, match=r"expects toa_reflectance \(decoded from amw_l1c_rgb\) but scene .*"
-                                            r"sentinel-2-l2a.* is surface_reflectance; no conversion"):
+    with pytest.raises(
+        ContractError,
+        match=r"expects toa_reflectance \(decoded from amw_l1c_rgb\) but scene .*"
+        r"sentinel-2-l2a.* is surface_reflectance; no conversion",
+    ):
         scene_chip_px(toa, scene, L2A, 480)
     with pytest.raises(ContractError, match="expects surface_reflectance"):  # the reverse: an L1C scene
         scene_chip_px(_meta(), scene, {"source": {"collection": "sentinel-2-l1c"}}, 480)
@@ -220,8 +281,9 @@ class _SizeRecorder(nn.Module):
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                 nn.Linear(4, 1))
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1)
+        )
         self.sizes = set()
 
     def forward(self, x):
@@ -245,7 +307,7 @@ def test_detection_chips_cover_the_training_footprint(tmp_path):
     result.scores[:] = 0.0
     result.scores[0] = 1.0  # one positive chip, at the scene's top-left corner
     (square,) = chip_features(result, 0.5, {"model_id": "m0"})
-    from garimpo.geo import reproject
+    from garimpo.geo.geojson import reproject
 
     x0, y0, x1, y1 = reproject(square["geometry"], "EPSG:4326", EPSG).bounds
     assert (x1 - x0, y1 - y0) == (pytest.approx(480, abs=0.01), pytest.approx(480, abs=0.01))
@@ -255,16 +317,17 @@ def test_detection_chips_cover_the_training_footprint(tmp_path):
 
 
 def test_merged_detection_area_follows_the_footprint(tmp_path):
-    from garimpo.postprocess import merge_tiles
-    from garimpo.tiling import region_tiles
+    from garimpo.detection.polygons import merge_tiles
+    from garimpo.geo.cells import region_tiles
 
     scene = _scene(tmp_path / "scene.tif")
     meta = _meta()
     result = brute_force_scan(scene, _SizeRecorder().eval(), meta, stats=STATS)
     result.scores[:] = 0.0
     result.scores[0] = result.scores[1] = 0.9  # overlapping neighbours, half a chip apart: 480 m x 720 m
-    feats = chip_features(result, 0.5, {"model_id": "m0", "scene_ids": ["s"], "dates": ["2024-01-01"],
-                                        "config_hash": "c"})
+    feats = chip_features(
+        result, 0.5, {"model_id": "m0", "scene_ids": ["s"], "dates": ["2024-01-01"], "config_hash": "c"}
+    )
     (tile,) = region_tiles(feats[0]["geometry"].union(feats[1]["geometry"]), 100_000)
     (det,) = merge_tiles({tile: feats}, 100_000, 0.5, 0.95)
     assert det["properties"]["area_ha"] == pytest.approx(480 * 720 / 1e4, rel=2e-3)
@@ -279,8 +342,9 @@ def test_chip_set_of_real_amw_chips_fits_only_a_model_of_its_kind(shared_dir, tm
     paths = load_chip_set(folder)["path"]
     with pytest.raises(InputDataError, match=rf"{folder}.*8-bit.*evaluation\.chip_sets\.amw.*encoding"):
         chip_set_contract(paths, image_folder(str(folder), "evaluation.chip_sets.amw"))
-    spec = image_folder({"path": str(folder), "encoding": "amw_l1c_rgb", "pixel_size_m": 10},
-                        "evaluation.chip_sets.amw")
+    spec = image_folder(
+        {"path": str(folder), "encoding": "amw_l1c_rgb", "pixel_size_m": 10}, "evaluation.chip_sets.amw"
+    )
     chips = chip_set_contract(paths, spec)
     assert chips == ImageContract(480.0, 10.0, "toa_reflectance", "amw_l1c_rgb")
     toa = _meta(units="toa_reflectance", encoding=ENCODINGS["amw_l1c_rgb"].record())
@@ -298,8 +362,9 @@ def test_workflow_built_chip_sets_carry_their_contract_in_tags(tmp_path):
     """results/heldout lists matched tiles: un-georeferenced decoded chips still say 480 m at 10 m."""
     tags = ImageContract(480.0, 10.0, "toa_reflectance", "amw_l1c_rgb").tags()
     for label in ("positive", "negative"):
-        write_raster(tmp_path / label / "c.tif", np.full((3, 48, 48), 0.1, np.float32), None, Affine.identity(),
-                     RGB, tags=tags)
+        write_raster(
+            tmp_path / label / "c.tif", np.full((3, 48, 48), 0.1, np.float32), None, Affine.identity(), RGB, tags=tags
+        )
     chips = chip_set_contract(load_chip_set(tmp_path)["path"], image_folder(str(tmp_path), "evaluation.chip_sets.h"))
     assert chips == ImageContract(480.0, 10.0, "toa_reflectance", "amw_l1c_rgb")
 
@@ -307,8 +372,10 @@ def test_workflow_built_chip_sets_carry_their_contract_in_tags(tmp_path):
 # ---------------------------------------------------------------- config
 
 
-@pytest.mark.parametrize("overlays", [(), ("demo.yaml",), ("amw.yaml",), ("amw.yaml", "amw_transfer_check.yaml"),
-                                      ("amw.yaml", "amw_all.yaml")])
+@pytest.mark.parametrize(
+    "overlays",
+    [(), ("demo.yaml",), ("amw.yaml",), ("amw.yaml", "amw_transfer_check.yaml"), ("amw.yaml", "amw_all.yaml")],
+)
 def test_shipped_configs_keep_the_contract(overlays):
     """Training tiles, detection chips and declared local chips show the same ground in every shipped config."""
     from snakemake.utils import validate
@@ -333,12 +400,18 @@ def test_mapping_forms_from_the_command_line_are_typed():
     from snakemake.cli import parse_config
     from snakemake.utils import update_config, validate
 
-    from garimpo.cli_config import coerce_config
+    from garimpo.config import coerce_config
 
     config = _merged("config.yaml", "amw.yaml")
-    update_config(config, parse_config([
-        "evaluation={chip_sets: {mine: {path: /x/chips, encoding: amw_l1c_rgb, pixel_size_m: 10}, plain: /y}}",
-        "negatives={local_dirs: [{path: /z, encoding: null, pixel_size_m: 20}, /w]}"]))
+    update_config(
+        config,
+        parse_config(
+            [
+                "evaluation={chip_sets: {mine: {path: /x/chips, encoding: amw_l1c_rgb, pixel_size_m: 10}, plain: /y}}",
+                "negatives={local_dirs: [{path: /z, encoding: null, pixel_size_m: 20}, /w]}",
+            ]
+        ),
+    )
     coerce_config(config, ROOT / "config" / "schema.yaml")
     validate(config, str(ROOT / "config" / "schema.yaml"))
     assert config["evaluation"]["chip_sets"]["mine"]["pixel_size_m"] == 10
@@ -351,8 +424,11 @@ def test_schema_lists_exactly_the_known_encodings():
     import yaml
 
     text = (ROOT / "config" / "schema.yaml").read_text()
-    enums = [node["enum"] for node in _walk(yaml.safe_load(text)) if "enum" in node and None in node["enum"]
-             and "amw_l1c_rgb" in node["enum"]]
+    enums = [
+        node["enum"]
+        for node in _walk(yaml.safe_load(text))
+        if "enum" in node and None in node["enum"] and "amw_l1c_rgb" in node["enum"]
+    ]
     assert len(enums) == 3 and all(set(e) == {*ENCODINGS, None} for e in enums)
 
 

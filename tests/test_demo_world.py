@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from pystac.extensions.projection import ProjectionExtension
 from shapely.geometry import Point, shape
 from shapely.ops import unary_union
 
-from garimpo.demo_world import (
+from garimpo.synthetic.demo_world import (
     BAND_RES,
     CRS,
     LC,
@@ -42,7 +42,7 @@ SCALE = 0.5
 SEED = 7
 ASSETS = ("B02", "B03", "B04", "B08", "B11", "B12", "SCL")
 COMMON = {"B02": "blue", "B03": "green", "B04": "red", "B08": "nir", "B11": "swir16", "B12": "swir22"}
-OFFSET_DATE = datetime(2022, 1, 25, tzinfo=timezone.utc)
+OFFSET_DATE = datetime(2022, 1, 25, tzinfo=UTC)
 TO_UTM = Transformer.from_crs("EPSG:4326", CRS, always_xy=True)
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,8 +91,9 @@ def _reflectance_10m(item):
 
 def _mask(geoms, item):
     with rasterio.open(item.assets["B02"].get_absolute_href()) as src:
-        return rasterio.features.rasterize([(g, 1) for g in geoms], out_shape=src.shape,
-                                           transform=src.transform).astype(bool)
+        return rasterio.features.rasterize(
+            [(g, 1) for g in geoms], out_shape=src.shape, transform=src.transform
+        ).astype(bool)
 
 
 # --------------------------------------------------------------------------- STAC
@@ -280,8 +281,10 @@ def test_mines_truth(world_dir):
     props = [f["properties"] for f in feats]
     assert len({p["mine_id"] for p in props}) == len(props)
     assert {p["area"] for p in props} == {"train", "demo"}
-    assert summary["n_mines"] == {"train": sum(p["area"] == "train" for p in props),
-                                  "demo": sum(p["area"] == "demo" for p in props)}
+    assert summary["n_mines"] == {
+        "train": sum(p["area"] == "train" for p in props),
+        "demo": sum(p["area"] == "demo" for p in props),
+    }
     assert {p["first_seen"] for p in props} == {2021, 2024}  # 2024: new mining, only in the cloudy scene
     geod = Geod(ellps="WGS84")
     utm = [_utm(shape(f["geometry"])) for f in feats]
@@ -307,7 +310,8 @@ def test_mines_truth(world_dir):
         assert by_id[r["name"]].contains(Point(float(r["longitude"]), float(r["latitude"])))
     pts = _fc(world_dir, "known_mines.geojson")["features"]
     assert sorted((f["properties"]["name"], *f["geometry"]["coordinates"]) for f in pts) == sorted(
-        (r["name"], float(r["longitude"]), float(r["latitude"])) for r in rows)
+        (r["name"], float(r["longitude"]), float(r["latitude"])) for r in rows
+    )
 
 
 def test_context_layers(world_dir):
@@ -316,8 +320,9 @@ def test_context_layers(world_dir):
     demo, train, control = regions["demo"], regions["train_area"], regions["control"]
     assert demo.area == pytest.approx(train.area, rel=1e-3) and demo.intersection(train).area < 1.0
     assert control.within(demo)
-    mines = {f["properties"]["mine_id"]: _utm(shape(f["geometry"]))
-             for f in _fc(world_dir, "mines.geojson")["features"]}
+    mines = {
+        f["properties"]["mine_id"]: _utm(shape(f["geometry"])) for f in _fc(world_dir, "mines.geojson")["features"]
+    }
 
     pas = _fc(world_dir, "protected_areas.geojson")["features"]
     assert 2 <= len(pas) <= 3
@@ -356,6 +361,7 @@ def test_hard_negatives_are_lookalikes_in_training_area(world_dir, items):
             assert ndvi[i, j] < 0.75, f"{row['name']} is on forest"
 
 
+@pytest.mark.slow
 def test_layout_at_full_scale():
     """The full-size world (no rendering): counts and placement rules of the specification."""
     w = build_world(SEED, 1.0)
@@ -381,20 +387,35 @@ def test_layout_at_full_scale():
     assert 30 <= len(w.hard_negatives) <= 45
 
 
+@pytest.mark.slow
 def test_deterministic_and_cli(world_dir, tmp_path):
     """Same seed -> same world (run through the rule script's standalone entry point)."""
     out, _ = world_dir
-    subprocess.run([sys.executable, str(REPO / "scripts" / "make_demo_world.py"), str(tmp_path),
-                    "--seed", str(SEED), "--scale", str(SCALE)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "make_demo_world.py"),
+            str(tmp_path),
+            "--seed",
+            str(SEED),
+            "--scale",
+            str(SCALE),
+        ],
+        check=True,
+        capture_output=True,
+    )
     for name in ("mines.geojson", "known_mines.csv", "hard_negatives.csv", "protected_areas.geojson"):
         assert (tmp_path / "truth" / name).read_text() == (out / "truth" / name).read_text()
     item_dirs = sorted(p.name for p in (out / "catalog").iterdir() if p.is_dir() and p.name.startswith("S2"))
-    assert item_dirs == sorted(p.name for p in (tmp_path / "catalog").iterdir()
-                               if p.is_dir() and p.name.startswith("S2"))
+    assert item_dirs == sorted(
+        p.name for p in (tmp_path / "catalog").iterdir() if p.is_dir() and p.name.startswith("S2")
+    )
     for d in item_dirs:
         for key in ("B04", "B11", "SCL"):
-            with rasterio.open(out / "catalog" / d / f"{key}.tif") as a, \
-                    rasterio.open(tmp_path / "catalog" / d / f"{key}.tif") as b:
+            with (
+                rasterio.open(out / "catalog" / d / f"{key}.tif") as a,
+                rasterio.open(tmp_path / "catalog" / d / f"{key}.tif") as b,
+            ):
                 assert np.array_equal(a.read(1), b.read(1))
 
 

@@ -3,13 +3,12 @@ import json
 import numpy as np
 import pytest
 from affine import Affine
+from conftest import EPSG, ORIGIN
 from shapely.geometry import box
 
-from garimpo.detect import extract_chip
-from garimpo.evaluate import evaluate_detections
-from garimpo.geo import feature, feature_collection, write_geojson
-
-from conftest import EPSG, ORIGIN
+from garimpo.detection.chip_scores import extract_chip
+from garimpo.geo.geojson import feature, feature_collection, write_geojson
+from garimpo.outputs.evaluation import evaluate_detections
 
 
 def test_extract_chip_pads_outside_with_nan():
@@ -22,12 +21,21 @@ def test_extract_chip_pads_outside_with_nan():
 
 def test_evaluation_against_truth(tmp_path):
     mine_a, mine_b = box(-56.30, -6.20, -56.29, -6.19), box(-56.20, -6.20, -56.19, -6.19)
-    mining = [feature(box(-56.295, -6.195, -56.285, -6.185), {"score": 0.9}),  # overlaps mine a
-              feature(box(-56.25, -6.25, -56.24, -6.24), {"score": 0.8})]  # in the control area
+    mining = [
+        feature(box(-56.295, -6.195, -56.285, -6.185), {"score": 0.9}),  # overlaps mine a
+        feature(box(-56.25, -6.25, -56.24, -6.24), {"score": 0.8}),
+    ]  # in the control area
     det = write_geojson(tmp_path / "d.geojson", feature_collection(mining), {"dates": ["2023-07-15"]})
-    truth = write_geojson(tmp_path / "t.geojson", feature_collection(
-        [feature(mine_a, {"first_seen": 2021}), feature(mine_b, {"first_seen": 2021}),
-         feature(box(-56.15, -6.2, -56.14, -6.19), {"first_seen": 2024})]))  # not yet visible
+    truth = write_geojson(
+        tmp_path / "t.geojson",
+        feature_collection(
+            [
+                feature(mine_a, {"first_seen": 2021}),
+                feature(mine_b, {"first_seen": 2021}),
+                feature(box(-56.15, -6.2, -56.14, -6.19), {"first_seen": 2024}),
+            ]
+        ),
+    )  # not yet visible
     doc = json.loads(det.read_text())
     assert doc["type"] == "FeatureCollection" and "crs" not in doc
     res = evaluate_detections(det, truth, box(-57, -7, -56, -6), control=box(-56.26, -6.26, -56.23, -6.23))
@@ -38,14 +46,23 @@ def test_evaluation_against_truth(tmp_path):
 def _scan_result(rows, cols, scores, transform, chip=48):
     from types import SimpleNamespace
 
-    return SimpleNamespace(rows=np.array(rows), cols=np.array(cols), scores=np.array(scores, np.float32),
-                           chip_px=chip, stride=chip // 2, height=1000, width=1000, crs=EPSG, transform=transform,
-                           summary=lambda: {"mode": "two_stage", "chips_classified": len(rows)})
+    return SimpleNamespace(
+        rows=np.array(rows),
+        cols=np.array(cols),
+        scores=np.array(scores, np.float32),
+        chip_px=chip,
+        stride=chip // 2,
+        height=1000,
+        width=1000,
+        crs=EPSG,
+        transform=transform,
+        summary=lambda: {"mode": "two_stage", "chips_classified": len(rows)},
+    )
 
 
 def test_chip_features_are_chip_squares_in_lonlat_and_round_trip(tmp_path):
-    from garimpo.detect import chip_features, load_chip_scores, save_chip_scores
-    from garimpo.geo import reproject
+    from garimpo.detection.chip_scores import chip_features, load_chip_scores, save_chip_scores
+    from garimpo.geo.geojson import reproject
 
     t = Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1])
     result = _scan_result([0, 24, 100], [0, 0, 200], [0.9, 0.2, 0.6], t)
@@ -63,8 +80,8 @@ def test_chip_features_are_chip_squares_in_lonlat_and_round_trip(tmp_path):
 
 
 def test_tile_scene_grid_is_cut_to_the_region():
-    from garimpo.scene import tile_scene_grid
-    from garimpo.tiling import region_tiles, tile_processing_grid
+    from garimpo.geo.cells import region_tiles, tile_processing_grid
+    from garimpo.imagery.composite import tile_scene_grid
 
     region = box(-56.30, -6.15, -56.25, -6.10)  # about 5.5 km square
     (tile,) = region_tiles(region, 100_000)

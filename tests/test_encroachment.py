@@ -8,10 +8,10 @@ import shapely
 from PIL import Image
 from shapely.geometry import box
 
-from garimpo.encroachment import area_stats, encroachment_table, plot_encroachment_map
+from garimpo.detection.polygons import from_geojson
 from garimpo.errors import InputDataError
-from garimpo.geo import feature, feature_collection, reproject, write_geojson
-from garimpo.postprocess import from_geojson
+from garimpo.geo.geojson import feature, feature_collection, reproject, write_geojson
+from garimpo.outputs.encroachment import area_stats, encroachment_table, plot_encroachment_map
 
 # Squares built in metres on the central meridian of UTM 21S (-57°), where ground = grid / 0.9996.
 CRS = "EPSG:32721"
@@ -42,8 +42,15 @@ def detections():
 
 def test_table_counts_overlaps_once_and_sorts_by_mined_area():
     table = encroachment_table(detections(), areas(), "name", "code", extra_fields=["country"])
-    assert list(table.columns) == ["name", "id", "country", "n_detections", "mined_area_ha", "area_ha",
-                                   "share_mined_pct"]
+    assert list(table.columns) == [
+        "name",
+        "id",
+        "country",
+        "n_detections",
+        "mined_area_ha",
+        "area_ha",
+        "share_mined_pct",
+    ]
     assert list(table["name"]) == ["Aldeia B", "Aldeia A"]  # C has no mining
     b, a = table.iloc[0], table.iloc[1]
     assert b["id"] == "B1" and b["country"] == "BR"
@@ -78,16 +85,19 @@ CASES = "cases/real-world/vector"
 
 
 def summary(table):
-    return {r["name"]: (round(r["area_ha"], 1), round(r["mined_area_ha"], 1), round(r["share_mined_pct"], 1))
-            for _, r in table.iterrows()}
+    return {
+        r["name"]: (round(r["area_ha"], 1), round(r["mined_area_ha"], 1), round(r["share_mined_pct"], 1))
+        for _, r in table.iterrows()
+    }
 
 
 @pytest.mark.shared
 def test_self_intersecting_areas_beside_valid_ones(shared_dir):
     """A bow-tie territory is repaired (not a GEOS TopologyException) and its neighbour is unaffected."""
     base = shared_dir / CASES
-    table, areas, _ = area_stats(base / "detections_for_areas.geojson", base / "areas_self_intersecting.geojson",
-                                 "nome")
+    table, areas, _ = area_stats(
+        base / "detections_for_areas.geojson", base / "areas_self_intersecting.geojson", "nome"
+    )
     assert len(areas) == 2 and all(a["geometry"].is_valid for a in areas)
     assert summary(table) == {"TI Gravata (bow-tie)": (24_464.1, 489.3, 2.0), "TI Quadrada": (48_928.2, 489.2, 1.0)}
     assert list(table["n_detections"]) == [1, 1]
@@ -109,12 +119,19 @@ def test_territory_shapefile_and_geopackage_as_areas(shared_dir, name, layer):
 
 
 def test_area_files_from_a_geopackage_layer_and_a_wrong_name_field(tmp_path):
-    dets = write_geojson(tmp_path / "detections.geojson", feature_collection(
-        [feature(square(100, 100, 300, 300), {"score": 0.9})]))
+    dets = write_geojson(
+        tmp_path / "detections.geojson", feature_collection([feature(square(100, 100, 300, 300), {"score": 0.9})])
+    )
     utm = box(X0, Y0, X0 + 2000, Y0 + 2000)  # Aldeia A in metres, the GeoPackage in EPSG:32721
-    pyogrio.raw.write(tmp_path / "areas.gpkg", np.array([shapely.to_wkb(utm)], dtype=object),
-                      [np.array(["Aldeia A"], dtype=object)], fields=["nome"], geometry_type="Polygon", crs=CRS,
-                      layer="ti")
+    pyogrio.raw.write(
+        tmp_path / "areas.gpkg",
+        np.array([shapely.to_wkb(utm)], dtype=object),
+        [np.array(["Aldeia A"], dtype=object)],
+        fields=["nome"],
+        geometry_type="Polygon",
+        crs=CRS,
+        layer="ti",
+    )
     table, _, _ = area_stats(dets, tmp_path / "areas.gpkg", "nome", layer="ti")
     assert table["mined_area_ha"].iloc[0] == pytest.approx(4 * SCALE, rel=1e-4)
     assert table["area_ha"].iloc[0] == pytest.approx(400 * SCALE, rel=1e-4)
@@ -126,8 +143,13 @@ def test_area_files_from_a_geopackage_layer_and_a_wrong_name_field(tmp_path):
 def test_real_territories_and_published_mining(shared_dir):
     base = shared_dir / "data/amw"
     territories = from_geojson(json.loads((base / "boundaries/indigenous_territories_impacts.geojson").read_text()))
-    years = {y: [f["geometry"] for f in from_geojson(json.loads(
-        (base / f"outputs/mining_{y}00_simplified.geojson").read_text()))] for y in ("2023", "2024")}
+    years = {
+        y: [
+            f["geometry"]
+            for f in from_geojson(json.loads((base / f"outputs/mining_{y}00_simplified.geojson").read_text()))
+        ]
+        for y in ("2023", "2024")
+    }
     assert len(territories) == 237
     start = time.perf_counter()
     t24 = encroachment_table(years["2024"], territories, "name_field", "id", include_empty=True)
@@ -149,8 +171,9 @@ def test_real_territories_and_published_mining(shared_dir):
     assert (doubled["n_detections"] == 2 * t24["n_detections"]).all()
     # Yearly outlines are new mining, disjoint from the year before: together they add up.
     t23 = encroachment_table(years["2023"], territories, "name_field", "id", include_empty=True).set_index("id")
-    both = encroachment_table(years["2023"] + years["2024"], territories, "name_field", "id",
-                              include_empty=True).set_index("id")
+    both = encroachment_table(
+        years["2023"] + years["2024"], territories, "name_field", "id", include_empty=True
+    ).set_index("id")
     y23, y24, combined = t23["mined_area_ha"], ours.reindex(t23.index), both["mined_area_ha"].reindex(t23.index)
     assert (combined <= y23 + y24 + 1e-6).all() and (combined >= np.maximum(y23, y24) - 1e-6).all()
     assert combined.sum() == pytest.approx(y23.sum() + y24.sum(), rel=1e-3)

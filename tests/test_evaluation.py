@@ -14,19 +14,32 @@ from PIL import Image
 
 from garimpo.classifier.data import normalisation_stats
 from garimpo.classifier.evaluation import (
-    average_precision, evaluate_chip_set, load_chip_set, metrics_from_scores, plot_gallery, plot_pr_curve,
-    read_chip, roc_auc, select_sources,
+    average_precision,
+    evaluate_chip_set,
+    load_chip_set,
+    metrics_from_scores,
+    plot_gallery,
+    plot_pr_curve,
+    read_chip,
+    roc_auc,
+    select_sources,
 )
 from garimpo.classifier.infer import predict_proba
 from garimpo.classifier.model import build_classifier, load_classifier, save_checkpoint
 from garimpo.errors import InputDataError
-from garimpo.matching import stretch_to_reference
-from garimpo.raster import write_raster
+from garimpo.geo.raster import write_raster
+from garimpo.pixels.matching import stretch_to_reference
 
 RGB = ["B04", "B03", "B02"]
 AMW = "amw_l1c_rgb"  # the test PNGs stand for 8-bit chips of that encoding
-STATS = {"bands": {"B04": {"p2": 0.02, "p98": 0.20}, "B03": {"p2": 0.03, "p98": 0.15},
-                   "B02": {"p2": 0.01, "p98": 0.12}, "B08": {"p2": 0.1, "p98": 0.4}}}
+STATS = {
+    "bands": {
+        "B04": {"p2": 0.02, "p98": 0.20},
+        "B03": {"p2": 0.03, "p98": 0.15},
+        "B02": {"p2": 0.01, "p98": 0.12},
+        "B08": {"p2": 0.1, "p98": 0.4},
+    }
+}
 
 
 def _png(path, value, seed, size=32):
@@ -50,6 +63,7 @@ def _chip_folder(root, n_per_class=6, manifest=True):
 
 
 # ---------------------------------------------------------------- metrics
+
 
 def test_aucs_hand_computed():
     y, p = [0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]
@@ -84,13 +98,20 @@ def test_metrics_from_scores_counts_and_per_source():
     assert rep["specificity"] == pytest.approx(2 / 3) and rep["f1"] == pytest.approx(2 / 3)
     assert rep["n_positive"] == 3 and rep["n_negative"] == 3 and rep["threshold"] == 0.5
     assert rep["roc_auc"] == pytest.approx(6 / 9)  # 0.9 > 3 neg, 0.6 > 2, 0.2 > 1
-    assert rep["per_source"]["a"] == {"n": 3, "n_positive": 2, "precision": 2 / 3, "recall": 1.0,
-                                      "specificity": 0.0, "f1": pytest.approx(0.8)}
+    assert rep["per_source"]["a"] == {
+        "n": 3,
+        "n_positive": 2,
+        "precision": 2 / 3,
+        "recall": 1.0,
+        "specificity": 0.0,
+        "f1": pytest.approx(0.8),
+    }
     assert rep["per_source"]["b"]["recall"] == 0.0 and rep["per_source"]["b"]["specificity"] == 1.0
     assert "per_source" not in metrics_from_scores(y, p, 0.5, ["unknown"] * 6)
 
 
 # ---------------------------------------------------------------- chip sets
+
 
 def test_load_chip_set_with_manifest(tmp_path):
     _chip_folder(tmp_path)
@@ -98,8 +119,7 @@ def test_load_chip_set_with_manifest(tmp_path):
     assert list(df.columns) == ["path", "label", "source"] and len(df) == 12
     assert df["label"].tolist() == [1] * 6 + [0] * 6
     assert set(df["source"]) == {"src0", "src1"}
-    assert all((tmp_path / "positive").as_posix() in p or (tmp_path / "negative").as_posix() in p
-               for p in df["path"])
+    assert all((tmp_path / "positive").as_posix() in p or (tmp_path / "negative").as_posix() in p for p in df["path"])
 
 
 def test_load_chip_set_numeric_labels_and_bad_rows(tmp_path):
@@ -131,8 +151,13 @@ def test_load_chip_set_error_names_the_folder(tmp_path):
 
 
 def test_select_sources():
-    chips = pd.DataFrame({"path": list("abcde"), "label": [1, 0, 1, 0, 0],
-                          "source": ["bolivar_2020_pos", "amazonas_2020_neg", "MinesPos2018-2020", "v3_2023", "x"]})
+    chips = pd.DataFrame(
+        {
+            "path": list("abcde"),
+            "label": [1, 0, 1, 0, 0],
+            "source": ["bolivar_2020_pos", "amazonas_2020_neg", "MinesPos2018-2020", "v3_2023", "x"],
+        }
+    )
     assert select_sources(chips, [], "all") is chips
     part = select_sources(chips, ["^(?!bolivar).*2020"], "transfer")  # the 2020 lists outside Bolivar
     assert part["path"].tolist() == ["b", "c"] and part.index.tolist() == [0, 1]
@@ -147,6 +172,7 @@ def test_select_sources():
 
 
 # ---------------------------------------------------------------- reading
+
 
 def test_read_chip_png_matches_training_path(tmp_path):
     arr = _png(tmp_path / "c.png", 120, 3)
@@ -176,6 +202,7 @@ def test_read_chip_geotiff_by_band_name(tmp_path):
 
 # ---------------------------------------------------------------- end to end
 
+
 @pytest.fixture
 def tiny_model(tmp_path):
     torch.manual_seed(0)
@@ -183,8 +210,18 @@ def tiny_model(tmp_path):
     mean, std = normalisation_stats(3, "none")
     low = [STATS["bands"][b]["p2"] for b in RGB]
     high = [STATS["bands"][b]["p98"] for b in RGB]
-    meta = {"arch": "resnet18", "bands": RGB, "input_size": 32, "in_channels": 3, "dropout": 0.0,
-            "low": low, "high": high, "mean": mean, "std": std, "threshold": 0.5}
+    meta = {
+        "arch": "resnet18",
+        "bands": RGB,
+        "input_size": 32,
+        "in_channels": 3,
+        "dropout": 0.0,
+        "low": low,
+        "high": high,
+        "mean": mean,
+        "std": std,
+        "threshold": 0.5,
+    }
     save_checkpoint(tmp_path / "m.pth", net, meta)
     return load_classifier(tmp_path / "m.pth")
 
@@ -194,8 +231,19 @@ def test_evaluate_chip_set_end_to_end(tmp_path, tiny_model):
     chips = load_chip_set(_chip_folder(tmp_path / "chips"))
     (tmp_path / "stats.json").write_text(json.dumps(STATS))
     rep = evaluate_chip_set(model, meta, chips, tmp_path / "stats.json", batch_size=5, encoding=AMW)
-    for key in ("precision", "recall", "f1", "specificity", "pr_auc", "roc_auc", "threshold",
-                "n_positive", "n_negative", "confusion", "per_source"):
+    for key in (
+        "precision",
+        "recall",
+        "f1",
+        "specificity",
+        "pr_auc",
+        "roc_auc",
+        "threshold",
+        "n_positive",
+        "n_negative",
+        "confusion",
+        "per_source",
+    ):
         assert key in rep, key
     assert rep["threshold"] == 0.5 and rep["n_positive"] == 6 and rep["n_negative"] == 6
     assert sum(rep["confusion"].values()) == 12

@@ -13,22 +13,22 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from datetime import UTC
 
 import numpy as np
 import pandas as pd
 import pytest
 import rasterio
 from affine import Affine
+from conftest import EPSG, ORIGIN
 from PIL import Image
 from rasterio.windows import Window
 
 from garimpo.errors import InputDataError
-from garimpo.raster import Grid, read_image, read_raster, write_raster
-from garimpo.stac import ImageryRequest, Source
-from garimpo.stac_cache import SearchCache
-from garimpo.tiles import fetch_point_tiles, import_local_images
-
-from conftest import EPSG, ORIGIN
+from garimpo.geo.raster import Grid, read_image, read_raster, write_raster
+from garimpo.imagery.cache import SearchCache
+from garimpo.imagery.stac import ImageryRequest, Source
+from garimpo.training.images import fetch_point_tiles, import_local_images
 
 KEY = "positives.local_dirs"
 AMW = {"encoding": "amw_l1c_rgb", "pixel_size_m": 10}
@@ -76,10 +76,20 @@ def _real_dn(shared_dir, bands=("B04", "B03", "B02")):
     return np.stack(arrays), crs, transform
 
 
-def _geotiff(path, array, crs=EPSG, transform=Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), names=None, **profile):
+def _geotiff(path, array, crs=EPSG, transform=Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), names=None, **profile):  # noqa: B008 (Affine is immutable)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", driver="GTiff", width=array.shape[2], height=array.shape[1], count=array.shape[0],
-                       dtype=array.dtype.name, crs=crs, transform=transform, **profile) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=array.shape[2],
+        height=array.shape[1],
+        count=array.shape[0],
+        dtype=array.dtype.name,
+        crs=crs,
+        transform=transform,
+        **profile,
+    ) as dst:
         dst.write(array)
         for i, name in enumerate(names or [], start=1):
             dst.set_band_description(i, name)
@@ -135,14 +145,17 @@ def test_an_image_with_no_visible_pixel_is_refused(tmp_path):
 
 
 @pytest.mark.shared
-@pytest.mark.parametrize("mode, fmt, words", [
-    ("L", "png", ["greyscale", "1 band)", "make colour up", "true-colour"]),
-    ("LA", "png", ["greyscale", "1 band and alpha"]),
-    ("1", "png", ["greyscale"]),
-    ("P", "png", ["palette", "colour table", "true-colour"]),
-    ("L", "jpeg", ["greyscale"]),
-    ("CMYK", "jpeg", ["CMYK JPEG", "print"]),
-])
+@pytest.mark.parametrize(
+    "mode, fmt, words",
+    [
+        ("L", "png", ["greyscale", "1 band)", "make colour up", "true-colour"]),
+        ("LA", "png", ["greyscale", "1 band and alpha"]),
+        ("1", "png", ["greyscale"]),
+        ("P", "png", ["palette", "colour table", "true-colour"]),
+        ("L", "jpeg", ["greyscale"]),
+        ("CMYK", "jpeg", ["CMYK JPEG", "print"]),
+    ],
+)
 def test_images_that_are_not_true_colour_are_refused(amw_png, tmp_path, mode, fmt, words):
     """A grey or palette image is not three bands of reflectance: refused, never converted to made-up colour."""
     folder = tmp_path / "chips"
@@ -180,8 +193,9 @@ def test_16_bit_pngs_are_refused(amw_rgb, tmp_path, layout, encoding):
         with rasterio.open(folder / "c.png", "w", driver="PNG", width=48, height=48, count=3, dtype="uint16") as dst:
             dst.write(wide)
     spec = AMW if encoding else {"pixel_size_m": 10}
-    msg = _refused(folder, tmp_path, str(folder / "c.png"), "16-bit values (uint16)",
-                   "GeoTIFF of float32 reflectance", **spec)
+    msg = _refused(
+        folder, tmp_path, str(folder / "c.png"), "16-bit values (uint16)", "GeoTIFF of float32 reflectance", **spec
+    )
     assert ("decodes 8-bit values" in msg) == encoding
 
 
@@ -192,15 +206,20 @@ def test_8_bit_geotiffs_must_fit_the_encoding(tmp_path):
     cases = {
         "grey": (_geotiff(tmp_path / "grey" / "a.tif", grey), ["greyscale"]),
         "two": (_geotiff(tmp_path / "two" / "a.tif", np.concatenate([grey, grey])), ["2 8-bit colour bands"]),
-        "named": (_geotiff(tmp_path / "named" / "a.tif", rgb, names=["B08", "B11", "B12"]),
-                  ["names its 8-bit bands B08, B11, B12", "B04, B03, B02"]),
+        "named": (
+            _geotiff(tmp_path / "named" / "a.tif", rgb, names=["B08", "B11", "B12"]),
+            ["names its 8-bit bands B08, B11, B12", "B04, B03, B02"],
+        ),
     }
     for folder, (path, words) in cases.items():
         _refused(path.parent, tmp_path / f"out-{folder}", str(path), *words)
     # Unnamed bands are the encoding's, in its order; an alpha band is a mask.
-    _geotiff(tmp_path / "ok" / "a.tif", np.concatenate([rgb, np.where(np.arange(16) < 4, 0, 255).astype(np.uint8)
-                                                        [None, :, None].repeat(16, 2)]), photometric="RGB",
-             alpha="YES")
+    _geotiff(
+        tmp_path / "ok" / "a.tif",
+        np.concatenate([rgb, np.where(np.arange(16) < 4, 0, 255).astype(np.uint8)[None, :, None].repeat(16, 2)]),
+        photometric="RGB",
+        alpha="YES",
+    )
     r = read_raster(_import(tmp_path / "ok", tmp_path).path[0])
     assert r.band_names == ("B04", "B03", "B02") and np.isnan(r.array[:, :4]).all()
     np.testing.assert_allclose(r.array[:, 4:], rgb[:, 4:] * SCALE, rtol=1e-6)
@@ -216,8 +235,14 @@ def test_integer_geotiffs_need_a_declared_scale(shared_dir, tmp_path):
     raw = _geotiff(tmp_path / "raw" / "a.tif", dn, crs, transform, names=["B04", "B03", "B02"])
     with pytest.raises(InputDataError) as exc:
         import_local_images([raw.parent], tmp_path / "t1", key=KEY)
-    for word in (str(raw), KEY, "uint16 values with no scale", "digital numbers", "(DN - 1000) / 10000",
-                 "gdal_edit.py -scale"):
+    for word in (
+        str(raw),
+        KEY,
+        "uint16 values with no scale",
+        "digital numbers",
+        "(DN - 1000) / 10000",
+        "gdal_edit.py -scale",
+    ):
         assert word in str(exc.value)
     scaled = _geotiff(tmp_path / "scaled" / "a.tif", dn, crs, transform, names=["B04", "B03", "B02"], nodata=0)
     with rasterio.open(scaled, "r+") as dst:
@@ -232,8 +257,11 @@ def test_geotiff_bands_need_names_and_nodata_becomes_nan(tmp_path):
     arr = np.full((3, 16, 16), 0.1, np.float32)
     arr[:, 0, 0] = -9999
     unnamed = _geotiff(tmp_path / "unnamed" / "a.tif", arr)
-    with pytest.raises(InputDataError, match=r"a\.tif \(from positives\.local_dirs\) has bands without names.*"
-                                             r"rio edit-info --bidx 1 --description B04"):
+    with pytest.raises(
+        InputDataError,
+        match=r"a\.tif \(from positives\.local_dirs\) has bands without names.*"
+        r"rio edit-info --bidx 1 --description B04",
+    ):
         import_local_images([unnamed.parent], tmp_path / "t1", key=KEY)
     named = _geotiff(tmp_path / "named" / "a.tif", arr, names=["B04", "B03", "B02"], nodata=-9999)
     r = read_raster(import_local_images([named.parent], tmp_path / "t2", key=KEY).path[0])
@@ -256,14 +284,17 @@ def _cut(data: bytes) -> bytes:
 
 
 @pytest.mark.shared
-@pytest.mark.parametrize("name, make, why", [
-    ("empty.png", lambda png, tmp: b"", "the file is empty (0 bytes)"),
-    ("empty.tif", lambda png, tmp: b"", "the file is empty (0 bytes)"),
-    ("cut.png", lambda png, tmp: _cut(png.read_bytes()), "truncated"),
-    ("cut.jpg", lambda png, tmp: _cut(_jpeg_bytes(png, tmp)), "truncated"),
-    ("cut.tif", lambda png, tmp: _cut(_cog_bytes(tmp)), "TIFFReadEncodedTile() failed"),
-    ("text.tif", lambda png, tmp: b"not an image\n", "not recognized as being in a supported file format"),
-])
+@pytest.mark.parametrize(
+    "name, make, why",
+    [
+        ("empty.png", lambda png, tmp: b"", "the file is empty (0 bytes)"),
+        ("empty.tif", lambda png, tmp: b"", "the file is empty (0 bytes)"),
+        ("cut.png", lambda png, tmp: _cut(png.read_bytes()), "truncated"),
+        ("cut.jpg", lambda png, tmp: _cut(_jpeg_bytes(png, tmp)), "truncated"),
+        ("cut.tif", lambda png, tmp: _cut(_cog_bytes(tmp)), "TIFFReadEncodedTile() failed"),
+        ("text.tif", lambda png, tmp: b"not an image\n", "not recognized as being in a supported file format"),
+    ],
+)
 def test_unreadable_files_name_the_file_the_key_and_what_to_do(amw_png, tmp_path, name, make, why):
     folder = tmp_path / "chips"
     folder.mkdir()
@@ -282,8 +313,9 @@ def _jpeg_bytes(png, tmp):
 def _cog_bytes(tmp):
     """A COG of float reflectance: its header comes first, so a cut file opens and fails at the first pixel read."""
     arr = np.random.default_rng(0).uniform(0, 0.3, (3, 300, 300)).astype(np.float32)
-    write_raster(tmp / "full.tif", arr, EPSG, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), ["B04", "B03", "B02"],
-                 cog=True)
+    write_raster(
+        tmp / "full.tif", arr, EPSG, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), ["B04", "B03", "B02"], cog=True
+    )
     return (tmp / "full.tif").read_bytes()
 
 
@@ -312,8 +344,13 @@ def test_chip_sets_name_their_key_for_unreadable_and_refused_chips(amw_png, tmp_
 
 def _tile_cache_corruptions():
     def rewrite(path, names, size):
-        write_raster(path, np.zeros((len(names), size, size), np.float32), EPSG,
-                     Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), names)
+        write_raster(
+            path,
+            np.zeros((len(names), size, size), np.float32),
+            EPSG,
+            Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]),
+            names,
+        )
 
     def pixels_cut(path):
         """The same tile as a COG (header first), cut short in its pixels: it opens, and fails when read."""
@@ -360,9 +397,16 @@ def test_an_unusable_cached_tile_is_deleted_and_fetched_again(tiny_catalog, tmp_
 
 
 def _feature():
-    return {"type": "Feature", "stac_version": "1.0.0", "id": "S2_X", "geometry": None, "bbox": [0, 0, 1, 1],
-            "properties": {"datetime": "2023-01-01T00:00:00Z", "eo:cloud_cover": 1.0}, "links": [],
-            "assets": {"B04": {"href": "B04.tif"}}}
+    return {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": "S2_X",
+        "geometry": None,
+        "bbox": [0, 0, 1, 1],
+        "properties": {"datetime": "2023-01-01T00:00:00Z", "eo:cloud_cover": 1.0},
+        "links": [],
+        "assets": {"B04": {"href": "B04.tif"}},
+    }
 
 
 STAC_CACHE_FAULTS = {
@@ -372,13 +416,15 @@ STAC_CACHE_FAULTS = {
     "features not a list": '{"type": "FeatureCollection", "features": {}}',
     "a feature that is a string": '{"type": "FeatureCollection", "features": ["x"]}',
     "an empty feature": '{"type": "FeatureCollection", "features": [{}]}',
-    "a feature without id": json.dumps({"type": "FeatureCollection",
-                                        "features": [{k: v for k, v in _feature().items() if k != "id"}]}),
+    "a feature without id": json.dumps(
+        {"type": "FeatureCollection", "features": [{k: v for k, v in _feature().items() if k != "id"}]}
+    ),
     "assets a list": json.dumps({"type": "FeatureCollection", "features": [{**_feature(), "assets": []}]}),
     "a bbox of text": json.dumps({"type": "FeatureCollection", "features": [{**_feature(), "bbox": "x"}]}),
     "no datetime": json.dumps({"type": "FeatureCollection", "features": [{**_feature(), "properties": {}}]}),
-    "a bad datetime": json.dumps({"type": "FeatureCollection",
-                                  "features": [{**_feature(), "properties": {"datetime": "soon"}}]}),
+    "a bad datetime": json.dumps(
+        {"type": "FeatureCollection", "features": [{**_feature(), "properties": {"datetime": "soon"}}]}
+    ),
     "cut short": '{"type": "FeatureCollection", "features": [{"type": "Fea',
     "not UTF-8": b"\xff\xfe\x00garbage",
     "empty": "",
@@ -422,19 +468,34 @@ def test_real_recorded_searches_as_cache_entries(shared_dir, tmp_path, caplog):
 
 def test_search_runs_again_after_a_bad_cache_entry(tmp_path, caplog):
     """Through the search the rules call: a FeatureCollection without features is not taken for "no scene"."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from conftest import make_item
-    from garimpo.stac import RetryPolicy, search_items
     from stac_server import StacServer
 
+    from garimpo.imagery.stac import RetryPolicy, search_items
+
     dn = {"B04": np.full((16, 16), 1250, np.uint16)}
-    items = [make_item(tmp_path / "assets", f"S2_{i}", datetime(2023, 3 + i, 1, tzinfo=timezone.utc), "05.09",
-                       2.0 + i, dn, np.full((8, 8), 4, np.uint8)) for i in range(2)]
+    items = [
+        make_item(
+            tmp_path / "assets",
+            f"S2_{i}",
+            datetime(2023, 3 + i, 1, tzinfo=UTC),
+            "05.09",
+            2.0 + i,
+            dn,
+            np.full((8, 8), 4, np.uint8),
+        )
+        for i in range(2)
+    ]
     g = Grid(EPSG, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), 16, 16)
     with StacServer(items, page_size=5) as srv:
-        src = Source("planetary_computer", srv.url, retry=RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02,
-                                                                      timeout=5.0), cache_dir=str(tmp_path / "cache"))
+        src = Source(
+            "planetary_computer",
+            srv.url,
+            retry=RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02, timeout=5.0),
+            cache_dir=str(tmp_path / "cache"),
+        )
         first = search_items(src, g.bbox_lonlat(), ("2023-01-01", "2023-12-31"), 20)
         (entry,) = (tmp_path / "cache").iterdir()
         entry.write_text('{"type": "FeatureCollection"}')
@@ -456,6 +517,7 @@ def test_every_unusable_image_of_a_folder_is_named_at_once(amw_png, tmp_path):
     (folder / "cut.png").write_bytes(_cut(amw_png.read_bytes()))
     with Image.open(amw_png) as img:
         img.convert("L").save(folder / "grey.png")
-    msg = _refused(folder, tmp_path, "3 images of positives.local_dirs cannot be used", "empty.png", "cut.png",
-                   "grey.png")
+    msg = _refused(
+        folder, tmp_path, "3 images of positives.local_dirs cannot be used", "empty.png", "cut.png", "grey.png"
+    )
     assert "good.png" not in msg

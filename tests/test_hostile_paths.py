@@ -31,9 +31,9 @@ from test_inputs import (
 
 from garimpo import atomic
 from garimpo.atomic import HOST, atomic_path, scratch_dir, sweep_temps
-from garimpo.cli_config import config_error
-from garimpo.download import MIB, RetryPolicy, download, path_under
+from garimpo.config import config_error
 from garimpo.errors import DownloadError
+from garimpo.imagery.download import MIB, RetryPolicy, download, path_under
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "config" / "schema.yaml"
@@ -78,8 +78,14 @@ def test_a_download_name_that_leaves_its_folder_is_refused_by_the_writer(tmp_pat
     assert not list(tmp_path.rglob("*.bin"))
 
 
-@pytest.mark.parametrize("name", ["amazon_all_48px_v3.1_2023_positives_0.999_cleaned.geojson",
-                                  "aquaculture-faziendas-negatives2025-08.geojson", "x1"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "amazon_all_48px_v3.1_2023_positives_0.999_cleaned.geojson",
+        "aquaculture-faziendas-negatives2025-08.geojson",
+        "x1",
+    ],
+)
 def test_plain_download_names_stay_in_their_folder(tmp_path, name):
     assert path_under(tmp_path, name) == tmp_path / name
 
@@ -103,8 +109,9 @@ def _config_with(section: str, name: str) -> dict:
 @pytest.mark.parametrize("name", ["../../../escape.bin", "a/b", "my region", "..", "-x", ""])
 def test_a_name_that_would_become_a_bad_path_is_refused_when_the_config_is_read(section, name):
     msg = config_error(_config_with(section, name), SCHEMA)
-    assert msg is not None and msg.startswith(f"config {section}.{name}: the name {name!r} is not allowed under "
-                                              f"{section}: "), msg
+    assert msg is not None and msg.startswith(
+        f"config {section}.{name}: the name {name!r} is not allowed under {section}: "
+    ), msg
     assert "letters, digits, '_'" in msg and "starting with a letter or digit" in msg
 
 
@@ -130,7 +137,7 @@ def test_the_region_pattern_is_the_wildcard_constraint():
 def test_a_point_source_label_that_would_lead_out_of_the_tiles_folder_is_refused(section, tmp_path):
     """The label starts each point id, the file name of its tile (results/tiles/positive/ID.tif)."""
     from garimpo.errors import InputDataError
-    from garimpo.points import load_point_sources
+    from garimpo.training.points import load_point_sources
 
     config = _merged("config.yaml")
     top, key = section.split(".")
@@ -149,8 +156,10 @@ def test_a_point_source_label_that_would_lead_out_of_the_tiles_folder_is_refused
 def test_the_workflow_refuses_an_escaping_download_and_a_spaced_region_before_any_job(tmp_path):
     """Through Snakemake: the config is refused when it is read, naming the key; nothing is written."""
     work = workflow_copy(tmp_path / "deep" / "wf")
-    escape = {"downloads": {"files": {"../../../escape.bin": {"url": "https://example.org/e", "sha256": "0" * 64}}},
-              "positives": {"points": [{"path": "resources/downloads/../../../escape.bin"}]}}
+    escape = {
+        "downloads": {"files": {"../../../escape.bin": {"url": "https://example.org/e", "sha256": "0" * 64}}},
+        "positives": {"points": [{"path": "resources/downloads/../../../escape.bin"}]},
+    }
     (work / "escape.yaml").write_text(yaml.safe_dump(escape))
     spaced = {"regions": {"my region": {"path": "r.geojson"}}, "run_regions": ["my region"]}
     (work / "spaced.yaml").write_text(yaml.safe_dump(spaced))
@@ -167,16 +176,19 @@ def test_the_workflow_refuses_an_escaping_download_and_a_spaced_region_before_an
 def test_the_download_script_refuses_an_escaping_name_even_past_the_schema(tmp_path, monkeypatch, restore_logging):
     monkeypatch.chdir(tmp_path)
     name = "../../../escape.bin"
-    smk = SimpleNamespace(wildcards=SimpleNamespace(name=name), output=[f"resources/downloads/{name}"],
-                          log=[str(tmp_path / "logs" / "dl.log")],
-                          params=SimpleNamespace(url=(tmp_path / "x").as_uri(), sha256="0" * 64, size=None,
-                                                 max_size_mb=1, deadline_s=10))
+    smk = SimpleNamespace(
+        wildcards=SimpleNamespace(name=name),
+        output=[f"resources/downloads/{name}"],
+        log=[str(tmp_path / "logs" / "dl.log")],
+        params=SimpleNamespace(url=(tmp_path / "x").as_uri(), sha256="0" * 64, size=None, max_size_mb=1, deadline_s=10),
+    )
     with pytest.raises(DownloadError, match=r"config downloads\.files\.\.\./\.\./\.\./escape\.bin: .*plain file"):
         runpy.run_path(str(ROOT / "scripts" / "download_input.py"), init_globals={"snakemake": smk})
     assert not list(tmp_path.parent.rglob("escape.bin"))
 
 
 # ---- kind 7: temporary files of killed writers -------------------------------------------------------------
+
 
 def dead_pid() -> int:
     """The PID of a process that has run and been reaped (free, unless the system reuses it at once)."""
@@ -185,8 +197,16 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def temp(folder: Path, target: str, pid: int, host: str = HOST, suffix: str = ".part", size: int = 1000,
-         age_s: float = 0.0, rand: str = "abcd1234") -> Path:
+def temp(
+    folder: Path,
+    target: str,
+    pid: int,
+    host: str = HOST,
+    suffix: str = ".part",
+    size: int = 1000,
+    age_s: float = 0.0,
+    rand: str = "abcd1234",
+) -> Path:
     path = folder / f".{target}.{host}-{pid}.{rand}{suffix}"
     path.write_bytes(b"x" * size)
     if age_s:
@@ -319,8 +339,9 @@ with atomic_path(sys.argv[2], suffix=".part") as tmp, open(tmp, "wb") as fh:
 def test_sigkill_mid_write_leaves_a_temp_that_only_the_next_attempt_removes(tmp_path):
     """A real writer: kept while it runs (another job sweeping the folder leaves it), removed once killed."""
     target = tmp_path / "cache" / "search-1.json"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(ROOT / "scripts"), str(target)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(ROOT / "scripts"), str(target)], stdout=subprocess.PIPE, text=True
+    )
     try:
         tmp = Path(proc.stdout.readline().strip())
         assert tmp.is_file() and tmp.parent == target.parent
@@ -339,6 +360,7 @@ def test_sigkill_mid_write_leaves_a_temp_that_only_the_next_attempt_removes(tmp_
 
 
 # ---- kind 8: downloads without bounds ----------------------------------------------------------------------
+
 
 class StreamServer:
     """Answers on 127.0.0.1 by path: /endless (no Content-Length, 64 KiB chunks up to 64 MiB), /huge
@@ -393,8 +415,7 @@ class StreamServer:
         self._server.daemon_threads = True
         self._server.block_on_close = False
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def __enter__(self):
         self._thread.start()
@@ -410,8 +431,15 @@ def test_a_stream_without_length_is_stopped_at_the_cap(tmp_path):
     sleeps = Sleeps()
     with StreamServer() as srv:
         with pytest.raises(DownloadError) as info:
-            download(f"{srv.url}/endless", dest, PAYLOAD_SHA, retry=POLICY, sleep=sleeps, max_bytes=1 * MIB,
-                     key="downloads.files.big.bin")
+            download(
+                f"{srv.url}/endless",
+                dest,
+                PAYLOAD_SHA,
+                retry=POLICY,
+                sleep=sleeps,
+                max_bytes=1 * MIB,
+                key="downloads.files.big.bin",
+            )
         time.sleep(0.2)
     msg = str(info.value)
     assert f"refused {srv.url}/endless: the server sent more than {MIB} bytes without announcing a length" in msg
@@ -424,8 +452,11 @@ def test_a_stream_without_length_is_stopped_at_the_cap(tmp_path):
 def test_an_announced_length_over_the_cap_is_refused_before_the_body(tmp_path):
     dest = tmp_path / "big.bin"
     with StreamServer() as srv:
-        with pytest.raises(DownloadError, match=r"the server announces 10737418240 bytes, over the cap "
-                                                r"downloads\.max_size_mb = 2048 MiB") as info:
+        with pytest.raises(
+            DownloadError,
+            match=r"the server announces 10737418240 bytes, over the cap "
+            r"downloads\.max_size_mb = 2048 MiB",
+        ) as info:
             download(f"{srv.url}/huge", dest, PAYLOAD_SHA, retry=POLICY, sleep=Sleeps(), max_bytes=2048 * MIB)
     assert "raise downloads.max_size_mb" in str(info.value)
     assert srv.requests == ["/huge"] and leftovers(tmp_path) == []
@@ -439,8 +470,11 @@ def test_a_pinned_size_refuses_another_file_at_once(tmp_path, path):
         with pytest.raises(DownloadError) as info:
             download(f"{srv.url}{path}", dest, PAYLOAD_SHA, retry=POLICY, sleep=Sleeps(), size=100, key=key)
         download(f"{srv.url}{path}", dest, PAYLOAD_SHA, retry=POLICY, sleep=Sleeps(), size=len(PAYLOAD), key=key)
-    said = f"the server announces {len(PAYLOAD)} bytes" if path == "/payload" else \
-        "the server sent more than 100 bytes without announcing a length"
+    said = (
+        f"the server announces {len(PAYLOAD)} bytes"
+        if path == "/payload"
+        else "the server sent more than 100 bytes without announcing a length"
+    )
     assert f"refused {srv.url}{path}: {said}, but {key}.size pins 100 bytes" in str(info.value)
     assert f"update {key}.size and {key}.sha256" in str(info.value)
     assert srv.requests == [path, path] and dest.read_bytes() == PAYLOAD  # refused once, then the right size
@@ -449,10 +483,19 @@ def test_a_pinned_size_refuses_another_file_at_once(tmp_path, path):
 
 def test_a_pinned_size_over_the_cap_is_refused_before_any_request(tmp_path):
     with StreamServer() as srv:
-        with pytest.raises(DownloadError, match=r"downloads\.files\.x\.size pins 5000000 bytes, more than "
-                                                r"downloads\.max_size_mb = 1 MiB"):
-            download(f"{srv.url}/payload", tmp_path / "x", PAYLOAD_SHA, size=5_000_000, max_bytes=MIB,
-                     key="downloads.files.x")
+        with pytest.raises(
+            DownloadError,
+            match=r"downloads\.files\.x\.size pins 5000000 bytes, more than "
+            r"downloads\.max_size_mb = 1 MiB",
+        ):
+            download(
+                f"{srv.url}/payload",
+                tmp_path / "x",
+                PAYLOAD_SHA,
+                size=5_000_000,
+                max_bytes=MIB,
+                key="downloads.files.x",
+            )
     assert srv.requests == []
 
 
@@ -479,11 +522,20 @@ def test_the_deadline_covers_retries_and_their_waits(tmp_path):
     policy = RetryPolicy(attempts=10, base_delay=10.0, max_delay=60.0, timeout=5.0)
     with StreamServer() as srv:
         with pytest.raises(DownloadError) as info:
-            download(f"{srv.url}/busy", tmp_path / "x.bin", PAYLOAD_SHA, retry=policy, sleep=sleep, deadline_s=25,
-                     clock=lambda: now[0])
+            download(
+                f"{srv.url}/busy",
+                tmp_path / "x.bin",
+                PAYLOAD_SHA,
+                retry=policy,
+                sleep=sleep,
+                deadline_s=25,
+                clock=lambda: now[0],
+            )
     assert srv.requests == ["/busy", "/busy"] and now[0] == 10.0
-    assert ("after 10 s and 2 attempt(s): the last error was HTTP 503 Service Unavailable, and the 20 s wait "
-            "before the next attempt would end after the deadline downloads.deadline_s = 25 s") in str(info.value)
+    assert (
+        "after 10 s and 2 attempt(s): the last error was HTTP 503 Service Unavailable, and the 20 s wait "
+        "before the next attempt would end after the deadline downloads.deadline_s = 25 s"
+    ) in str(info.value)
     assert leftovers(tmp_path) == []
 
 
@@ -492,13 +544,26 @@ def test_the_download_rule_passes_the_bounds_from_the_config(served, tmp_path):
     work = workflow_copy(tmp_path / "wf")
     with FileServer(served) as srv:
         url = f"{srv.url}/points.geojson"
-        files = {"sized.geojson": {"url": url, "sha256": PAYLOAD_SHA, "size": len(PAYLOAD)},
-                 "wrong.geojson": {"url": url, "sha256": PAYLOAD_SHA, "size": 10}}
+        files = {
+            "sized.geojson": {"url": url, "sha256": PAYLOAD_SHA, "size": len(PAYLOAD)},
+            "wrong.geojson": {"url": url, "sha256": PAYLOAD_SHA, "size": 10},
+        }
         (work / "extra.yaml").write_text(yaml.safe_dump({"downloads": {"files": files}}))
-        (work / "capped.yaml").write_text(yaml.safe_dump({"downloads": {"max_size_mb": 0.001, "files": {
-            "capped.geojson": {"url": url, "sha256": PAYLOAD_SHA}}}}))
-        run = snakemake(work, pinned("sized.geojson"), pinned("wrong.geojson"), "--keep-going", "--cores", "1",
-                        "--configfile", "extra.yaml")
+        (work / "capped.yaml").write_text(
+            yaml.safe_dump(
+                {"downloads": {"max_size_mb": 0.001, "files": {"capped.geojson": {"url": url, "sha256": PAYLOAD_SHA}}}}
+            )
+        )
+        run = snakemake(
+            work,
+            pinned("sized.geojson"),
+            pinned("wrong.geojson"),
+            "--keep-going",
+            "--cores",
+            "1",
+            "--configfile",
+            "extra.yaml",
+        )
         capped = snakemake(work, pinned("capped.geojson"), "--cores", "1", "--configfile", "capped.yaml")
     assert run.returncode != 0 and capped.returncode != 0
     assert (work / pinned("sized.geojson")).read_bytes() == PAYLOAD

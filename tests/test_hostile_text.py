@@ -1,7 +1,7 @@
 """Hostile text: credentials in every written form of a URL, damaged input files, misspelt config keys.
 
-Redaction (garimpo.redact): each hostile string must come out without its secret, in messages and in
-tracebacks printed by a logging handler. Input files (garimpo.vector, garimpo.points): each damaged or
+Redaction (garimpo.imagery.redact): each hostile string must come out without its secret, in messages and in
+tracebacks printed by a logging handler. Input files (garimpo.geo.vector, garimpo.training.points): each damaged or
 empty file is an InputDataError naming the file, the config key and what to do. Config: an unknown key
 in any section is refused, named with its section.
 """
@@ -12,7 +12,7 @@ import itertools
 import json
 import logging
 import zipfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -21,18 +21,17 @@ import pyogrio.raw
 import pytest
 import shapely
 import yaml
+from conftest import EPSG, ORIGIN, make_item
 from rasterio.enums import Resampling
 from shapely.geometry import box, mapping
 from snakemake.utils import update_config
 
-from garimpo.cli_config import config_error
+from garimpo.config import config_error
 from garimpo.errors import InputDataError
-from garimpo.points import load_point_sources
-from garimpo.redact import RedactFilter, install_redaction, redact, redact_url
-from garimpo.stac import ImageryAccessError, RetryPolicy, Source, read_band
-from garimpo.vector import read_polygon_features, read_polygons, read_region
-
-from conftest import EPSG, ORIGIN, make_item
+from garimpo.geo.vector import read_polygon_features, read_polygons, read_region
+from garimpo.imagery.redact import RedactFilter, install_redaction, redact, redact_url
+from garimpo.imagery.stac import ImageryAccessError, RetryPolicy, Source, read_band
+from garimpo.training.points import load_point_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "config" / "schema.yaml"
@@ -40,10 +39,14 @@ SECRET = "S3cr3tT0k3n"
 
 # ---- redaction: every textual form of a signed URL ------------------------------------------------------
 
-SAS = ("sv=2021-06-08&st=2024-01-01T00%3A00%3A00Z&se=2024-01-02T00%3A00%3A00Z&sr=c&sp=rl&skoid=a1&sktid=b2"
-       f"&skt=2024-01-01&ske=2024-01-02&sks=b&skv=2021-06-08&sig={SECRET}%2Bq%3D")
-AWS = (f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA{SECRET}%2F20240101%2Fus-east-1%2Fs3%2Faws4_request"
-       f"&X-Amz-Date=20240101T000000Z&X-Amz-Expires=3600&X-Amz-Security-Token={SECRET}&X-Amz-Signature={SECRET}")
+SAS = (
+    "sv=2021-06-08&st=2024-01-01T00%3A00%3A00Z&se=2024-01-02T00%3A00%3A00Z&sr=c&sp=rl&skoid=a1&sktid=b2"
+    f"&skt=2024-01-01&ske=2024-01-02&sks=b&skv=2021-06-08&sig={SECRET}%2Bq%3D"
+)
+AWS = (
+    f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA{SECRET}%2F20240101%2Fus-east-1%2Fs3%2Faws4_request"
+    f"&X-Amz-Date=20240101T000000Z&X-Amz-Expires=3600&X-Amz-Security-Token={SECRET}&X-Amz-Signature={SECRET}"
+)
 # Where the secret sits in a URL: the query (Planetary Computer SAS, AWS presigned, generic names), the
 # userinfo, the fragment.
 PLACES = [
@@ -90,36 +93,45 @@ def test_no_secret_survives_redaction(place):
     assert not leaks, f"{len(leaks)} of {len(SCHEMES) * len(FORMS) * len(CONTEXTS)}: {leaks[:3]}"
 
 
-@pytest.mark.parametrize("text", [
-    f"GET /sentinel2-l2/B04.tif?st=2024&se=2024&sp=r&sig={SECRET} HTTP/1.1",  # urllib3's debug line: no scheme
-    f"send: b'GET /a.tif?X-Amz-Signature={SECRET}&X-Amz-Credential={SECRET} HTTP/1.1'",
-    f"token={SECRET} expires soon",
-    f"params {{'sig': '{SECRET}', 'se': '2024'}}",
-    f'{{"token": "{SECRET}", "msft:expiry": "2024-01-02T00:00:00Z"}}',
-    f"Authorization: Bearer {SECRET}",
-    f"headers={{'Authorization': 'SharedKey acct:{SECRET}'}}",
-    f"Ocp-Apim-Subscription-Key: {SECRET}",
-    f"/vsicurl?url=https%3A%2F%2Fh%2Fa.tif&header.Authorization=Bearer%20{SECRET}",
-    f"sas token sv=2021&sig%3D{SECRET}",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"GET /sentinel2-l2/B04.tif?st=2024&se=2024&sp=r&sig={SECRET} HTTP/1.1",  # urllib3's debug line: no scheme
+        f"send: b'GET /a.tif?X-Amz-Signature={SECRET}&X-Amz-Credential={SECRET} HTTP/1.1'",
+        f"token={SECRET} expires soon",
+        f"params {{'sig': '{SECRET}', 'se': '2024'}}",
+        f'{{"token": "{SECRET}", "msft:expiry": "2024-01-02T00:00:00Z"}}',
+        f"Authorization: Bearer {SECRET}",
+        f"headers={{'Authorization': 'SharedKey acct:{SECRET}'}}",
+        f"Ocp-Apim-Subscription-Key: {SECRET}",
+        f"/vsicurl?url=https%3A%2F%2Fh%2Fa.tif&header.Authorization=Bearer%20{SECRET}",
+        f"sas token sv=2021&sig%3D{SECRET}",
+    ],
+)
 def test_secrets_outside_a_url_are_masked(text):
     assert SECRET not in redact(text)
 
 
-@pytest.mark.parametrize("text", [
-    "results/regions/amazon/tiles.json: 12 tiles of 20 km",
-    "/data/B04.tif [config regions.x]: field 'nome' not found; the file has ['name']. Fix `field` in the config.",
-    "STAC search at https://planetarycomputer.microsoft.com/api/stac/v1: 12 items",
-    "basic checks passed; 3 of 4 keys used",
-    "C:\\Users\\ana\\regions\\amazon.gpkg (layer 'ti')",
-    "100% done, 50%-quantile 0.3, NDVI < 0.5",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "results/regions/amazon/tiles.json: 12 tiles of 20 km",
+        "/data/B04.tif [config regions.x]: field 'nome' not found; the file has ['name']. Fix `field` in the config.",
+        "STAC search at https://planetarycomputer.microsoft.com/api/stac/v1: 12 items",
+        "basic checks passed; 3 of 4 keys used",
+        "C:\\Users\\ana\\regions\\amazon.gpkg (layer 'ti')",
+        "100% done, 50%-quantile 0.3, NDVI < 0.5",
+    ],
+)
 def test_ordinary_text_is_left_alone(text):
     assert redact(text) == text
 
 
-@pytest.mark.parametrize("text", ["a" * 200_000, "a-" * 100_000, "key " * 50_000, "%3F" * 50_000,
-                                  "https:" * 40_000, "'sig'" * 40_000])
+@pytest.mark.parametrize(
+    "text",
+    ["a" * 200_000, "a-" * 100_000, "key " * 50_000, "%3F" * 50_000, "https:" * 40_000, "'sig'" * 40_000],
+    ids=["letters", "dashes", "words", "encoded", "schemes", "quoted"],
+)
 def test_redaction_stays_linear_on_long_text(text):
     """A megabyte-scale traceback is redacted in well under a second, not quadratic time."""
     import time
@@ -151,8 +163,9 @@ def _signed(i=0):
 
 
 def _open_asset(href):
-    raise OSError(f"'/vsicurl/{href}' not recognized as a supported file format; also tried "
-                  f"/vsicurl?url={quote(href, safe='')}")
+    raise OSError(
+        f"'/vsicurl/{href}' not recognized as a supported file format; also tried /vsicurl?url={quote(href, safe='')}"
+    )
 
 
 def test_a_handler_with_the_filter_prints_no_secret_in_message_args_traceback_or_stack(tmp_path):
@@ -190,8 +203,9 @@ def test_the_filter_formats_the_traceback_once_and_drops_exc_info():
     except OSError:
         import sys
 
-        record = logging.LogRecord("rasterio._env", logging.ERROR, __file__, 1, "GDAL: %s", (_signed(),),
-                                   sys.exc_info())
+        record = logging.LogRecord(
+            "rasterio._env", logging.ERROR, __file__, 1, "GDAL: %s", (_signed(),), sys.exc_info()
+        )
     assert RedactFilter().filter(record)
     assert record.exc_info is None and record.args == ()
     assert "OSError" in record.exc_text and SECRET not in record.exc_text and SECRET not in record.msg
@@ -200,24 +214,27 @@ def test_the_filter_formats_the_traceback_once_and_drops_exc_info():
 
 def _item(tmp_path):
     dn = {"B04": np.full((16, 16), 1500, dtype=np.uint16)}
-    return make_item(tmp_path, "S2_1", datetime(2023, 3, 1, tzinfo=timezone.utc), "05.09", 1.0, dn,
-                     np.full((8, 8), 4, dtype=np.uint8))
+    return make_item(
+        tmp_path, "S2_1", datetime(2023, 3, 1, tzinfo=UTC), "05.09", 1.0, dn, np.full((8, 8), 4, dtype=np.uint8)
+    )
 
 
-@pytest.mark.parametrize("sign", [
-    lambda href: f"{href}?st=2024&sig={SECRET}",  # a local path with a token: GDAL names it in its error
-    lambda href: "/vsicurl?url=" + quote(f"http://127.0.0.1:9/c/B04.tif?st=2024&sig={SECRET}", safe=""),
-])
+@pytest.mark.parametrize(
+    "sign",
+    [
+        lambda href: f"{href}?st=2024&sig={SECRET}",  # a local path with a token: GDAL names it in its error
+        lambda href: "/vsicurl?url=" + quote(f"http://127.0.0.1:9/c/B04.tif?st=2024&sig={SECRET}", safe=""),
+    ],
+)
 def test_rasterio_errors_and_gdal_log_lines_name_no_secret(tmp_path, caplog, sign):
     """A read that GDAL refuses: the ImageryAccessError and every log line (DEBUG included) are redacted."""
     from affine import Affine
 
-    from garimpo.raster import Grid
+    from garimpo.geo.raster import Grid
 
     caplog.set_level(logging.DEBUG)
     item = _item(tmp_path)
-    source = Source("local", str(tmp_path / "catalog.json"), retry=RetryPolicy(attempts=1, base_delay=0.0),
-                    signer=sign)
+    source = Source("local", str(tmp_path / "catalog.json"), retry=RetryPolicy(attempts=1, base_delay=0.0), signer=sign)
     grid = Grid(EPSG, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), 8, 8)
     with pytest.raises(ImageryAccessError) as info:
         read_band(item, source, "B04", grid, Resampling.nearest, key="B04")
@@ -242,8 +259,15 @@ def _feature(name, geom=SQUARE):
 
 def _write_shapefile(path, names=("a",)):
     wkb = np.array([shapely.to_wkb(SQUARE)] * len(names), dtype=object)
-    pyogrio.raw.write(path, wkb, [np.array(names, dtype=object)], fields=["name"], geometry_type="Polygon",
-                      crs="EPSG:4326", driver="ESRI Shapefile")
+    pyogrio.raw.write(
+        path,
+        wkb,
+        [np.array(names, dtype=object)],
+        fields=["name"],
+        geometry_type="Polygon",
+        crs="EPSG:4326",
+        driver="ESRI Shapefile",
+    )
     return path
 
 
@@ -254,7 +278,8 @@ def _damaged(tmp_path, kind) -> Path:
         (p := tmp_path / "region.geojson").write_bytes(b"")
     elif kind == "html":
         (p := tmp_path / "region.geojson").write_text(
-            "<!DOCTYPE html>\n<html><head><title>503 Service Unavailable</title></head><body></body></html>")
+            "<!DOCTYPE html>\n<html><head><title>503 Service Unavailable</title></head><body></body></html>"
+        )
     elif kind == "cut-geojson":
         (p := tmp_path / "region.geojson").write_text(good[: len(good) // 2])
     elif kind == "no-shx":
@@ -286,12 +311,15 @@ DAMAGED = {  # kind -> what the message says is wrong
 
 
 @pytest.mark.parametrize("kind", DAMAGED)
-@pytest.mark.parametrize("reader, key", [
-    (lambda p, k: read_region(p, key=k), "regions.amazon"),
-    (lambda p, k: read_polygons(p, key=k), "negatives.protected_areas"),
-    (lambda p, k: read_polygon_features(p, key=k), "encroachment.areas"),
-    (lambda p, k: load_point_sources([{"path": str(p)}], None, k), "positives.points"),
-])
+@pytest.mark.parametrize(
+    "reader, key",
+    [
+        (lambda p, k: read_region(p, key=k), "regions.amazon"),
+        (lambda p, k: read_polygons(p, key=k), "negatives.protected_areas"),
+        (lambda p, k: read_polygon_features(p, key=k), "encroachment.areas"),
+        (lambda p, k: load_point_sources([{"path": str(p)}], None, k), "positives.points"),
+    ],
+)
 def test_a_damaged_file_names_itself_its_key_and_what_to_do(tmp_path, kind, reader, key):
     path = _damaged(tmp_path, kind)
     with pytest.raises(InputDataError) as info:
@@ -304,8 +332,11 @@ def test_a_damaged_file_names_itself_its_key_and_what_to_do(tmp_path, kind, read
 
 def test_a_cut_geojson_says_where_and_that_it_was_cut_short(tmp_path):
     path = _damaged(tmp_path, "cut-geojson")
-    with pytest.raises(InputDataError, match=r"not valid JSON: .* \(line 1, column \d+, at the very end of the "
-                                             r"file: it was probably cut short\)"):
+    with pytest.raises(
+        InputDataError,
+        match=r"not valid JSON: .* \(line 1, column \d+, at the very end of the "
+        r"file: it was probably cut short\)",
+    ):
         read_region(path, key="regions.amazon")
 
 
@@ -323,17 +354,22 @@ def test_a_damaged_download_is_to_be_deleted_and_fetched_again(tmp_path, kind, m
     assert f"It is a downloaded input: delete {path} and run the workflow again" in msg, msg
 
 
-@pytest.mark.parametrize("content, says", [
-    (_fc(), "the layer holds no features (an empty FeatureCollection?)"),
-    (_fc(_feature("a", None), _feature("b", None)), "none of the 2 feature(s) has a geometry (all null)"),
-])
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        (_fc(), "the layer holds no features (an empty FeatureCollection?)"),
+        (_fc(_feature("a", None), _feature("b", None)), "none of the 2 feature(s) has a geometry (all null)"),
+    ],
+)
 def test_an_empty_or_geometryless_layer_is_refused_for_every_polygon_input(tmp_path, content, says):
     path = tmp_path / "areas.geojson"
     path.write_text(content)
-    for call in (lambda: read_region(path, key="regions.amazon"),
-                 lambda: read_polygons(path, key="negatives.protected_areas"),  # was: sampled all study_bounds
-                 lambda: read_polygons(path, key="negatives.urban_mask"),
-                 lambda: read_polygon_features(path, key="encroachment.areas")):
+    for call in (
+        lambda: read_region(path, key="regions.amazon"),
+        lambda: read_polygons(path, key="negatives.protected_areas"),  # was: sampled all study_bounds
+        lambda: read_polygons(path, key="negatives.urban_mask"),
+        lambda: read_polygon_features(path, key="encroachment.areas"),
+    ):
         with pytest.raises(InputDataError) as info:
             call()
         assert says in str(info.value) and str(path) in str(info.value)
@@ -343,8 +379,11 @@ def test_an_empty_or_geometryless_layer_is_refused_for_every_polygon_input(tmp_p
 def test_an_empty_point_file_is_named(tmp_path):
     path = tmp_path / "mines.geojson"
     path.write_text(_fc())
-    with pytest.raises(InputDataError, match=r"mines.geojson \[config positives.points\[0\]\]: the file holds no "
-                                             r"points"):
+    with pytest.raises(
+        InputDataError,
+        match=r"mines.geojson \[config positives.points\[0\]\]: the file holds no "
+        r"points",
+    ):
         load_point_sources([{"path": str(path)}], None, "positives.points")
 
 
@@ -372,23 +411,30 @@ def test_a_shapefile_without_its_dbf_reads_shapes_but_refuses_a_selection(tmp_pa
     with caplog.at_level(logging.WARNING):
         assert read_region(path, key="regions.x").area > 0
     assert "region.dbf is missing" in caplog.text
-    with pytest.raises(InputDataError, match=r"field 'name' not found; the file has no fields at all: its \.dbf is "
-                                             r"missing"):
+    with pytest.raises(
+        InputDataError,
+        match=r"field 'name' not found; the file has no fields at all: its \.dbf is "
+        r"missing",
+    ):
         read_region(path, "name", "a", key="regions.x")
 
 
 def test_a_damaged_file_deep_in_the_reader_is_still_an_input_data_error(tmp_path, monkeypatch):
     """Whatever GDAL, GEOS or PROJ raise past the reading itself comes out named, not bare."""
-    import garimpo.vector as vector
+    import garimpo.geo.vector as vector
 
     path = tmp_path / "region.geojson"
     path.write_text(_fc(_feature("a")))
+
     def broken_wkb(wkb):
         raise shapely.errors.GEOSException("ParseException: Unexpected EOF parsing WKB")
 
     monkeypatch.setattr(vector.shapely, "from_wkb", broken_wkb)
-    with pytest.raises(InputDataError, match=r"region.geojson.*\[config regions.x\]: cannot be read as a vector "
-                                             r"file: GEOSException: ParseException"):
+    with pytest.raises(
+        InputDataError,
+        match=r"region.geojson.*\[config regions.x\]: cannot be read as a vector "
+        r"file: GEOSException: ParseException",
+    ):
         read_region(path, key="regions.x")
 
 
@@ -401,14 +447,17 @@ def _config():
     return config
 
 
-@pytest.mark.parametrize("section, typo, meant", [
-    ("classifier.lr_scheduler", "patiense", "patience"),
-    ("classifier.threshold", "methd", "method"),
-    ("proposer.spectral", "bsi_mn", "bsi_min"),
-    ("proposer.segformer", "hubid", "hub_id"),
-    ("demo_world", "sed", "seed"),
-    ("publishing", "atribution", "attribution"),
-])
+@pytest.mark.parametrize(
+    "section, typo, meant",
+    [
+        ("classifier.lr_scheduler", "patiense", "patience"),
+        ("classifier.threshold", "methd", "method"),
+        ("proposer.spectral", "bsi_mn", "bsi_min"),
+        ("proposer.segformer", "hubid", "hub_id"),
+        ("demo_world", "sed", "seed"),
+        ("publishing", "atribution", "attribution"),
+    ],
+)
 def test_a_misspelt_key_is_refused_naming_it_and_its_section(section, typo, meant):
     config = copy.deepcopy(_config())
     node = config
@@ -416,8 +465,10 @@ def test_a_misspelt_key_is_refused_naming_it_and_its_section(section, typo, mean
         node = node.setdefault(part, {})
     node[typo] = 1
     msg = config_error(config, SCHEMA)
-    assert msg.startswith(f"config {section}: Additional properties are not allowed ('{typo}' was unexpected); "
-                          f"the keys allowed under {section} are "), msg
+    assert msg.startswith(
+        f"config {section}: Additional properties are not allowed ('{typo}' was unexpected); "
+        f"the keys allowed under {section} are "
+    ), msg
     assert f"(did you mean '{meant}'?)" in msg
 
 

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from garimpo.indices import bsi, mndwi, ndvi, ndwi, normalized_difference
+from garimpo.pixels.indices import bsi, mndwi, ndvi, ndwi, normalized_difference
 
 
 def _px(**vals: float) -> dict[str, np.ndarray]:

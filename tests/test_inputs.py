@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from garimpo.download import RetryPolicy, download, sha256_file
 from garimpo.errors import ChecksumError, DownloadError
+from garimpo.imagery.download import RetryPolicy, download, sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 PAYLOAD = b'{"type": "FeatureCollection", "features": []}\n' * 200
@@ -43,8 +43,7 @@ class FileServer:
         self._server.daemon_threads = True
         self._server.block_on_close = False
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def __enter__(self):
         self._thread.start()
@@ -224,10 +223,13 @@ def test_an_unreachable_host_is_retried_then_reported(tmp_path):
     assert not (tmp_path / "points.geojson").exists()
 
 
-@pytest.mark.parametrize("sha, url, match", [
-    ("abc", "https://example.org/x.geojson", "64 hexadecimal"),
-    (PAYLOAD_SHA, "ftp://example.org/x.geojson", "scheme"),
-])
+@pytest.mark.parametrize(
+    "sha, url, match",
+    [
+        ("abc", "https://example.org/x.geojson", "64 hexadecimal"),
+        (PAYLOAD_SHA, "ftp://example.org/x.geojson", "scheme"),
+    ],
+)
 def test_bad_pins_are_refused_before_any_request(tmp_path, sha, url, match):
     with pytest.raises(DownloadError, match=match):
         download(url, tmp_path / "x.geojson", sha, sleep=Sleeps())
@@ -283,8 +285,9 @@ def test_default_config_pins_every_input_it_uses():
     for path in used:
         assert path.startswith("resources/downloads/") and Path(path).name in files, path
     for name, spec in files.items():
-        assert re.fullmatch(r"https://raw\.githubusercontent\.com/earthrise-media/mining-detector/[0-9a-f]{40}/\S+",
-                            spec["url"]), name
+        assert re.fullmatch(
+            r"https://raw\.githubusercontent\.com/earthrise-media/mining-detector/[0-9a-f]{40}/\S+", spec["url"]
+        ), name
         assert spec["url"].endswith("/" + name) and re.fullmatch(r"[0-9a-f]{64}", spec["sha256"]), name
         assert spec["licence"] == "CC-BY-4.0" and "Earth Genome, Amazon Mining Watch" in spec["attribution"]
     assert set(cfg["regions"]) >= {"amazon", "tapajos", "yanomami", "munduruku"}
@@ -312,8 +315,9 @@ def test_smaller_regions_plan_from_an_empty_folder(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     assert "Missing input files" not in out, out[-6000:]
-    assert planned_downloads(out) == sorted(DEFAULT_TRAINING_INPUTS + [pinned("tapajos_basin.geojson"),
-                                                                       pinned("yanomami_and_munduruku.geojson")])
+    assert planned_downloads(out) == sorted(
+        DEFAULT_TRAINING_INPUTS + [pinned("tapajos_basin.geojson"), pinned("yanomami_and_munduruku.geojson")]
+    )
     assert re.search(r"^region_tiles\s+3\s*$", out, re.M), out[-3000:]  # one tile list per region
 
 
@@ -321,10 +325,14 @@ def test_the_download_rule_fetches_checks_and_refuses(served, tmp_path):
     """The rule itself, on the local server: a good pin lands, a bad one fails with its message in the log."""
     work = workflow_copy(tmp_path / "wf")
     with FileServer(served) as srv:
-        extra = {"downloads": {"files": {
-            "good.geojson": {"url": f"{srv.url}/points.geojson", "sha256": PAYLOAD_SHA},
-            "bad.geojson": {"url": f"{srv.url}/points.geojson", "sha256": WRONG_SHA},
-        }}}
+        extra = {
+            "downloads": {
+                "files": {
+                    "good.geojson": {"url": f"{srv.url}/points.geojson", "sha256": PAYLOAD_SHA},
+                    "bad.geojson": {"url": f"{srv.url}/points.geojson", "sha256": WRONG_SHA},
+                }
+            }
+        }
         (work / "extra.yaml").write_text(yaml.safe_dump(extra))
         good = snakemake(work, pinned("good.geojson"), "--cores", "1", "--configfile", "extra.yaml")
         bad = snakemake(work, pinned("bad.geojson"), "--cores", "1", "--configfile", "extra.yaml")

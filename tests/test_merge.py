@@ -1,4 +1,4 @@
-"""Rule merge_detections (garimpo.merge): the streamed merge gives what merging every tile in memory gave,
+"""Rule merge_detections (garimpo.detection.merge): the streamed merge gives what merging every tile in memory gave,
 holds one tile's scores at a time, and tells a region never seen (no clear pixel) from one with no mining."""
 
 import json
@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import shapely
 
-from garimpo.bench_merge import MODEL_ID, region_box, write_region
-from garimpo.detect import chip_features, load_chip_scores
+from garimpo.detection.chip_scores import chip_features, load_chip_scores
+from garimpo.detection.merge import merge_region
+from garimpo.detection.polygons import area_ha, clip_to_cell, dissolve, dual_threshold
 from garimpo.errors import NoImageryError
-from garimpo.geo import feature, feature_collection, write_geojson
-from garimpo.merge import merge_region
-from garimpo.postprocess import area_ha, clip_to_cell, dissolve, dual_threshold
-from garimpo.tiling import region_tiles, tile_cell, write_tile_list
+from garimpo.geo.cells import region_tiles, tile_cell, write_tile_list
+from garimpo.geo.geojson import feature, feature_collection, write_geojson
+from garimpo.synthetic.merge_bench import MODEL_ID, region_box, write_region
 
 SIZE = 5000.0  # 5 km cells: 6 tiles of ~1,250 chips each (48 px chips, 24 px stride)
 LOW, HIGH = 0.55, 0.775
@@ -63,28 +63,41 @@ def _reference_merge_tiles(per_tile_features, size_m, low, high, gap_m=0.0, id_p
 def _reference_merge_region(paths, region, name, size_m, model_id, low, high, gap_m, require_seed):
     """scripts/merge_detections.py before issue 17: every tile's scores loaded, then merged."""
     scans = [load_chip_scores(p) for p in paths]
-    per_tile = {s.provenance["tile"]: chip_features(s, low, {k: s.provenance[k] for k in
-                                                             ("scene_ids", "dates", "model_id", "config_hash")})
-                for s in scans}
+    per_tile = {
+        s.provenance["tile"]: chip_features(
+            s, low, {k: s.provenance[k] for k in ("scene_ids", "dates", "model_id", "config_hash")}
+        )
+        for s in scans
+    }
     merged = _reference_merge_tiles(per_tile, size_m, low, high, gap_m, require_seed=require_seed)
     inside = []
     for f in merged:
         geom = f["geometry"].intersection(region)
         if not geom.is_empty and geom.area > 0:
-            inside.append({"geometry": geom, "properties": {**f["properties"], "label": "mining",
-                                                            "threshold": low, "isolated_threshold": high}})
-    metadata = {"region": name, "tiles": len(scans), "tile_size_m": size_m,
-                "scene_ids": sorted({i for s in scans for i in s.provenance["scene_ids"]}),
-                "dates": sorted({d for s in scans for d in s.provenance["dates"]}),
-                "threshold": low, "isolated_threshold": high, "require_seed": require_seed,
-                "chips_classified": sum(len(s.scores) for s in scans), "model_id": model_id}
+            inside.append(
+                {
+                    "geometry": geom,
+                    "properties": {**f["properties"], "label": "mining", "threshold": low, "isolated_threshold": high},
+                }
+            )
+    metadata = {
+        "region": name,
+        "tiles": len(scans),
+        "tile_size_m": size_m,
+        "scene_ids": sorted({i for s in scans for i in s.provenance["scene_ids"]}),
+        "dates": sorted({d for s in scans for d in s.provenance["dates"]}),
+        "threshold": low,
+        "isolated_threshold": high,
+        "require_seed": require_seed,
+        "chips_classified": sum(len(s.scores) for s in scans),
+        "model_id": model_id,
+    }
     return inside, metadata
 
 
 @pytest.mark.parametrize("gap_m, require_seed", [(0.0, False), (200.0, True)])
 def test_streamed_merge_equals_merging_every_tile_in_memory(chips, region, gap_m, require_seed):
-    want, want_meta = _reference_merge_region(chips, region, "synth", SIZE, MODEL_ID, LOW, HIGH, gap_m,
-                                              require_seed)
+    want, want_meta = _reference_merge_region(chips, region, "synth", SIZE, MODEL_ID, LOW, HIGH, gap_m, require_seed)
     got, meta = merge_region(chips[::-1], region, "synth", SIZE, MODEL_ID, LOW, HIGH, gap_m, require_seed)
     assert [f["properties"] for f in got] == [f["properties"] for f in want]
     assert [shapely.to_wkb(f["geometry"]) for f in got] == [shapely.to_wkb(f["geometry"]) for f in want]
@@ -124,7 +137,7 @@ def test_some_tiles_without_a_clear_pixel_are_warned_about_and_listed(region, tm
     empty = [tiles[0], tiles[4]]
     # Brute force classifies a blank scene's chips too, all alike: here over the threshold.
     paths = write_region(tmp_path, region, SIZE, mines=12, seed=3, empty_tiles=empty, blank_score=0.9)
-    with caplog.at_level(logging.WARNING, logger="garimpo.merge"):
+    with caplog.at_level(logging.WARNING, logger="garimpo.detection.merge"):
         feats, meta = merge_region(paths, region, "synth", SIZE, MODEL_ID, LOW, HIGH)
     assert meta["tiles_without_data"] == sorted(empty) and meta["tiles_with_data"] == 4 and meta["tiles"] == 6
     assert feats and not any(set(f["properties"]["tiles"]) & set(empty) for f in feats)  # no blank "mines"
@@ -140,13 +153,27 @@ def _fake_snakemake(tmp_path, region, paths):
     write_geojson(tmp_path / "region.geojson", feature_collection([feature(region, {"name": "synth"})]))
     (tmp_path / "config.json").write_text(json.dumps({"model_id": MODEL_ID, "threshold": LOW}))
     return SimpleNamespace(
-        input=SimpleNamespace(tiles=str(tmp_path / "tiles.json"), chips=[str(p) for p in paths],
-                              region=str(tmp_path / "region.geojson"), model=str(tmp_path / "config.json")),
-        output=[str(tmp_path / "out" / "synth.geojson")], log=[str(tmp_path / "merge.log")],
-        params=SimpleNamespace(detection={"threshold": None, "isolated_threshold": HIGH, "tta": False,
-                                          "gap_m": 0.0, "require_seed": False},
-                               region={}, attribution="test"),
-        wildcards=SimpleNamespace(region="synth"))
+        input=SimpleNamespace(
+            tiles=str(tmp_path / "tiles.json"),
+            chips=[str(p) for p in paths],
+            region=str(tmp_path / "region.geojson"),
+            model=str(tmp_path / "config.json"),
+        ),
+        output=[str(tmp_path / "out" / "synth.geojson")],
+        log=[str(tmp_path / "merge.log")],
+        params=SimpleNamespace(
+            detection={
+                "threshold": None,
+                "isolated_threshold": HIGH,
+                "tta": False,
+                "gap_m": 0.0,
+                "require_seed": False,
+            },
+            region={},
+            attribution="test",
+        ),
+        wildcards=SimpleNamespace(region="synth"),
+    )
 
 
 def test_rule_fails_on_a_region_without_any_clear_pixel_naming_it_and_what_to_do(region, tmp_path):

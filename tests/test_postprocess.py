@@ -7,10 +7,18 @@ import pytest
 import shapely
 from shapely.geometry import box
 
-from garimpo.geo import reproject
-from garimpo.postprocess import (area_ha, clip_to_cell, detection_thresholds, dissolve, dual_threshold, from_geojson,
-                                 merge_tiles, to_geojson)
-from garimpo.tiling import region_tiles, tile_cell
+from garimpo.detection.polygons import (
+    area_ha,
+    clip_to_cell,
+    detection_thresholds,
+    dissolve,
+    dual_threshold,
+    from_geojson,
+    merge_tiles,
+    to_geojson,
+)
+from garimpo.geo.cells import region_tiles, tile_cell
+from garimpo.geo.geojson import reproject
 
 SIZE = 100_000.0
 WEST, EAST = "W0054S0006", "W0053S0006"  # side by side (south-west Pará)
@@ -19,8 +27,10 @@ LOW, HIGH = 0.5, 0.8
 
 
 def feat(geom, score, scene="S2A_T21MXN_20240715", date="2024-07-15", model="segformer-b0", cfg="abc123"):
-    return {"geometry": geom, "properties": {"score": score, "scene_ids": [scene], "dates": [date],
-                                             "model_id": model, "config_hash": cfg}}
+    return {
+        "geometry": geom,
+        "properties": {"score": score, "scene_ids": [scene], "dates": [date], "model_id": model, "config_hash": cfg},
+    }
 
 
 def corner():
@@ -45,8 +55,10 @@ def test_mine_straddling_a_tile_edge_becomes_one_polygon_with_its_own_area():
     lon, lat = corner()
     mine = box(lon - 0.004, lat - 0.30, lon + 0.006, lat - 0.293)  # ~1.1 km x 0.8 km across the W/E edge
     # Each tile saw it whole (margin), on its own pixel grid: the east copy has extra vertices.
-    per_tile = {WEST: [feat(mine, 0.9, scene="S2A_west")],
-                EAST: [feat(shapely.segmentize(mine, 0.0007), 0.85, scene="S2B_east", date="2024-08-01")]}
+    per_tile = {
+        WEST: [feat(mine, 0.9, scene="S2A_west")],
+        EAST: [feat(shapely.segmentize(mine, 0.0007), 0.85, scene="S2B_east", date="2024-08-01")],
+    }
     out = merge_tiles(per_tile, SIZE, LOW, HIGH)
     assert len(out) == 1
     f = out[0]
@@ -66,8 +78,9 @@ def test_each_tile_contributes_only_its_own_cells_view_of_a_straddling_mine():
     west_view = box(lon - 0.004, lat - 0.300, lon + 0.006, lat - 0.293)
     east_view = box(lon - 0.003, lat - 0.301, lon + 0.006, lat - 0.293)  # resampled differently: 0.001° taller
     out = merge_tiles({WEST: [feat(west_view, 0.9)], EAST: [feat(east_view, 0.9)]}, SIZE, LOW, HIGH)
-    expected = shapely.union_all([box(lon - 0.004, lat - 0.300, lon, lat - 0.293),
-                                  box(lon, lat - 0.301, lon + 0.006, lat - 0.293)])
+    expected = shapely.union_all(
+        [box(lon - 0.004, lat - 0.300, lon, lat - 0.293), box(lon, lat - 0.301, lon + 0.006, lat - 0.293)]
+    )
     assert len(out) == 1 and out[0]["geometry"].geom_type == "Polygon"
     assert out[0]["properties"]["area_ha"] == pytest.approx(area_ha(expected), rel=1e-6)
     # Not the union of both views (that would add the east view's strip west of the edge).
@@ -95,8 +108,14 @@ def test_dual_threshold_isolated_needs_high_adjacent_parts_need_low():
     below_low = box(lon - 0.3, lat - 0.6, lon - 0.296, lat - 0.596)
     straddling_weak = box(lon - 0.002, lat - 0.6, lon + 0.002, lat - 0.596)  # one chip seen by both tiles
     per_tile = {
-        WEST: [feat(lone_weak, 0.7), feat(lone_strong, 0.85), feat(pair[0], 0.6), feat(pair[1], 0.55),
-               feat(below_low, 0.45), feat(straddling_weak, 0.7)],
+        WEST: [
+            feat(lone_weak, 0.7),
+            feat(lone_strong, 0.85),
+            feat(pair[0], 0.6),
+            feat(pair[1], 0.55),
+            feat(below_low, 0.45),
+            feat(straddling_weak, 0.7),
+        ],
         EAST: [feat(straddling_weak, 0.75)],
     }
     out = merge_tiles(per_tile, SIZE, LOW, HIGH)
@@ -108,10 +127,12 @@ def test_dual_threshold_isolated_needs_high_adjacent_parts_need_low():
     assert [f["properties"]["id"] for f in out] == ["det-00001", "det-00002"]
     assert out[0]["properties"]["score"] == 0.85  # ids in order of decreasing score
     # The same rule applied directly to dissolved groups.
-    groups = [{"geometry": lone_weak, "properties": {"score": 0.79, "n_parts": 1}},
-              {"geometry": lone_strong, "properties": {"score": 0.8, "n_parts": 1}},
-              {"geometry": pair[0], "properties": {"score": 0.51, "n_parts": 2}},
-              {"geometry": pair[1], "properties": {"score": 0.49, "n_parts": 3}}]
+    groups = [
+        {"geometry": lone_weak, "properties": {"score": 0.79, "n_parts": 1}},
+        {"geometry": lone_strong, "properties": {"score": 0.8, "n_parts": 1}},
+        {"geometry": pair[0], "properties": {"score": 0.51, "n_parts": 2}},
+        {"geometry": pair[1], "properties": {"score": 0.49, "n_parts": 3}},
+    ]
     assert [f["properties"]["score"] for f in dual_threshold(groups, LOW, HIGH)] == [0.8, 0.51]
     # Hysteresis: a group of weak chips with no seed >= HIGH goes too, whatever its size.
     assert [f["properties"]["score"] for f in dual_threshold(groups, LOW, HIGH, require_seed=True)] == [0.8]
@@ -123,8 +144,11 @@ def test_dual_threshold_isolated_needs_high_adjacent_parts_need_low():
 
 def test_dissolve_aggregates_properties():
     a, b, c = box(0, 0, 0.01, 0.01), box(0.01, 0, 0.03, 0.01), box(1, 1, 1.01, 1.01)
-    feats = [feat(a, 0.6, scene="s1", date="2024-06-01"), feat(b, 0.9, scene="s2", date="2024-09-30", model="other"),
-             feat(c, 0.7, scene="s3")]
+    feats = [
+        feat(a, 0.6, scene="s1", date="2024-06-01"),
+        feat(b, 0.9, scene="s2", date="2024-09-30", model="other"),
+        feat(c, 0.7, scene="s3"),
+    ]
     out = dissolve(feats)
     assert len(out) == 2
     p = out[0]["properties"]
@@ -156,8 +180,11 @@ def test_dissolve_thousands_of_chips_quickly():
     for i in range(0, 120, 3):  # cluster rows: 2x2 touching chips, then a gap column
         for j in range(0, 120, 3):
             if (i // 3) % 2 == 0:
-                geoms += [box(j * step + dj * step, -i * step - di * step, (j + dj + 1) * step, (-i - di + 1) * step)
-                          for di in (0, 1) for dj in (0, 1)]
+                geoms += [
+                    box(j * step + dj * step, -i * step - di * step, (j + dj + 1) * step, (-i - di + 1) * step)
+                    for di in (0, 1)
+                    for dj in (0, 1)
+                ]
             else:
                 geoms.append(box(j * step, -i * step, (j + 1) * step, (-i + 1) * step))
             expected_groups += 1
@@ -235,8 +262,11 @@ def test_detection_thresholds_derive_a_safe_pair_and_name_both_keys_of_a_bad_one
     with pytest.raises(ValueError, match=r"detection.isolated_threshold 0.6 is below detection.threshold 0.9"):
         detection_thresholds(0.9, 0.6, 0.5)
     # threshold null: the checkpoint's threshold is in force, and the message says so.
-    with pytest.raises(ValueError, match=r"isolated_threshold 0.6 is below the threshold in force, 0.7: "
-                                         r"detection.threshold is null"):
+    with pytest.raises(
+        ValueError,
+        match=r"isolated_threshold 0.6 is below the threshold in force, 0.7: "
+        r"detection.threshold is null",
+    ):
         detection_thresholds(None, 0.6, 0.7)
     with pytest.raises(ValueError, match=r"detection.isolated_threshold 1.2 is above 1"):
         detection_thresholds(0.5, 1.2)

@@ -8,9 +8,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # never touch the network, even by accident
 import numpy as np
 import pytest
 
-from garimpo.errors import ModelLoadError
-from garimpo.indices import ndvi
-from garimpo.proposers import (
+from garimpo.detection.proposers import (
     DEFAULT_SPECTRAL,
     label_zones,
     propose,
@@ -18,6 +16,8 @@ from garimpo.proposers import (
     smooth_mask,
     spectral_candidates,
 )
+from garimpo.errors import ModelLoadError
+from garimpo.pixels.indices import ndvi
 
 BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
 FOREST = dict(B02=0.02, B03=0.045, B04=0.025, B08=0.30, B11=0.14, B12=0.06)
@@ -238,7 +238,7 @@ def test_propose_dispatch(scene):
 try:  # torch/transformers are only needed for the model proposer; spectral tests run without them
     import torch
 
-    from garimpo.segformer import (
+    from garimpo.detection.segformer import (
         IMAGENET_MEAN,
         IMAGENET_STD,
         SegformerProposer,
@@ -442,11 +442,12 @@ def test_uncached_hub_id_offline_raises_model_load_error():
 @pytestmark_torch
 def test_suspicious_classes_checked_against_the_model_labels_when_it_loads(tiny_segformer_dir):
     """An ADE20K-style label map with LoveDA's class names must fail at load, listing the model's labels."""
+    from garimpo.detection.segformer import check_labels
     from garimpo.errors import InputDataError
-    from garimpo.segformer import check_labels
 
-    ok = SegformerProposer.from_pretrained(str(tiny_segformer_dir), device="cpu",
-                                           suspicious_classes=["barren", "water"])
+    ok = SegformerProposer.from_pretrained(
+        str(tiny_segformer_dir), device="cpu", suspicious_classes=["barren", "water"]
+    )
     assert ok.suspicious_ids(["barren", "water"]) == [3, 4]
     with pytest.raises(InputDataError, match=r"'sand'.*proposer.segformer.suspicious_classes"):
         SegformerProposer.from_pretrained(str(tiny_segformer_dir), device="cpu", suspicious_classes=["sand"])
@@ -472,8 +473,8 @@ def test_fetch_refuses_a_model_without_the_suspicious_classes(tiny_segformer_dir
 
     import huggingface_hub
 
+    from garimpo.detection.segformer import fetch_segformer
     from garimpo.errors import InputDataError
-    from garimpo.segformer import fetch_segformer
 
     def fake_download(repo_id, local_dir, allow_patterns):  # what the hub would put there
         shutil.copytree(tiny_segformer_dir, local_dir, dirs_exist_ok=True)

@@ -8,7 +8,7 @@ import json
 import logging
 import shutil
 import xml.etree.ElementTree as ET
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -18,26 +18,37 @@ import pytest
 import rasterio
 from affine import Affine
 from pyproj import Transformer
-
-from garimpo import radiometry as R
-from garimpo.errors import InputDataError, NoImageryError
-from garimpo.raster import Grid, read_raster
-from garimpo.scene import write_composite
-from garimpo.stac import (ImageryRequest, RetryPolicy, Source, fetch_composite, find_asset, plan_item, provenance,
-                          radiometry_record, read_item, select_items, unique_acquisitions)
-from garimpo.tiles import _cache_key, fetch_point_tiles
-
 from stac_server import StacServer
+
+from garimpo.errors import InputDataError, NoImageryError
+from garimpo.geo.raster import Grid, read_raster
+from garimpo.imagery import radiometry as R
+from garimpo.imagery.composite import write_composite
+from garimpo.imagery.stac import (
+    ImageryRequest,
+    RetryPolicy,
+    Source,
+    fetch_composite,
+    find_asset,
+    plan_item,
+    provenance,
+    radiometry_record,
+    read_item,
+    select_items,
+    unique_acquisitions,
+)
+from garimpo.training.images import _cache_key, fetch_point_tiles
 
 BANDS = ("B02", "B03", "B04", "B08")
 RIGHT = {"B02": 0.0200, "B03": 0.0400, "B04": 0.0300, "B08": 0.3000}
 REQ = ImageryRequest(BANDS, ("2023-01-01", "2023-12-31"), 50.0)
 CASE_GRID = Grid("EPSG:32721", Affine(10, 0, 600000, 0, -10, 9320000), 32, 32)  # every case granule
 FAST = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.05, timeout=5.0)
-WHEN = datetime(2023, 7, 15, tzinfo=timezone.utc)
+WHEN = datetime(2023, 7, 15, tzinfo=UTC)
 
 
 # ---- the rule, unit by unit ------------------------------------------------------------------
+
 
 def _asset(scale=None, offset=None, nodata=None):
     band = {k: v for k, v in (("scale", scale), ("offset", offset), ("nodata", nodata)) if v is not None}
@@ -45,8 +56,9 @@ def _asset(scale=None, offset=None, nodata=None):
 
 
 def test_flag_beats_raster_bands_which_beat_baseline_which_beats_date():
-    es_l2a = R.decide("a", {R.ES_OFFSET_APPLIED: True, "s2:processing_baseline": "05.09"}, WHEN,
-                      _asset(0.0001, -0.1, 0))
+    es_l2a = R.decide(
+        "a", {R.ES_OFFSET_APPLIED: True, "s2:processing_baseline": "05.09"}, WHEN, _asset(0.0001, -0.1, 0)
+    )
     assert (es_l2a.scale, es_l2a.offset, es_l2a.nodata) == (0.0001, 0.0, 0.0)
     assert es_l2a.rule == "earthsearch:boa_offset_applied"
     c1 = R.decide("b", {"s2:processing_baseline": "05.09"}, WHEN, _asset(0.0001, -0.1, 0))
@@ -54,7 +66,7 @@ def test_flag_beats_raster_bands_which_beat_baseline_which_beats_date():
     flag_false = R.decide("c", {R.ES_OFFSET_APPLIED: False}, WHEN, _asset(0.0001, 0.0))
     assert (flag_false.offset, flag_false.rule) == (0.0, "raster:bands")
     # Baseline 05.xx (Collection-1 reprocessing) carries the offset even for a 2019 acquisition.
-    old_date = datetime(2019, 6, 29, tzinfo=timezone.utc)
+    old_date = datetime(2019, 6, 29, tzinfo=UTC)
     reproc = R.decide("d", {"s2:processing_baseline": "05.00"}, old_date, {})
     assert (reproc.offset, reproc.rule) == (-0.1, "processing_baseline>=04.00")
     pre = R.decide("e", {"s2:processing_baseline": "02.12"}, WHEN, _asset(nodata=0))  # nodata only: no scaling
@@ -77,7 +89,7 @@ def test_baseline_from_properties_and_ids():
     # keeps the offset (the user test's catalog, B04 0.1300 instead of 0.0300 when only the date was read).
     item_id = "S2A_MSIL2A_20210710T140000_N0400_R067_T21MXN_20210710T180000"
     assert R.processing_baseline({}, item_id) == (4, 0)
-    when = datetime(2021, 7, 10, tzinfo=timezone.utc)
+    when = datetime(2021, 7, 10, tzinfo=UTC)
     assert R.decide(item_id, {}, when, None).rule == R.RULE_BASELINE_NEW
     with pytest.raises(InputDataError, match="item x: s2:processing_baseline 'new'"):
         R.processing_baseline({"s2:processing_baseline": "new"}, "x")
@@ -140,9 +152,12 @@ def test_every_recorded_sentinel2_item_gets_its_rule_and_assets(shared_dir):
             assert plan.radiometry["B04"].nodata == 0 and plan.scl_nodata == 0  # from its raster:bands
         assert plan.scl in ("SCL", "scl") and find_asset(item, "B8A") in ("B8A", "nir08")
         seen.add((feature["collection"], rule))
-    assert seen == {("sentinel-2-l2a", "earthsearch:boa_offset_applied"), ("sentinel-2-c1-l2a", "raster:bands"),
-                    ("sentinel-2-l2a", "processing_baseline<04.00"),
-                    ("sentinel-s2-l2a-cogs", "processing_baseline<04.00")}
+    assert seen == {
+        ("sentinel-2-l2a", "earthsearch:boa_offset_applied"),
+        ("sentinel-2-c1-l2a", "raster:bands"),
+        ("sentinel-2-l2a", "processing_baseline<04.00"),
+        ("sentinel-s2-l2a-cogs", "processing_baseline<04.00"),
+    }
 
 
 def test_earth_search_band_names_matched_by_spectrum(shared_dir):
@@ -151,14 +166,23 @@ def test_earth_search_band_names_matched_by_spectrum(shared_dir):
     item = pystac.Item.from_dict(next(f for f in doc["features"] if f["collection"] == "sentinel-2-l2a"))
     assert item.assets["red"].extra_fields["eo:bands"][0]["name"] == "red"
     assert [find_asset(item, b) for b in ("B02", "B04", "B05", "B07", "B08", "B8A", "B11", "B12", "SCL")] == [
-        "blue", "red", "rededge1", "rededge3", "nir", "nir08", "swir16", "swir22", "scl"]
+        "blue",
+        "red",
+        "rededge1",
+        "rededge3",
+        "nir",
+        "nir08",
+        "swir16",
+        "swir22",
+        "scl",
+    ]
 
 
 def test_band_names_wavelengths_and_keys():
     """By name (any spelling), by spectrum (nearest centre, common name agreeing), never a multi-band asset."""
     from pystac.extensions.eo import Band
 
-    from garimpo.stac import band_of
+    from garimpo.imagery.stac import band_of
 
     assert band_of(Band({"name": "B8A"})) == ("B8A", 0) and band_of(Band({"name": "b4"})) == ("B04", 0)
     assert band_of(Band({"name": "nir08", "common_name": "nir08", "center_wavelength": 0.865})) == ("B8A", 1)
@@ -180,10 +204,13 @@ def test_collection_item_assets_fill_in_for_items_without_raster_bands(shared_di
     """A local catalog whose collection (Earth Search c1's, recorded) declares raster:bands in item_assets."""
     colls = json.loads((shared_dir / "data/stac-real/earth-search_collections_q-sentinel.json").read_text())
     c1 = next(c for c in colls["collections"] if c["id"] == "sentinel-2-c1-l2a")
-    collection = pystac.Collection("sentinel-2-c1-l2a", "c1", pystac.Extent(
-        pystac.SpatialExtent([[-180, -90, 180, 90]]), pystac.TemporalExtent([[None, None]])))
+    collection = pystac.Collection(
+        "sentinel-2-c1-l2a",
+        "c1",
+        pystac.Extent(pystac.SpatialExtent([[-180, -90, 180, 90]]), pystac.TemporalExtent([[None, None]])),
+    )
     collection.extra_fields["item_assets"] = c1["item_assets"]
-    item = pystac.Item("S2B_T21MXN_20190715T135000_L2A", None, None, datetime(2019, 7, 15, tzinfo=timezone.utc), {})
+    item = pystac.Item("S2B_T21MXN_20190715T135000_L2A", None, None, datetime(2019, 7, 15, tzinfo=UTC), {})
     for key in ("red", "scl"):
         item.add_asset(key, pystac.Asset(f"./{key}.tif", media_type=pystac.MediaType.COG))
     collection.add_item(item)
@@ -195,6 +222,7 @@ def test_collection_item_assets_fill_in_for_items_without_raster_bands(shared_di
 
 
 # ---- the real-world cases, read as a user's run reads them ---------------------------------------
+
 
 def _case(shared_dir: Path, name: str) -> tuple[Path, str]:
     folder = next((shared_dir / "cases/real-world/stac").glob(f"{name}*"))
@@ -227,8 +255,15 @@ def _all_paths(src: Source, tmp_path: Path) -> dict:
     scene_used = write_composite(tmp_path / "scene.tif", src, REQ, CASE_GRID, block_px=16)
     with rasterio.open(tmp_path / "scene.tif") as ds:
         scene, scene_tags = ds.read(), ds.tags()
-    return {"tile": tile, "index": index, "image": image, "used": used, "scene": scene, "scene_tags": scene_tags,
-            "scene_used": scene_used}
+    return {
+        "tile": tile,
+        "index": index,
+        "image": image,
+        "used": used,
+        "scene": scene,
+        "scene_tags": scene_tags,
+        "scene_used": scene_used,
+    }
 
 
 @pytest.mark.parametrize("name, rule", [("01", "earthsearch:boa_offset_applied"), ("02", "raster:bands")])
@@ -309,8 +344,10 @@ def test_case_04_one_acquisition_listed_twice_counts_once(shared_dir, tmp_path, 
     assert set(out["index"].scene_ids[0].split(";")) == kept
     assert {i.id for i in out["used"]} == kept and {i.id for i in out["scene_used"]} == kept
     assert len(json.loads(out["tile"].tags["radiometry"])) == 3
-    assert any("S2A_21MXN_20230710_0_L2A" in r.getMessage() and "S2A_21MXN_20230710_1_L2A" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "S2A_21MXN_20230710_0_L2A" in r.getMessage() and "S2A_21MXN_20230710_1_L2A" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_newest_processing_wins_by_baseline_then_sequence_then_updated():
@@ -326,6 +363,7 @@ def test_newest_processing_wins_by_baseline_then_sequence_then_updated():
 
 
 # ---- the plausibility check and the cache key -------------------------------------------------------
+
 
 def _case01_without_flag(shared_dir: Path, tmp_path: Path) -> Path:
     """Case 01 with its flag removed: its raster:bands offset -0.1 then applies twice (B04 -0.07)."""
@@ -363,6 +401,7 @@ def test_tile_cache_key_follows_the_radiometry_rule(shared_dir):
 
 # ---- real Sentinel-2 bytes -----------------------------------------------------------------------
 
+
 def _catalog_of(item: pystac.Item, folder: Path) -> Path:
     catalog = pystac.Catalog(item.id, "test catalog over real bytes")
     catalog.add_item(item)
@@ -387,8 +426,7 @@ def test_real_earth_search_cogs_29RKH(shared_dir, tmp_path):
     assert {r.rule for r in plan.radiometry.values()} == {"raster:bands"}
     refl, clear = read_item(item, src, ("B02", "B04", "B08"), grid, plan=plan)
     for i, (p1, p50, p99) in enumerate(((1012, 1666, 2639), (2108, 3414, 4424), (2403, 3906, 5072))):
-        np.testing.assert_allclose(np.nanpercentile(refl[i], [1, 50, 99]), np.array([p1, p50, p99]) / 1e4,
-                                   atol=1e-6)
+        np.testing.assert_allclose(np.nanpercentile(refl[i], [1, 50, 99]), np.array([p1, p50, p99]) / 1e4, atol=1e-6)
     image, used = fetch_composite(src, ImageryRequest(("B04",), ("2020-01-01", "2020-12-31"), 50.0), grid)
     assert [u.id for u in used] == [item.id]
     assert float(np.nanmedian(image[0])) == pytest.approx(0.3414, abs=0.002)  # clouds (SCL 8-10) masked
@@ -405,16 +443,28 @@ def _safe_item(granule: Path) -> pystac.Item:
     assert set(offsets.values()) == {R.BOA_ADD_OFFSET_DN} and quantification * R.DN_SCALE == 1.0
     w, n, px, size = 499980, 5900040, 60, 1830
     lon, lat = Transformer.from_crs("EPSG:32629", "EPSG:4326", always_xy=True).transform(
-        [w, w + px * size, w + px * size, w], [n - px * size, n - px * size, n, n])
+        [w, w + px * size, w + px * size, w], [n - px * size, n - px * size, n, n]
+    )
     ring = [[lon[i], lat[i]] for i in (0, 1, 2, 3, 0)]
-    item = pystac.Item("S2A_MSIL2A_20221005T115411_R023_T29UNU_20221005T164454", {"type": "Polygon",
-                       "coordinates": [ring]}, [min(lon), min(lat), max(lon), max(lat)],
-                       datetime(2022, 10, 5, 11, 54, 11, tzinfo=timezone.utc),
-                       {"s2:processing_baseline": baseline, "eo:cloud_cover": 59.8, "platform": "Sentinel-2A",
-                        "s2:mgrs_tile": "29UNU"})
+    item = pystac.Item(
+        "S2A_MSIL2A_20221005T115411_R023_T29UNU_20221005T164454",
+        {"type": "Polygon", "coordinates": [ring]},
+        [min(lon), min(lat), max(lon), max(lat)],
+        datetime(2022, 10, 5, 11, 54, 11, tzinfo=UTC),
+        {
+            "s2:processing_baseline": baseline,
+            "eo:cloud_cover": 59.8,
+            "platform": "Sentinel-2A",
+            "s2:mgrs_tile": "29UNU",
+        },
+    )
     for band in ("B02", "B03", "B04", "B8A", "B11", "SCL"):
-        item.add_asset(band, pystac.Asset(str(granule / f"T29UNU_20221005T115411_{band}_60m.jp2"),
-                                          media_type="image/jp2", roles=["data"]))
+        item.add_asset(
+            band,
+            pystac.Asset(
+                str(granule / f"T29UNU_20221005T115411_{band}_60m.jp2"), media_type="image/jp2", roles=["data"]
+            ),
+        )
     return item
 
 
@@ -422,13 +472,18 @@ def test_real_safe_granule_T29UNU_baseline_04_00(shared_dir, tmp_path):
     """Baseline 04.00: reflectance = (DN - 1000) / 10000; vegetation B8A 0.4082, water B04 0.0119 (README)."""
     granule = shared_dir / "data/s2-real/T29UNU_20221005_N0400"
     item = _safe_item(granule)
-    assert radiometry_record(item, ("B04", "B8A")) == {"item": item.id, "rule": "processing_baseline>=04.00",
-                                                       "scale": 0.0001, "offset": -0.1}
+    assert radiometry_record(item, ("B04", "B8A")) == {
+        "item": item.id,
+        "rule": "processing_baseline>=04.00",
+        "scale": 0.0001,
+        "offset": -0.1,
+    }
     src = Source.from_config({"kind": "local", "url": str(_catalog_of(item, tmp_path / "cat"))})
     grid = Grid("EPSG:32629", Affine(60, 0, 499980, 0, -60, 5900040), 1830, 1830)
     bands = ("B02", "B04", "B8A")
-    used = write_composite(tmp_path / "scene.tif", src, ImageryRequest(bands, ("2022-10-01", "2022-10-31"), 80.0),
-                           grid)  # the detection path, block by block
+    used = write_composite(
+        tmp_path / "scene.tif", src, ImageryRequest(bands, ("2022-10-01", "2022-10-31"), 80.0, cloud_buffer_m=0), grid
+    )  # the detection path, block by block
     assert [u.id for u in used] == [item.id]
     with rasterio.open(tmp_path / "scene.tif") as ds:
         scene = ds.read()

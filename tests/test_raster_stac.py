@@ -1,14 +1,13 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 from affine import Affine
+from conftest import EPSG, ORIGIN
 
 from garimpo.errors import NoImageryError
-from garimpo.raster import Grid, read_raster, tile_grid, utm_epsg, write_raster
-from garimpo.stac import ImageryRequest, Source, composite, fetch_composite, plan_item, search_items
-
-from conftest import EPSG, ORIGIN
+from garimpo.geo.raster import Grid, read_raster, tile_grid, utm_epsg, write_raster
+from garimpo.imagery.stac import ImageryRequest, Source, composite, fetch_composite, plan_item, search_items
 
 
 def test_utm_epsg_for_amazon_points():
@@ -59,10 +58,12 @@ def test_baseline_offset_removed_and_cloud_masked(tiny_catalog):
     src = Source.from_config({"kind": "local", "url": str(path)})
     items = search_items(src, [-180, -90, 180, 90], ["2021-01-01", "2025-12-31"], 20)
     # Offsets from each item's processing baseline (03.01: none; 05.09: ESA's -1000 DN).
-    assert [(plan_item(i, ["B04"]).radiometry["B04"].offset, plan_item(i, ["B04"]).radiometry["B04"].rule)
-            for i in items] == [(0.0, "processing_baseline<04.00"), (-0.1, "processing_baseline>=04.00")]
+    assert [
+        (plan_item(i, ["B04"]).radiometry["B04"].offset, plan_item(i, ["B04"]).radiometry["B04"].rule) for i in items
+    ] == [(0.0, "processing_baseline<04.00"), (-0.1, "processing_baseline>=04.00")]
     grid = Grid(EPSG, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), 64, 64)
-    req = ImageryRequest(("B04", "B08"), ("2021-01-01", "2025-12-31"), 20, "median")
+    # No cloud buffer: the masks below are the SCL's own, pixel for pixel.
+    req = ImageryRequest(("B04", "B08"), ("2021-01-01", "2025-12-31"), 20, "median", cloud_buffer_m=0)
     image, used = fetch_composite(src, req, grid)
     assert image.shape == (2, 64, 64)
     # Both dates agree after harmonisation: the median sits on the true reflectance.
@@ -71,7 +72,7 @@ def test_baseline_offset_removed_and_cloud_masked(tiny_catalog):
     # The cloud (0.5 reflectance) of the 2023 scene never reaches the composite.
     assert image[0, :16, :16].max() < 0.05
     # Only the new scene: cloudy pixels stay NaN.
-    new_only = ImageryRequest(("B04",), ("2023-01-01", "2025-12-31"), 20, "least_cloudy")
+    new_only = ImageryRequest(("B04",), ("2023-01-01", "2025-12-31"), 20, "least_cloudy", cloud_buffer_m=0)
     img2, used2 = fetch_composite(src, new_only, grid)
     assert [u.id for u in used2] == ["S2B_NEW"]
     assert np.isnan(img2[0, :16, :16]).all() and np.isfinite(img2[0, 20:, 20:]).all()
@@ -101,21 +102,29 @@ def test_earth_search_asset_keys_found_and_no_collection_name_rule():
     import pystac
 
     from garimpo.errors import InputDataError
-    from garimpo.stac import find_asset
+    from garimpo.imagery.stac import find_asset
 
-    item = pystac.Item("x", None, None, datetime(2023, 7, 1, tzinfo=timezone.utc), {})
+    item = pystac.Item("x", None, None, datetime(2023, 7, 1, tzinfo=UTC), {})
     for key in ("blue", "red", "nir", "nir08", "scl"):
         item.add_asset(key, pystac.Asset(f"{key}.tif", media_type=pystac.MediaType.COG))
     assert [find_asset(item, b) for b in ("B02", "B04", "B08", "B8A", "SCL", "B11")] == [
-        "blue", "red", "nir", "nir08", "scl", None]
-    es = Source.from_config({"kind": "earth_search", "url": "https://example.invalid", "collection": "sentinel-2-c1-l2a"})
+        "blue",
+        "red",
+        "nir",
+        "nir08",
+        "scl",
+        None,
+    ]
+    es = Source.from_config(
+        {"kind": "earth_search", "url": "https://example.invalid", "collection": "sentinel-2-c1-l2a"}
+    )
     assert not hasattr(es, "harmonized")
     with pytest.raises(InputDataError, match="harmonized is gone"):
         Source.from_config({"kind": "earth_search", "url": "https://example.invalid", "harmonized": True})
 
 
 def test_clear_mask_buffers_clouds_not_nodata():
-    from garimpo.stac import clear_mask
+    from garimpo.imagery.stac import clear_mask
 
     scl = np.full((9, 9), 4, np.uint8)
     scl[4, 4] = 9  # one cloudy pixel
@@ -134,7 +143,7 @@ def test_tile_cache_resumes_and_is_not_stale(tiny_catalog, tmp_path):
 
     import pandas as pd
 
-    from garimpo.tiles import fetch_point_tiles
+    from garimpo.training.images import fetch_point_tiles
 
     path, _ = tiny_catalog
     src = Source.from_config({"kind": "local", "url": str(path)})
@@ -159,12 +168,11 @@ def test_tile_cache_resumes_and_is_not_stale(tiny_catalog, tmp_path):
 def test_window_across_utm_zones_is_seamless(tmp_path):
     """Two granules in zones 21S and 22S, pixel values a smooth function of longitude: a tile across the
     zone edge (-54 degrees) read through the warped path shows no seam, gap or jump."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     import pystac
-    from pyproj import Transformer
-
     from conftest import make_item
+    from pyproj import Transformer
 
     def ramp(epsg, x0, y0, n=300):
         xs = x0 + (np.arange(n) + 0.5) * 10
@@ -176,7 +184,7 @@ def test_window_across_utm_zones_is_seamless(tmp_path):
     to22 = Transformer.from_crs("EPSG:4326", "EPSG:32722", always_xy=True)
     x21, y21 = to21.transform(-54.0, -6.0)
     x22, y22 = to22.transform(-54.0, -6.0)
-    when = datetime(2023, 7, 15, tzinfo=timezone.utc)
+    when = datetime(2023, 7, 15, tzinfo=UTC)
     catalog = pystac.Catalog("zones", "two UTM zones")
     scl = np.full((150, 150), 4, np.uint8)
     # Like real MGRS granules they overlap: the zone 21 one runs 500 m past the zone edge.
@@ -184,8 +192,9 @@ def test_window_across_utm_zones_is_seamless(tmp_path):
     o22 = (round(x22 / 10) * 10, round(y22 / 10) * 10 + 1500.0)
     for item_id, epsg, origin in (("T21", "EPSG:32721", o21), ("T22", "EPSG:32722", o22)):
         dn = ramp(epsg, *origin)
-        catalog.add_item(make_item(tmp_path / "a", item_id, when, "05.09", 1.0, {"B04": dn}, scl, origin=origin,
-                                   epsg=epsg))
+        catalog.add_item(
+            make_item(tmp_path / "a", item_id, when, "05.09", 1.0, {"B04": dn}, scl, origin=origin, epsg=epsg)
+        )
     catalog.normalize_hrefs(str(tmp_path / "cat"))
     catalog.save(pystac.CatalogType.SELF_CONTAINED)
     src = Source.from_config({"kind": "local", "url": str(tmp_path / "cat" / "catalog.json")})
@@ -205,13 +214,15 @@ def test_blockwise_composite_equals_whole_grid_composite(tiny_catalog, tmp_path)
     """Written block by block (bounded memory), the scene is the same as composited at once."""
     import rasterio
 
-    from garimpo.scene import write_composite
+    from garimpo.imagery.composite import write_composite
 
     path, _ = tiny_catalog
     src = Source.from_config({"kind": "local", "url": str(path)})
     # 70 x 66 px: larger than the data (64 x 64, the rest is NaN) and not a multiple of the block.
     grid = Grid(EPSG, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), 70, 66)
+    # The default cloud buffer (100 m = 10 px) reaches across the 24 px blocks' edges.
     req = ImageryRequest(("B04", "B08"), ("2021-01-01", "2025-12-31"), 20, "median")
+    assert req.cloud_buffer_m == 100
     whole, used = fetch_composite(src, req, grid)
     out = tmp_path / "scene.tif"
     blocks_used = write_composite(out, src, req, grid, block_px=24)

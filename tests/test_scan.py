@@ -1,4 +1,4 @@
-"""Streaming two-stage scan (garimpo.scan), the bench tile generator and the bench's JSON line."""
+"""Streaming two-stage scan (garimpo.detection.scan), the bench tile generator and the bench's JSON line."""
 
 import json
 import sys
@@ -11,15 +11,14 @@ import rasterio
 import torch
 from torch import nn
 
-from garimpo import bench_world as bw
 from garimpo.classifier.infer import predict_proba
-from garimpo.detect import extract_chip, prepare_chips
-from garimpo.proposers import propose
-from garimpo.raster import read_raster, write_raster
-from garimpo.scan import (
+from garimpo.detection.chip_scores import extract_chip, prepare_chips
+from garimpo.detection.proposers import propose
+from garimpo.detection.scan import (
     Lattice,
     ScanResult,
     _Batch,
+    band_indexes,
     block_mean_nan,
     boxes_touching,
     brute_force_scan,
@@ -30,14 +29,22 @@ from garimpo.scan import (
     match_chips,
     prefetch,
     read_reflectance,
-    band_indexes,
     rebatch,
     two_stage_scan,
 )
+from garimpo.geo.raster import read_raster, write_raster
+from garimpo.synthetic import bench_world as bw
 
 BANDS = ["B02", "B03", "B04", "B08", "B11", "B12"]
-META = {"bands": BANDS, "input_size": 48, "low": [0.03, 0.05, 0.03, 0.2, 0.12, 0.05],
-        "high": [0.12, 0.15, 0.18, 0.32, 0.3, 0.24], "mean": [0.5] * 6, "std": [0.25] * 6, "threshold": 0.5}
+META = {
+    "bands": BANDS,
+    "input_size": 48,
+    "low": [0.03, 0.05, 0.03, 0.2, 0.12, 0.05],
+    "high": [0.12, 0.15, 0.18, 0.32, 0.3, 0.24],
+    "mean": [0.5] * 6,
+    "std": [0.25] * 6,
+    "threshold": 0.5,
+}
 STATS = {"bands": {b: {"p2": lo, "p98": hi} for b, lo, hi in zip(BANDS, META["low"], META["high"])}}
 
 
@@ -47,8 +54,15 @@ class TinyNet(nn.Module):
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2), nn.ReLU(),
-                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 1))
+        self.net = nn.Sequential(
+            nn.Conv2d(6, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, stride=2),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(8, 1),
+        )
 
     def forward(self, x):
         return self.net(x)
@@ -80,8 +94,9 @@ def _key(rows, cols):
     return list(zip(np.asarray(rows).tolist(), np.asarray(cols).tolist()))
 
 
-@pytest.mark.parametrize("shape,block,halo", [((601, 977), 240, 64), ((1000, 1500), 500, 32), ((40, 30), 96, 64),
-                                             ((73, 1000), 100, 0)])
+@pytest.mark.parametrize(
+    "shape,block,halo", [((601, 977), 240, 64), ((1000, 1500), 500, 32), ((40, 30), 96, 64), ((73, 1000), 100, 0)]
+)
 def test_blocks_cover_every_lattice_chip_exactly_once(shape, block, halo):
     lat = Lattice(*shape, chip=48, stride=24)
     seen = []
@@ -118,8 +133,9 @@ def test_match_chips_equals_prepare_chips(scene):
 
 def test_streaming_scan_equals_scoring_the_whole_image(scene, model):
     path, _ = scene
-    res = brute_force_scan(path, model, META, block_px=200, halo=40, channels_last=False, exact_match=True,
-                           batch_size=97)
+    res = brute_force_scan(
+        path, model, META, block_px=200, halo=40, channels_last=False, exact_match=True, batch_size=97
+    )
     r = read_raster(path)
     lat = Lattice(700, 620, 48, 24)
     rows, cols = lat.origins()
@@ -138,7 +154,8 @@ def test_streaming_scan_equals_scoring_the_whole_image(scene, model):
 def test_two_stage_scores_the_candidate_subset_of_brute_force(scene, model):
     path, _ = scene
     brute = brute_force_scan(path, model, META, block_px=480)
-    two = two_stage_scan(path, model, META, block_px=192)
+    # At 10 m, every chip touching a candidate: the reference the whole-image proposer gives.
+    two = two_stage_scan(path, model, META, block_px=192, select="any", decimate=1)
     assert 0 < two.chips_classified < brute.chips_classified
     assert two.classifier_calls == two.chips_classified
     b = dict(zip(_key(brute.rows, brute.cols), brute.scores))
@@ -155,11 +172,11 @@ def test_two_stage_scores_the_candidate_subset_of_brute_force(scene, model):
 
 
 def test_two_stage_centre_selection_sees_every_candidate_pixel_once(scene, model):
-    from garimpo.scan import centre_boxes
+    from garimpo.detection.scan import centre_boxes
 
     path, _ = scene
-    anyc = two_stage_scan(path, model, META, block_px=192)
-    cen = two_stage_scan(path, model, META, block_px=192, select="centre")
+    anyc = two_stage_scan(path, model, META, block_px=192, select="any", decimate=1)
+    cen = two_stage_scan(path, model, META, block_px=192, select="centre", decimate=1)
     a, c = set(_key(anyc.rows, anyc.cols)), set(_key(cen.rows, cen.cols))
     assert c <= a and len(c) < len(a)
     r = read_raster(path)
@@ -169,10 +186,13 @@ def test_two_stage_centre_selection_sees_every_candidate_pixel_once(scene, model
     r0, c0, r1, c1 = (np.clip(v, 0, 10**6) for v in centre_boxes(ii.ravel(), jj.ravel(), lat))
     cover = np.zeros((700, 620), int)
     for k in range(lat.size):
-        cover[r0[k]:r1[k], c0[k]:c1[k]] += 1
+        cover[r0[k] : r1[k], c0[k] : c1[k]] += 1
     assert (cover == 1).all()  # centre squares tile the raster
-    sel = {(int(ii.ravel()[k] * 24), int(jj.ravel()[k] * 24)) for k in range(lat.size)
-           if mask[r0[k]:r1[k], c0[k]:c1[k]].any()}
+    sel = {
+        (int(ii.ravel()[k] * 24), int(jj.ravel()[k] * 24))
+        for k in range(lat.size)
+        if mask[r0[k] : r1[k], c0[k] : c1[k]].any()
+    }
     assert sel == c
 
 
@@ -228,8 +248,21 @@ def test_chip_polygons_union_of_positive_chips_clipped_to_the_raster():
     from affine import Affine
 
     tr = Affine(10, 0, 1000, 0, -10, 5000)
-    res = ScanResult("t", np.array([0, 0, 24, 192, 96]), np.array([0, 24, 24, 192, 96]),
-                     np.array([0.9, 0.8, 0.7, 0.95, 0.1], np.float32), 48, 24, 230, 230, "EPSG:32721", tr, 5, 5, 1.0)
+    res = ScanResult(
+        "t",
+        np.array([0, 0, 24, 192, 96]),
+        np.array([0, 24, 24, 192, 96]),
+        np.array([0.9, 0.8, 0.7, 0.95, 0.1], np.float32),
+        48,
+        24,
+        230,
+        230,
+        "EPSG:32721",
+        tr,
+        5,
+        5,
+        1.0,
+    )
     polys = chip_polygons(res, 0.5)
     assert len(polys) == 2
     big = max(polys, key=lambda p: p["n_chips"])
@@ -245,15 +278,48 @@ def test_bench_prints_a_json_line_with_the_keys(tmp_path):
     import subprocess
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "bench_detect.py"
-    proc = subprocess.run([sys.executable, str(script), "--size", "480", "--bench-dir", str(tmp_path),
-                           "--train-seconds", "3", "--train-size", "640", "--threads", "1", "--no-extras",
-                           "--block-px", "240", "--segformer-train-seconds", "2"], capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--size",
+            "480",
+            "--bench-dir",
+            str(tmp_path),
+            "--train-seconds",
+            "3",
+            "--train-size",
+            "640",
+            "--threads",
+            "1",
+            "--no-extras",
+            "--block-px",
+            "240",
+            "--segformer-train-seconds",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    for k in ("brute_km2_per_core_s", "two_stage_km2_per_core_s", "speedup", "brute_classifier_calls",
-              "two_stage_classifier_calls", "relative_recall", "peak_rss_mb", "tile_px", "tile_km2", "threads",
-              "brute_recall", "two_stage_recall", "brute_seconds", "two_stage_seconds"):
+    for k in (
+        "brute_km2_per_core_s",
+        "two_stage_km2_per_core_s",
+        "speedup",
+        "brute_classifier_calls",
+        "two_stage_classifier_calls",
+        "relative_recall",
+        "peak_rss_mb",
+        "tile_px",
+        "tile_km2",
+        "threads",
+        "brute_recall",
+        "two_stage_recall",
+        "brute_seconds",
+        "two_stage_seconds",
+    ):
         assert k in got, k
     assert got["brute_classifier_calls"] == Lattice(480, 480, 48, 24).size
     assert got["two_stage_classifier_calls"] <= got["brute_classifier_calls"]
@@ -299,7 +365,7 @@ def test_boxes_and_counts_on_a_coarse_mask_equal_the_expanded_mask(f):
     got = boxes_touching(coarse, r0, c0, r1, c1, factor=f, full_shape=(H, W))
     np.testing.assert_array_equal(got, want)
     # brute-force reference for the full-resolution version
-    ref = [full[max(a, 0):max(b, 0), max(c, 0):max(d, 0)].any() for a, c, b, d in zip(r0, c0, r1, c1)]
+    ref = [full[max(a, 0) : max(b, 0), max(c, 0) : max(d, 0)].any() for a, c, b, d in zip(r0, c0, r1, c1)]
     np.testing.assert_array_equal(want, ref)
     for a, b, c, d in [(0, H, 0, W), (5, 77, 13, 170), (1, 2, 3, 4), (100, 100, 0, W)]:
         assert count_in_box(coarse, a, b, c, d, f) == int(full[a:b, c:d].sum())

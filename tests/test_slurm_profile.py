@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import SHARED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,8 +46,16 @@ def test_profile_runs_jobs_through_slurm(slurm_cluster, tmp_path):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    cmd = [sys.executable, "-m", "snakemake", "results/points/positive.csv", "--profile", "profiles/slurm",
-           "--configfile", "config/demo.yaml"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "results/points/positive.csv",
+        "--profile",
+        "profiles/slurm",
+        "--configfile",
+        "config/demo.yaml",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=420)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]

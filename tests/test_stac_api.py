@@ -2,17 +2,24 @@
 retries, search cache, late signing that never leaks the token, end-to-end composite."""
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-
-from garimpo.raster import Grid
-from garimpo.stac import (ImageryAccessError, ImageryRequest, RetryPolicy, Source, fetch_composite, provenance,
-                          redact, search_items)
-
 from conftest import EPSG, ORIGIN, make_item
 from stac_server import StacServer
+
+from garimpo.geo.raster import Grid
+from garimpo.imagery.stac import (
+    ImageryAccessError,
+    ImageryRequest,
+    RetryPolicy,
+    Source,
+    fetch_composite,
+    provenance,
+    redact,
+    search_items,
+)
 
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, timeout=5.0)
 REFL = {"B02": 0.02, "B03": 0.045, "B04": 0.025, "B08": 0.30, "B11": 0.14, "B12": 0.06}
@@ -29,11 +36,13 @@ def scenes(tmp_path_factory):
     for i, cloud in enumerate(clouds):
         dn = {b: np.full((32, 32), v * 10000 + 1000, dtype=np.uint16) for b, v in REFL.items()}
         scl = np.full((16, 16), 4, dtype=np.uint8)
-        items.append(make_item(root, f"S2_2023_{i}", datetime(2023, 3 + i, 10, tzinfo=timezone.utc), "05.09",
-                               cloud, dn, scl))
+        items.append(make_item(root, f"S2_2023_{i}", datetime(2023, 3 + i, 10, tzinfo=UTC), "05.09", cloud, dn, scl))
     dn = {b: np.full((32, 32), v * 10000, dtype=np.uint16) for b, v in REFL.items()}
-    items.append(make_item(root, "S2_2021", datetime(2021, 8, 1, tzinfo=timezone.utc), "03.01", 1.0, dn,
-                           np.full((16, 16), 4, dtype=np.uint8)))
+    items.append(
+        make_item(
+            root, "S2_2021", datetime(2021, 8, 1, tzinfo=UTC), "03.01", 1.0, dn, np.full((16, 16), 4, dtype=np.uint8)
+        )
+    )
     return root, items
 
 
@@ -44,8 +53,7 @@ def grid():
 
 
 def api_source(url, tmp_path=None, **kw):
-    return Source("planetary_computer", url, retry=FAST,
-                  cache_dir=str(tmp_path / "cache") if tmp_path else None, **kw)
+    return Source("planetary_computer", url, retry=FAST, cache_dir=str(tmp_path / "cache") if tmp_path else None, **kw)
 
 
 def test_search_follows_pages_and_filters_cloud(scenes):
@@ -63,9 +71,13 @@ def test_get_search_pagination_and_query_server_side(scenes):
     _, items = scenes
     with StacServer(items, page_size=2) as srv:
         client = pystac_client.Client.open(srv.url)
-        search = client.search(collections=["sentinel-2-l2a"], bbox=grid().bbox_lonlat(), method="GET",
-                               datetime="2023-01-01T00:00:00Z/2023-12-31T23:59:59Z",
-                               query={"eo:cloud_cover": {"lt": 10}})
+        search = client.search(
+            collections=["sentinel-2-l2a"],
+            bbox=grid().bbox_lonlat(),
+            method="GET",
+            datetime="2023-01-01T00:00:00Z/2023-12-31T23:59:59Z",
+            query={"eo:cloud_cover": {"lt": 10}},
+        )
         ids = sorted(it.id for it in search.items())
     assert ids == ["S2_2023_0", "S2_2023_1", "S2_2023_2"]
 
@@ -196,17 +208,16 @@ def test_redact_strips_query_strings():
 def test_window_read_fetches_a_small_fraction_of_a_granule(tmp_path):
     """A 5 km window of a full-size 10 m granule (10980 x 10980 px COG) over HTTP reads only its tiles."""
     from affine import Affine
-
-    from garimpo.raster import tile_grid
-    from garimpo.stac import read_asset
+    from conftest import write_band_cog
     from rasterio.enums import Resampling
 
-    from conftest import write_band_cog
+    from garimpo.geo.raster import tile_grid
+    from garimpo.imagery.stac import read_asset
 
     n = 10980
     rng = np.random.default_rng(0)
     # Noise so deflate cannot shrink the file to nothing: the fraction below is honest.
-    band = (rng.integers(500, 3000, (n, n), dtype=np.uint16))
+    band = rng.integers(500, 3000, (n, n), dtype=np.uint16)
     path = tmp_path / "assets" / "B04.tif"
     write_band_cog(path, band, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]))
     del band

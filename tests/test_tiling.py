@@ -8,10 +8,18 @@ import pytest
 import shapely
 from shapely.geometry import box
 
-from garimpo.geo import geodesic_area_ha, reproject
-from garimpo.tiling import (TILE_ID_PATTERN, parse_tile_id, read_tile_list, region_tiles, tile_cell, tile_id,
-                            tile_processing_grid, write_tile_list)
-from garimpo.vector import read_region
+from garimpo.geo.cells import (
+    TILE_ID_PATTERN,
+    parse_tile_id,
+    read_tile_list,
+    region_tiles,
+    tile_cell,
+    tile_id,
+    tile_processing_grid,
+    write_tile_list,
+)
+from garimpo.geo.geojson import geodesic_area_ha, reproject
+from garimpo.geo.vector import read_region
 
 # WGS 84 and EASE-Grid 2.0 (true scale at 30°): x = a * k0 * lon, k0 = cos 30° / sqrt(1 - e² sin² 30°).
 A = 6378137.0

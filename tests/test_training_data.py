@@ -5,21 +5,20 @@ import numpy as np
 import pandas as pd
 import pytest
 from affine import Affine
+from conftest import EPSG, ORIGIN
 from shapely.geometry import box
 
-from garimpo.augment import AugmentParams, augment
 from garimpo.classifier.evaluation import load_chip_set
 from garimpo.errors import EmptyRegionError, InputDataError
-from garimpo.geo import EARTH_RADIUS_M, geodesic_area_ha
-from garimpo.matching import stretch_to_reference, tile_percentiles
-from garimpo.points import check_coordinates, load_points
-from garimpo.raster import read_raster, write_raster
-from garimpo.sampling import sample_negative_points, sampling_area
-from garimpo.split import assign_split, held_out, spatial_groups
-from garimpo.stats import BandReservoir, band_statistics
-from garimpo.tiles import import_local_images, match_tiles, split_and_augment, write_chip_manifest
-
-from conftest import EPSG, ORIGIN
+from garimpo.geo.geojson import EARTH_RADIUS_M, geodesic_area_ha
+from garimpo.geo.raster import read_raster, write_raster
+from garimpo.pixels.matching import stretch_to_reference, tile_percentiles
+from garimpo.pixels.stats import BandReservoir, band_statistics
+from garimpo.training.augment import AugmentParams, augment
+from garimpo.training.images import import_local_images, match_tiles, split_and_augment, write_chip_manifest
+from garimpo.training.negatives import sample_negative_points, sampling_area
+from garimpo.training.points import check_coordinates, load_points
+from garimpo.training.split import assign_split, held_out, spatial_groups
 
 
 def test_points_csv_messy_rows(tmp_path):
@@ -27,7 +26,7 @@ def test_points_csv_messy_rows(tmp_path):
     p.write_text(
         "name,lat,lon\n"
         "a,-6.25,-56.1\n"
-        "b,\"-6,30\",-56.2\n"  # decimal comma
+        'b,"-6,30",-56.2\n'  # decimal comma
         "c,-45132,-56.3\n"  # lost decimal point
         "d,,-56.3\n"  # missing
         "e,-56.4,-6.4\n"  # swapped? lat -56 is valid; lon -6.4 is outside the bounds
@@ -56,9 +55,17 @@ def test_points_missing_column_and_no_good_row(tmp_path):
 
 def test_points_geojson(tmp_path):
     p = tmp_path / "m.geojson"
-    p.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [-56.1, -6.2]}, "properties": {}},
-        {"type": "Feature", "geometry": None, "properties": {}}]}))
+    p.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {"type": "Feature", "geometry": {"type": "Point", "coordinates": [-56.1, -6.2]}, "properties": {}},
+                    {"type": "Feature", "geometry": None, "properties": {}},
+                ],
+            }
+        )
+    )
     good, bad = load_points(p)
     assert len(good) == 1 and good.iloc[0]["lon"] == -56.1 and bad.iloc[0]["row"] == 2
 
@@ -144,6 +151,7 @@ def test_augment_colour_balance():
         assert np.isnan(out[:, 0, 0]).all() and np.isnan(out[1, 0, 1]) and not np.isnan(out[[0, 2], 0, 1]).any()
     assert AugmentParams().band_gain == 0 and AugmentParams().saturation == 0  # off in the method
 
+
 def test_negative_sampling_respects_area_and_distance():
     area = sampling_area([box(-57, -7, -56, -6)], (-75, -35, -35, 5), [box(-56.6, -6.6, -56.4, -6.4)])
     mines_lon, mines_lat = np.array([-56.8]), np.array([-6.8])
@@ -163,8 +171,9 @@ def test_negative_sampling_respects_area_and_distance():
 def test_spatial_split_keeps_groups_together():
     rng = np.random.default_rng(0)
     n = 200
-    df = pd.DataFrame({"lon": -56 + rng.uniform(0, 1, n), "lat": -6 + rng.uniform(0, 1, n),
-                       "label": rng.integers(0, 2, n)})
+    df = pd.DataFrame(
+        {"lon": -56 + rng.uniform(0, 1, n), "lat": -6 + rng.uniform(0, 1, n), "label": rng.integers(0, 2, n)}
+    )
     split, groups = assign_split(df, 0.2, 20_000, seed=1)
     assert set(split) == {"train", "val"}
     for g in groups.unique():
@@ -181,10 +190,12 @@ def test_spatial_split_keeps_groups_together():
 
 def test_held_out_sources_form_the_test_split():
     rng = np.random.default_rng(3)
-    sources = np.array(["bolivar_pos", "bolivar_neg", "amazon_pos", "amazon_neg", "peru_pos", "peru_neg"] * 20,
-                       dtype=object)
-    df = pd.DataFrame({"lon": np.nan, "lat": np.nan, "source": sources,
-                       "label": [int(s.endswith("pos")) for s in sources]})
+    sources = np.array(
+        ["bolivar_pos", "bolivar_neg", "amazon_pos", "amazon_neg", "peru_pos", "peru_neg"] * 20, dtype=object
+    )
+    df = pd.DataFrame(
+        {"lon": np.nan, "lat": np.nan, "source": sources, "label": [int(s.endswith("pos")) for s in sources]}
+    )
     # One place-group straddles a held-out and a kept source: it must go to test whole.
     df.loc[0, ["lon", "lat"]] = [-56.0, -6.0]
     df.loc[2, ["lon", "lat"]] = [-56.0001, -6.0001]
@@ -231,8 +242,15 @@ def test_local_chips_split_in_runs_of_their_list_with_every_list_validated():
 def test_validation_skips_groups_that_overshoot_and_else_takes_the_smallest():
     # Runs of 20: a 21-chip list has runs of 20 and 1; a 40-chip list two runs of 20.
     sources = ["short"] * 21 + ["long"] * 40
-    df = pd.DataFrame({"path": [f"{s}__{i:04d}" for i, s in enumerate(sources)], "source": sources,
-                       "lon": np.nan, "lat": np.nan, "label": 0})
+    df = pd.DataFrame(
+        {
+            "path": [f"{s}__{i:04d}" for i, s in enumerate(sources)],
+            "source": sources,
+            "lon": np.nan,
+            "lat": np.nan,
+            "label": 0,
+        }
+    )
     for seed in range(5):
         split, groups = assign_split(df, 0.15, 20_000, seed=seed, run_length=20)
         val = split[split == "val"].groupby(df["source"]).size()
@@ -259,8 +277,20 @@ def test_match_split_augment_pipeline(tmp_path):
     for i in range(6):
         for cls in ("pos", "neg"):
             p = _tile(tmp_path / cls / f"{cls}{i}.tif", 0.1 if cls == "pos" else 0.3)
-            rows.append({"tile_id": f"{cls}{i}", "path": str(p), "lon": -56 + i * 0.5, "lat": -6.0, "source": cls,
-                         "scene_ids": "", "dates": "", "cloud_cover": "", "status": "ok", "cls": cls})
+            rows.append(
+                {
+                    "tile_id": f"{cls}{i}",
+                    "path": str(p),
+                    "lon": -56 + i * 0.5,
+                    "lat": -6.0,
+                    "source": cls,
+                    "scene_ids": "",
+                    "dates": "",
+                    "cloud_cover": "",
+                    "status": "ok",
+                    "cls": cls,
+                }
+            )
     idx = pd.DataFrame(rows)
     pos = match_tiles(idx[idx.cls == "pos"].drop(columns="cls"), stats, tmp_path / "m" / "pos")
     neg = match_tiles(idx[idx.cls == "neg"].drop(columns="cls"), stats, tmp_path / "m" / "neg")
@@ -277,8 +307,9 @@ def test_match_split_augment_pipeline(tmp_path):
     val_stems = {p.split("/")[-1][:-4] for p in originals[originals.split == "val"].path}
     assert not any(p.split("/")[-1].rsplit("_aug", 1)[0] in val_stems for p in aug.path)
     # Several writer threads save the same copies (the random draws stay in table order).
-    threaded = split_and_augment(pos, neg, stats, tmp_path / "pa3", tmp_path / "na3", 0.3, 10_000,
-                                 AugmentParams(copies=2), threads=3)
+    threaded = split_and_augment(
+        pos, neg, stats, tmp_path / "pa3", tmp_path / "na3", 0.3, 10_000, AugmentParams(copies=2), threads=3
+    )
     t_aug = threaded[threaded.augmented]
     assert [p.split("/")[-1] for p in t_aug.path] == [p.split("/")[-1] for p in aug.path]
     for a, b in zip(aug.path, t_aug.path):
@@ -287,8 +318,17 @@ def test_match_split_augment_pipeline(tmp_path):
 
     # Held-out sources: in the table as test, never augmented, listed in the chip-set manifest.
     # (The negatives sit in the positives' blocks here; move them so the blocks do not pull positives in.)
-    table = split_and_augment(pos, neg.assign(lat=-8.0), stats, tmp_path / "pa2", tmp_path / "na2", 0.3,
-                              10_000, AugmentParams(copies=2), test_sources=["^neg$"])
+    table = split_and_augment(
+        pos,
+        neg.assign(lat=-8.0),
+        stats,
+        tmp_path / "pa2",
+        tmp_path / "na2",
+        0.3,
+        10_000,
+        AugmentParams(copies=2),
+        test_sources=["^neg$"],
+    )
     assert set(table[table.source == "neg"].split) == {"test"}
     assert not table[table.split == "test"].augmented.any()
     manifest = write_chip_manifest(table, "test", tmp_path / "heldout")
@@ -302,8 +342,21 @@ def test_matching_can_leave_tiles_as_they_are(tmp_path):
 
     stats = {"bands": {b: {"p2": 0.0, "p98": 1.0} for b in ("B02", "B03", "B04")}}
     p = _tile(tmp_path / "t.tif", 0.3)
-    idx = pd.DataFrame([{"tile_id": "t", "path": str(p), "lon": -56.0, "lat": -6.0, "source": "s", "scene_ids": "",
-                         "dates": "", "cloud_cover": "", "status": "ok"}])
+    idx = pd.DataFrame(
+        [
+            {
+                "tile_id": "t",
+                "path": str(p),
+                "lon": -56.0,
+                "lat": -6.0,
+                "source": "s",
+                "scene_ids": "",
+                "dates": "",
+                "cloud_cover": "",
+                "status": "ok",
+            }
+        ]
+    )
     kept = match_tiles(idx, stats, tmp_path / "kept", per_tile=False)
     np.testing.assert_array_equal(read_raster(kept.path[0]).array, read_raster(p).array)
     stretched = match_tiles(idx, stats, tmp_path / "stretched")
@@ -349,13 +402,14 @@ def test_local_images_take_their_source_from_a_manifest(tmp_path):
     for name in ("a.png", "b.png"):
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "positive" / name)
     (root / "manifest.csv").write_text("path,label,source\npositive/a.png,positive,listA\n")
-    idx = import_local_images([{"path": root / "positive", "encoding": "amw_l1c_rgb", "pixel_size_m": 10}],
-                              tmp_path / "out")
+    idx = import_local_images(
+        [{"path": root / "positive", "encoding": "amw_l1c_rgb", "pixel_size_m": 10}], tmp_path / "out"
+    )
     assert dict(zip(idx.tile_id.str[-1], idx.source)) == {"a": "listA", "b": "positive"}  # b: not in the manifest
 
 
 def test_no_point_files_is_an_empty_table():
-    from garimpo.points import load_point_sources
+    from garimpo.training.points import load_point_sources
 
     good, bad = load_point_sources([])
     assert good.empty and bad.empty and "lon" in good.columns

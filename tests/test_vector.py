@@ -1,4 +1,4 @@
-"""User vector and point files: the one reader (garimpo.vector), point tables, and RFC 7946 output.
+"""User vector and point files: the one reader (garimpo.geo.vector), point tables, and RFC 7946 output.
 
 The real-world cases of ../shared/cases/real-world/vector go through the functions the rules call; the
 synthetic cases of the same kinds are written here with pyogrio (GDAL), in tmp_path.
@@ -15,16 +15,23 @@ import pytest
 import shapely
 from shapely.geometry import LinearRing, MultiPolygon, Polygon, box
 
-from garimpo.coordinates import CoordinateError, parse_coordinate
+from garimpo.detection.polygons import to_geojson
 from garimpo.errors import InputDataError
-from garimpo.geo import feature, feature_collection, geodesic_area_ha, reproject, write_geojson
-from garimpo.points import load_point_sources, load_points
-from garimpo.postprocess import to_geojson
-from garimpo.sampling import sampling_area
-from garimpo.tables import sniff_delimiter
-from garimpo.tiling import region_tiles
-from garimpo.vector import (layers, read_polygon_features, read_polygons, read_region, read_vector, source,
-                            source_encoding)
+from garimpo.geo.cells import region_tiles
+from garimpo.geo.coordinates import CoordinateError, parse_coordinate
+from garimpo.geo.geojson import feature, feature_collection, geodesic_area_ha, reproject, write_geojson
+from garimpo.geo.tables import sniff_delimiter
+from garimpo.geo.vector import (
+    layers,
+    read_polygon_features,
+    read_polygons,
+    read_region,
+    read_vector,
+    source,
+    source_encoding,
+)
+from garimpo.training.negatives import sampling_area
+from garimpo.training.points import load_point_sources, load_points
 
 SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
 CASES = "cases/real-world/vector"
@@ -51,24 +58,27 @@ def assert_points(points, expected, tol=1e-6):
 
 @pytest.mark.shared
 def test_semicolon_csv_with_decimal_commas(shared_dir):
-    good, bad = load_point_sources([{"path": str(shared_dir / CASES / "points_semicolon_decimal_comma.csv")}],
-                                   BRAZIL, "positives.points")
+    good, bad = load_point_sources(
+        [{"path": str(shared_dir / CASES / "points_semicolon_decimal_comma.csv")}], BRAZIL, "positives.points"
+    )
     assert_points(good, THREE_POINTS)
     assert bad.empty
 
 
 @pytest.mark.shared
 def test_dms_csv(shared_dir):
-    good, bad = load_point_sources([{"path": str(shared_dir / CASES / "points_dms.csv"), "name_column": "nome"}],
-                                   BRAZIL)
+    good, bad = load_point_sources(
+        [{"path": str(shared_dir / CASES / "points_dms.csv"), "name_column": "nome"}], BRAZIL
+    )
     assert_points(good, [(-55.732111, -6.251194), (-56.041000, -7.100500), (-57.2200, -5.9988)])
     assert good["name"].tolist() == ["Garimpo D", "Garimpo E", "Garimpo F"] and bad.empty
 
 
 @pytest.mark.shared
 def test_sirgas_utm_points_geojson_with_a_crs_member(shared_dir):
-    good, bad = load_point_sources([{"path": str(shared_dir / CASES / "points_sirgas2000_utm21s.geojson"),
-                                     "name_column": "nome"}], BRAZIL)
+    good, bad = load_point_sources(
+        [{"path": str(shared_dir / CASES / "points_sirgas2000_utm21s.geojson"), "name_column": "nome"}], BRAZIL
+    )
     assert_points(good, THREE_POINTS)
     assert good["name"].tolist() == ["Garimpo A", "Garimpo B", "Garimpo C"] and bad.empty
 
@@ -76,8 +86,9 @@ def test_sirgas_utm_points_geojson_with_a_crs_member(shared_dir):
 @pytest.mark.shared
 def test_point_shapefile(shared_dir, caplog):
     with caplog.at_level(logging.WARNING):
-        good, bad = load_point_sources([{"path": str(shared_dir / CASES / "garimpos.shp"), "name_column": "nome"}],
-                                       BRAZIL)
+        good, bad = load_point_sources(
+            [{"path": str(shared_dir / CASES / "garimpos.shp"), "name_column": "nome"}], BRAZIL
+        )
     assert lonlat(good) == [(-55.5, -6.5)] and good["name"].tolist() == ["Garimpo X"] and bad.empty
     assert "no CRS declared" in caplog.text  # no .prj: read as lon/lat only because it can only be degrees
 
@@ -91,8 +102,9 @@ def test_sirgas_utm_area_as_a_region(shared_dir):
 
 
 @pytest.mark.shared
-@pytest.mark.parametrize("name, layer", [("ti_exemplo.shp", None), ("ti_exemplo.gpkg", "ti"),
-                                         ("ti_exemplo.gpkg", None)])
+@pytest.mark.parametrize(
+    "name, layer", [("ti_exemplo.shp", None), ("ti_exemplo.gpkg", "ti"), ("ti_exemplo.gpkg", None)]
+)
 def test_territory_shapefile_and_geopackage(shared_dir, name, layer):
     path = shared_dir / CASES / name
     feats = read_polygon_features(path, layer, key="encroachment.areas")
@@ -112,8 +124,17 @@ def test_territory_shapefile_and_geopackage(shared_dir, name, layer):
 def write_layer(path, geoms, names, crs="EPSG:4674", layer=None, encoding=None, field="nome", **kw):
     wkb = np.array([shapely.to_wkb(g) for g in geoms], dtype=object)
     kind = geoms[0].geom_type
-    pyogrio.raw.write(path, wkb, [np.array(names, dtype=object)], fields=[field], geometry_type=kind, crs=crs,
-                      layer=layer, encoding=encoding, **kw)
+    pyogrio.raw.write(
+        path,
+        wkb,
+        [np.array(names, dtype=object)],
+        fields=[field],
+        geometry_type=kind,
+        crs=crs,
+        layer=layer,
+        encoding=encoding,
+        **kw,
+    )
     return path
 
 
@@ -159,8 +180,13 @@ def test_latin1_geojson_falls_back_with_a_warning(tmp_path, caplog):
 
 @pytest.mark.parametrize("encoding, cpg", [("cp1252", True), ("latin-1", True), ("latin-1", False)])
 def test_shapefile_encodings(tmp_path, encoding, cpg):
-    path = write_layer(tmp_path / "ti.shp", [SQUARE], ["Terra Indígena Munduruku"], driver="ESRI Shapefile",
-                       encoding="ISO-8859-1" if encoding == "latin-1" else encoding)
+    path = write_layer(
+        tmp_path / "ti.shp",
+        [SQUARE],
+        ["Terra Indígena Munduruku"],
+        driver="ESRI Shapefile",
+        encoding="ISO-8859-1" if encoding == "latin-1" else encoding,
+    )
     assert b"Ind\xedgena" in (tmp_path / "ti.dbf").read_bytes()  # one byte: not UTF-8
     if not cpg:
         (tmp_path / "ti.cpg").unlink()  # GDAL then takes the DBF as ISO-8859-1
@@ -254,8 +280,9 @@ def test_a_shapefile_without_its_dbf_is_warned_and_named(tmp_path, caplog):
 def test_a_self_intersecting_polygon_is_repaired_and_logged(tmp_path, caplog):
     bowtie = Polygon([(-55.6, -6.6), (-55.4, -6.4), (-55.4, -6.6), (-55.6, -6.4)])
     path = tmp_path / "areas.geojson"
-    path.write_text(json.dumps(feature_collection([feature(bowtie, {"nome": "gravata"}),
-                                                   feature(SQUARE, {"nome": "quadrada"})])))
+    path.write_text(
+        json.dumps(feature_collection([feature(bowtie, {"nome": "gravata"}), feature(SQUARE, {"nome": "quadrada"})]))
+    )
     with caplog.at_level(logging.WARNING):
         feats = read_polygon_features(path, key="negatives.protected_areas")
     assert all(f["geometry"].is_valid for f in feats)
@@ -264,11 +291,14 @@ def test_a_self_intersecting_polygon_is_repaired_and_logged(tmp_path, caplog):
     assert "negatives.protected_areas" in caplog.text
 
 
-@pytest.mark.parametrize("name, content", [
-    ("cut.geojson", b'{"type": "FeatureCollection", "features": [{"type": "Feature", "geom'),
-    ("junk.gpkg", b"not a database at all" * 20),
-    ("cut.shp", None),
-])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("cut.geojson", b'{"type": "FeatureCollection", "features": [{"type": "Feature", "geom'),
+        ("junk.gpkg", b"not a database at all" * 20),
+        ("cut.shp", None),
+    ],
+)
 def test_unreadable_files_name_the_file_and_what_to_do(tmp_path, name, content):
     path = tmp_path / name
     if content is None:  # a Shapefile whose .shp was cut short, its .shx and .dbf intact
@@ -302,8 +332,9 @@ def test_geopackage_layers(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:.crs. was not provided")
 def test_a_projected_file_without_a_crs_asks_for_a_prj(tmp_path):
-    path = write_layer(tmp_path / "utm.shp", [reproject(SQUARE, "EPSG:4326", "EPSG:31981")], ["x"], crs=None,
-                       driver="ESRI Shapefile")
+    path = write_layer(
+        tmp_path / "utm.shp", [reproject(SQUARE, "EPSG:4326", "EPSG:31981")], ["x"], crs=None, driver="ESRI Shapefile"
+    )
     assert not (tmp_path / "utm.prj").exists()
     with pytest.raises(InputDataError, match=r"no coordinate reference system declared.*\.prj"):
         read_region(path)
@@ -328,7 +359,9 @@ def test_points_in_metres_without_a_crs_member_say_so(tmp_path):
     path = tmp_path / "utm.geojson"
     pts = [reproject(shapely.Point(lon, lat), "EPSG:4326", "EPSG:31981") for lon, lat in THREE_POINTS]
     path.write_text(json.dumps(feature_collection([feature(p, {}) for p in pts])))
-    with pytest.raises(InputDataError, match=r"no usable point among 3 rows .*row 1: out of lon/lat range.*CRS declared"):
+    with pytest.raises(
+        InputDataError, match=r"no usable point among 3 rows .*row 1: out of lon/lat range.*CRS declared"
+    ):
         load_points(path)
 
 
@@ -362,8 +395,7 @@ def test_latin1_and_cp1252_tables(tmp_path):
 def test_delimiter_and_encoding_set_in_the_config(tmp_path):
     path = tmp_path / "mines.txt"
     path.write_bytes("nome|latitude|longitude\nSão João|-6.1|-56.1\n".encode("cp1252"))
-    good, _ = load_point_sources([{"path": str(path), "delimiter": "|", "encoding": "cp1252",
-                                   "name_column": "nome"}])
+    good, _ = load_point_sources([{"path": str(path), "delimiter": "|", "encoding": "cp1252", "name_column": "nome"}])
     assert good["name"].tolist() == ["São João"]
     with pytest.raises(InputDataError, match="not utf-8.*encoding"):
         load_points(path, encoding="utf-8", delimiter="|")
@@ -376,48 +408,57 @@ def test_a_one_column_read_says_to_set_the_delimiter(tmp_path):
         load_points(path)
 
 
-@pytest.mark.parametrize("text, delimiter", [
-    ("id;nome;latitude;longitude\n1;A;-6,25;-55,73\n", ";"),
-    ("id,nome,latitude,longitude\n1,\"A; B\",-6.25,-55.73\n", ","),
-    ("id\tnome\tlat\n1\tA, B\t-6,2\n", "\t"),
-    ('id,lat,lon\n1,"06°15\'04.3""S","55°43\'55.6""W"\n', ","),
-])
+@pytest.mark.parametrize(
+    "text, delimiter",
+    [
+        ("id;nome;latitude;longitude\n1;A;-6,25;-55,73\n", ";"),
+        ('id,nome,latitude,longitude\n1,"A; B",-6.25,-55.73\n', ","),
+        ("id\tnome\tlat\n1\tA, B\t-6,2\n", "\t"),
+        ('id,lat,lon\n1,"06°15\'04.3""S","55°43\'55.6""W"\n', ","),
+    ],
+)
 def test_sniff_delimiter(text, delimiter):
     assert sniff_delimiter(text) == delimiter
 
 
-@pytest.mark.parametrize("text, axis, degrees", [
-    ("06°15'04.3\"S", "lat", -(6 + 15 / 60 + 4.3 / 3600)),
-    ("7º06'01.8\" S", "lat", -(7 + 6 / 60 + 1.8 / 3600)),
-    ("55°43′55.6″W", "lon", -(55 + 43 / 60 + 55.6 / 3600)),
-    ("6° 15' 4.3\" S", "lat", -(6 + 15 / 60 + 4.3 / 3600)),
-    ("S 6 15 4.3", "lat", -(6 + 15 / 60 + 4.3 / 3600)),
-    ("55°43'55,6\"O", "lon", -(55 + 43 / 60 + 55.6 / 3600)),  # Portuguese O (oeste), decimal comma
-    ("-6°15.07'", "lat", -(6 + 15.07 / 60)),
-    ("6.2512°S", "lat", -6.2512),
-    ("2°30'N", "lat", 2.5),
-    ("-6°15'04.3\"S", "lat", -(6 + 15 / 60 + 4.3 / 3600)),  # a redundant minus
-    ("6°15'4.3''S", "lat", -(6 + 15 / 60 + 4.3 / 3600)),  # two primes for the seconds
-    ("−6.25", "lat", -6.25),  # Unicode minus
-    ("-6,2512", "lat", -6.2512),
-    ("1,234.5", "lon", 1234.5),
-])
+@pytest.mark.parametrize(
+    "text, axis, degrees",
+    [
+        ("06°15'04.3\"S", "lat", -(6 + 15 / 60 + 4.3 / 3600)),
+        ("7º06'01.8\" S", "lat", -(7 + 6 / 60 + 1.8 / 3600)),
+        ("55°43′55.6″W", "lon", -(55 + 43 / 60 + 55.6 / 3600)),
+        ("6° 15' 4.3\" S", "lat", -(6 + 15 / 60 + 4.3 / 3600)),
+        ("S 6 15 4.3", "lat", -(6 + 15 / 60 + 4.3 / 3600)),
+        ("55°43'55,6\"O", "lon", -(55 + 43 / 60 + 55.6 / 3600)),  # Portuguese O (oeste), decimal comma
+        ("-6°15.07'", "lat", -(6 + 15.07 / 60)),
+        ("6.2512°S", "lat", -6.2512),
+        ("2°30'N", "lat", 2.5),
+        ("-6°15'04.3\"S", "lat", -(6 + 15 / 60 + 4.3 / 3600)),  # a redundant minus
+        ("6°15'4.3''S", "lat", -(6 + 15 / 60 + 4.3 / 3600)),  # two primes for the seconds
+        ("−6.25", "lat", -6.25),  # Unicode minus
+        ("-6,2512", "lat", -6.2512),
+        ("1,234.5", "lon", 1234.5),
+    ],
+)
 def test_parse_coordinate(text, axis, degrees):
     assert parse_coordinate(text, axis) == pytest.approx(degrees, abs=1e-9)
 
 
-@pytest.mark.parametrize("text, axis, reason", [
-    ("12°61'00\"S", "lat", "minutes >= 60"),
-    ("12°30'75\"S", "lat", "seconds >= 60"),
-    ("55°43'55.6\"W", "lat", "hemisphere 'W' belongs to a longitude"),
-    ("-6°15'N", "lat", "a minus sign with a north/east hemisphere letter"),
-    ("95°00'S", "lat", "more than 90 degrees"),
-    ("6.5°15'S", "lat", "decimal degrees followed by minutes"),
-    ("abc", "lat", "not a number nor degrees-minutes-seconds"),
-    ("S6°N", "lat", "two hemisphere letters"),
-    ("6°15'X", "lat", "unknown hemisphere letter"),
-    ("", "lat", "missing"),
-])
+@pytest.mark.parametrize(
+    "text, axis, reason",
+    [
+        ("12°61'00\"S", "lat", "minutes >= 60"),
+        ("12°30'75\"S", "lat", "seconds >= 60"),
+        ("55°43'55.6\"W", "lat", "hemisphere 'W' belongs to a longitude"),
+        ("-6°15'N", "lat", "a minus sign with a north/east hemisphere letter"),
+        ("95°00'S", "lat", "more than 90 degrees"),
+        ("6.5°15'S", "lat", "decimal degrees followed by minutes"),
+        ("abc", "lat", "not a number nor degrees-minutes-seconds"),
+        ("S6°N", "lat", "two hemisphere letters"),
+        ("6°15'X", "lat", "unknown hemisphere letter"),
+        ("", "lat", "missing"),
+    ],
+)
 def test_parse_coordinate_reasons(text, axis, reason):
     with pytest.raises(CoordinateError, match=reason):
         parse_coordinate(text, axis)
@@ -429,8 +470,10 @@ def test_table_column_errors_name_the_config_key(tmp_path):
     with pytest.raises(InputDataError, match=r"mines\.csv \[config positives\.points\[0\]\]: column\(s\)"):
         load_point_sources([{"path": str(path)}], key="positives.points")
     with pytest.raises(InputDataError, match=r"\[config positives\.points\[0\]\]: name_column 'name' not found"):
-        load_point_sources([{"path": str(path), "lon_column": "lon", "lat_column": "lat", "name_column": "name"}],
-                           key="positives.points")
+        load_point_sources(
+            [{"path": str(path), "lon_column": "lon", "lat_column": "lat", "name_column": "name"}],
+            key="positives.points",
+        )
 
 
 def test_swapped_columns_inside_the_lonlat_range_are_named(tmp_path):
@@ -439,8 +482,10 @@ def test_swapped_columns_inside_the_lonlat_range_are_named(tmp_path):
     path.write_text("nome,latitude,longitude\nA,-55.7321,-6.2512\nB,-6.2512,-55.7321\nC,10.5,-20.0\n")
     good, bad = load_points(path, name_column="nome", bounds=BRAZIL)
     assert good["name"].tolist() == ["B"] and bad["row"].tolist() == [2, 4]
-    assert bad["reason"].iloc[0] == ("outside the study bounds [-75.0, -35.0, -35.0, 5.0] (lon=-6.2512, "
-                                     "lat=-55.7321); looks swapped: check lon_column / lat_column")
+    assert bad["reason"].iloc[0] == (
+        "outside the study bounds [-75.0, -35.0, -35.0, 5.0] (lon=-6.2512, "
+        "lat=-55.7321); looks swapped: check lon_column / lat_column"
+    )
     assert "swapped" not in bad["reason"].iloc[1]  # the other way round is outside too: not a swap
     geo = tmp_path / "mines.geojson"  # a point file written latitude first
     geo.write_text(json.dumps(feature_collection([feature(shapely.Point(-6.25, -55.73), {})])))
@@ -450,17 +495,22 @@ def test_swapped_columns_inside_the_lonlat_range_are_named(tmp_path):
 
 def test_rows_with_another_number_of_fields_say_so(tmp_path):
     path = tmp_path / "mines.csv"
-    path.write_text("nome;latitude;longitude\n"
-                    "A;-6,2512;-55,7321\n"
-                    "B,-7.1005,-56.0410\n"  # written with commas: one field for ';'
-                    "\n"  # a blank line is skipped; later rows keep their line numbers
-                    "C;-5,9988;-57,22;\n"  # a trailing delimiter is harmless
-                    "D;-6;25;-55;73\n"  # decimal commas in a ;-file written with ;: 5 fields
-                    "E;;-55,7\n")  # a truly empty latitude stays "missing"
+    path.write_text(
+        "nome;latitude;longitude\n"
+        "A;-6,2512;-55,7321\n"
+        "B,-7.1005,-56.0410\n"  # written with commas: one field for ';'
+        "\n"  # a blank line is skipped; later rows keep their line numbers
+        "C;-5,9988;-57,22;\n"  # a trailing delimiter is harmless
+        "D;-6;25;-55;73\n"  # decimal commas in a ;-file written with ;: 5 fields
+        "E;;-55,7\n"
+    )  # a truly empty latitude stays "missing"
     good, bad = load_points(path, name_column="nome", bounds=BRAZIL)
     assert good["name"].tolist() == ["A", "C"] and good["point_id"].tolist() == ["mines-00002", "mines-00005"]
     assert bad["row"].tolist() == [3, 6, 7]
-    assert bad["reason"].iloc[0] == "the row has 1 field for 3 columns (mixed delimiter? the file is read as ';'-separated)"
+    assert (
+        bad["reason"].iloc[0]
+        == "the row has 1 field for 3 columns (mixed delimiter? the file is read as ';'-separated)"
+    )
     assert bad["reason"].iloc[1].startswith("the row has 5 fields for 3 columns (mixed delimiter?")
     assert bad["reason"].iloc[2] == "latitude: missing"
     # Only the fields up to the coordinates are needed: a short row holding them is fine.
@@ -469,11 +519,15 @@ def test_rows_with_another_number_of_fields_say_so(tmp_path):
     assert lonlat(good) == [(-56.1, -6.1)] and good["name"].tolist() == [""] and bad.empty
 
 
-@pytest.mark.parametrize("name, content", [
-    ("mines.xlsx", b"PK\x03\x04" + b"\0" * 40), ("mines.xls", b"\xd0\xcf\x11\xe0" + b"\0" * 40),
-    ("mines.ods", b"PK\x03\x04" + b"\0" * 40),
-    ("mines.csv", b"PK\x03\x04\x14\x00\x06\x00" + b"\0" * 40),  # a workbook renamed .csv
-])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("mines.xlsx", b"PK\x03\x04" + b"\0" * 40),
+        ("mines.xls", b"\xd0\xcf\x11\xe0" + b"\0" * 40),
+        ("mines.ods", b"PK\x03\x04" + b"\0" * 40),
+        ("mines.csv", b"PK\x03\x04\x14\x00\x06\x00" + b"\0" * 40),  # a workbook renamed .csv
+    ],
+)
 def test_a_spreadsheet_workbook_is_refused_with_export_as_csv(tmp_path, name, content):
     path = tmp_path / name
     path.write_bytes(content)
@@ -483,7 +537,7 @@ def test_a_spreadsheet_workbook_is_refused_with_export_as_csv(tmp_path, name, co
 
 def test_rejected_rows_keep_the_precise_reason(tmp_path):
     path = tmp_path / "mines.csv"
-    path.write_text('nome;latitude;longitude\nA;-6,2512;-55,7321\nB;12°61\'00"S;56°W\nC;;-55\n', encoding="utf-8")
+    path.write_text("nome;latitude;longitude\nA;-6,2512;-55,7321\nB;12°61'00\"S;56°W\nC;;-55\n", encoding="utf-8")
     good, bad = load_points(path, name_column="nome")
     assert good["name"].tolist() == ["A"]
     assert bad["row"].tolist() == [3, 4]
@@ -494,17 +548,30 @@ def test_rejected_rows_keep_the_precise_reason(tmp_path):
 # ---- configuration ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", ["areas.geojson", {"path": "areas.gpkg", "layer": "ti"}, {"path": "a.shp"}, None,
-                                   {"path": "a.shp", "encoding": "cp1252"}, {"path": "a.gpkg", "encoding": None}])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "areas.geojson",
+        {"path": "areas.gpkg", "layer": "ti"},
+        {"path": "a.shp"},
+        None,
+        {"path": "a.shp", "encoding": "cp1252"},
+        {"path": "a.gpkg", "encoding": None},
+    ],
+)
 def test_schema_takes_a_path_or_path_and_layer(value):
     from snakemake.utils import validate
 
-    config = {"negatives": {"protected_areas": value, "urban_mask": value}, "encroachment": {"areas": value},
-              "regions": {"r": {"path": "r.gpkg", "layer": "ti"}, "s": {"path": "s.shp", "encoding": "cp1252"}},
-              "positives": {"points": [{"path": "p.csv", "delimiter": ";", "encoding": "cp1252"}]}}
+    config = {
+        "negatives": {"protected_areas": value, "urban_mask": value},
+        "encroachment": {"areas": value},
+        "regions": {"r": {"path": "r.gpkg", "layer": "ti"}, "s": {"path": "s.shp", "encoding": "cp1252"}},
+        "positives": {"points": [{"path": "p.csv", "delimiter": ";", "encoding": "cp1252"}]},
+    }
     validate(config, str(SCHEMA))
     assert config["negatives"]["protected_areas"] == value and source(value)[0] == (
-        None if value is None else value if isinstance(value, str) else value["path"])
+        None if value is None else value if isinstance(value, str) else value["path"]
+    )
     assert source_encoding(value) == (value.get("encoding") if isinstance(value, dict) else None)
     assert config["positives"]["points"][0]["layer"] is None
     assert config["regions"]["r"]["encoding"] is None and config["regions"]["s"]["encoding"] == "cp1252"
@@ -522,8 +589,10 @@ def test_schema_refuses_a_layer_without_a_path():
 
 
 def test_written_detections_wind_exteriors_ccw_and_holes_cw(tmp_path):
-    cw_with_ccw_hole = Polygon([(-55.6, -6.6), (-55.6, -6.4), (-55.4, -6.4), (-55.4, -6.6)],
-                               [[(-55.55, -6.55), (-55.45, -6.55), (-55.45, -6.45), (-55.55, -6.45)]])
+    cw_with_ccw_hole = Polygon(
+        [(-55.6, -6.6), (-55.6, -6.4), (-55.4, -6.4), (-55.4, -6.6)],
+        [[(-55.55, -6.55), (-55.45, -6.55), (-55.45, -6.45), (-55.55, -6.45)]],
+    )
     assert not cw_with_ccw_hole.exterior.is_ccw and cw_with_ccw_hole.interiors[0].is_ccw
     multi = MultiPolygon([cw_with_ccw_hole, box(-55.3, -6.6, -55.1, -6.4, ccw=False)])
     feats = [{"geometry": g, "properties": {"score": 0.9}} for g in (cw_with_ccw_hole, multi)]

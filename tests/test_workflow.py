@@ -13,8 +13,12 @@ import pytest
 from shapely.geometry import shape
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = ["results/detections/demo.geojson", "results/detections/demo_overview.png", "results/eval/demo.json",
-           "results/stats/demo_protected_areas.csv"]
+TARGETS = [
+    "results/detections/demo.geojson",
+    "results/detections/demo_overview.png",
+    "results/eval/demo.json",
+    "results/stats/demo_protected_areas.csv",
+]
 pytestmark = pytest.mark.workflow
 
 
@@ -50,13 +54,23 @@ def demo_run(tmp_path_factory):
 
 def test_every_stage_output_exists(demo_run):
     expected = [
-        "results/points/positive.csv", "results/points/positive_rejected.csv", "results/tiles/positive_index.csv",
-        "results/stats/positive.json", "results/points/negative.csv", "results/tiles/negative_index.csv",
-        "results/tiles/matched/positive_index.csv", "results/tiles/matched/negative_index.csv", "results/split.csv",
-        "results/models/classifier/best_model.pth", "results/models/classifier/final_model.pth",
-        "results/models/classifier/training_history.json", "results/models/classifier/config.json",
-        "results/models/classifier/training_curves.png", "results/regions/demo/tiles.json",
-        "results/stats/demo_protected_areas.png", *TARGETS,
+        "results/points/positive.csv",
+        "results/points/positive_rejected.csv",
+        "results/tiles/positive_index.csv",
+        "results/stats/positive.json",
+        "results/points/negative.csv",
+        "results/tiles/negative_index.csv",
+        "results/tiles/matched/positive_index.csv",
+        "results/tiles/matched/negative_index.csv",
+        "results/split.csv",
+        "results/models/classifier/best_model.pth",
+        "results/models/classifier/final_model.pth",
+        "results/models/classifier/training_history.json",
+        "results/models/classifier/config.json",
+        "results/models/classifier/training_curves.png",
+        "results/regions/demo/tiles.json",
+        "results/stats/demo_protected_areas.png",
+        *TARGETS,
     ]
     missing = [p for p in expected if not (demo_run / p).is_file()]
     assert not missing
@@ -82,10 +96,14 @@ def test_every_stage_output_exists(demo_run):
 def test_detections_are_valid_geojson_on_the_truth(demo_run):
     doc = json.loads((demo_run / "results/detections/demo.geojson").read_text())
     assert doc["type"] == "FeatureCollection" and "crs" not in doc and doc["features"]
-    truth = [shape(f["geometry"]) for f in
-             json.loads((demo_run / "results/demo_world/truth/mines.geojson").read_text())["features"]]
-    regions = {f["properties"]["name"]: shape(f["geometry"]) for f in
-               json.loads((demo_run / "results/demo_world/truth/regions.geojson").read_text())["features"]}
+    truth = [
+        shape(f["geometry"])
+        for f in json.loads((demo_run / "results/demo_world/truth/mines.geojson").read_text())["features"]
+    ]
+    regions = {
+        f["properties"]["name"]: shape(f["geometry"])
+        for f in json.loads((demo_run / "results/demo_world/truth/regions.geojson").read_text())["features"]
+    }
     model = json.loads((demo_run / "results/models/classifier/config.json").read_text())
     hits = 0
     for f in doc["features"]:
@@ -121,8 +139,12 @@ def test_no_rule_above_2gb(demo_run):
 
 def test_evaluation_rule_scores_chip_sets_given_on_the_command_line(demo_run):
     # Two layouts of labelled chips, made of the demo's matched tiles: class subfolders, and a manifest.
-    index = pd.concat([pd.read_csv(demo_run / f"results/tiles/matched/{c}_index.csv").head(6).assign(label=c)
-                       for c in ("positive", "negative")])
+    index = pd.concat(
+        [
+            pd.read_csv(demo_run / f"results/tiles/matched/{c}_index.csv").head(6).assign(label=c)
+            for c in ("positive", "negative")
+        ]
+    )
     folders, listed = demo_run / "chips_folders", demo_run / "chips_listed"
     rows = []
     for i, rec in enumerate(index.to_dict("records")):
@@ -134,11 +156,24 @@ def test_evaluation_rule_scores_chip_sets_given_on_the_command_line(demo_run):
     pd.DataFrame(rows).to_csv(listed / "manifest.csv", index=False)
     targets = [f"results/eval/{name}/metrics.json" for name in ("folders", "listed", "part")]
     # "part" scores only one source list of the manifest folder.
-    snakemake(demo_run, *targets, "--config",
-              f"evaluation={{chip_sets: {{folders: {folders}, listed: {listed}, part: {listed}}}, "
-              "sources: {part: [_1$]}}")
-    keys = {"precision", "recall", "f1", "specificity", "pr_auc", "roc_auc", "threshold", "n_positive", "n_negative",
-            "confusion"}
+    snakemake(
+        demo_run,
+        *targets,
+        "--config",
+        f"evaluation={{chip_sets: {{folders: {folders}, listed: {listed}, part: {listed}}}, sources: {{part: [_1$]}}}}",
+    )
+    keys = {
+        "precision",
+        "recall",
+        "f1",
+        "specificity",
+        "pr_auc",
+        "roc_auc",
+        "threshold",
+        "n_positive",
+        "n_negative",
+        "confusion",
+    }
     reports = {}
     for name in ("folders", "listed"):
         out = demo_run / "results/eval" / name

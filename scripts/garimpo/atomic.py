@@ -26,9 +26,9 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,10 @@ def _host_tag() -> str:
     different processes, never judge each other's temporary files by PID."""
     name = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:32] or "host"
     ids = []
-    for read in (lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
-                 lambda: os.readlink("/proc/self/ns/pid")):
+    for read in (
+        lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+        lambda: os.readlink("/proc/self/ns/pid"),
+    ):
         try:
             ids.append(read())
         except OSError:
@@ -58,8 +60,10 @@ def _host_tag() -> str:
 HOST = _host_tag()
 
 # .{target}.{host}-{pid}.{8 random characters of mkstemp}{suffix, e.g. .part, .tif or GDAL's .tif.ovr.tmp}
-_OWNED = re.compile(r"^\.(?P<target>.+)\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>[0-9]+)\.[a-z0-9_]{8}"
-                    r"(?P<suffix>(?:\.[^./]+)*)$")
+_OWNED = re.compile(
+    r"^\.(?P<target>.+)\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>[0-9]+)\.[a-z0-9_]{8}"
+    r"(?P<suffix>(?:\.[^./]+)*)$"
+)
 # .{target}.{8 random characters}{suffix}: temporary names before the writer was in them.
 _LEGACY = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}(?P<suffix>\.[^./]+)$")
 _LEGACY_SUFFIXES = frozenset({".part", ".tmp", ".tif"})
@@ -219,8 +223,9 @@ def sweep_temps(folder: str | os.PathLike, max_age_s: float = TEMP_MAX_AGE_S) ->
         except OSError as err:
             log.warning("could not remove the stale temporary file %s (%s); delete it by hand", path, err)
             continue
-        log.warning("removed %s (%s), a temporary file left by an interrupted write: %s", path,
-                    human_size(size), reason)
+        log.warning(
+            "removed %s (%s), a temporary file left by an interrupted write: %s", path, human_size(size), reason
+        )
         removed.append((path, size))
     return removed
 
@@ -255,8 +260,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _sweep_once(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=path.suffix if suffix is None else suffix,
-                               dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=temp_prefix(path), suffix=path.suffix if suffix is None else suffix, dir=path.parent
+    )
     os.close(fd)
     try:
         yield tmp

@@ -16,21 +16,31 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import TypedDict
 
 import numpy as np
 
-from .errors import ContractError, InputDataError
+from garimpo.errors import ContractError, InputDataError
 
 SURFACE_REFLECTANCE = "surface_reflectance"
 TOA_REFLECTANCE = "toa_reflectance"
 UNITS = (SURFACE_REFLECTANCE, TOA_REFLECTANCE)
 
+
+class Resize(TypedDict):
+    """Arguments of torch.nn.functional.interpolate: ``mode`` (as "method"), ``antialias``, ``align_corners``."""
+
+    method: str
+    antialias: bool
+    align_corners: bool
+
+
 # How classifier.data.preprocess brings every chip to the network's input_size (one source for the
 # code and for what the checkpoint records).
-RESIZE = {"method": "bilinear", "antialias": True, "align_corners": False}
+RESIZE: Resize = {"method": "bilinear", "antialias": True, "align_corners": False}
 
 # Keys a checkpoint needs before detection or evaluation may use it.
 CONTRACT_META = ("footprint_m", "pixel_size_m", "chip_px", "units", "encoding", "resize")
@@ -66,7 +76,7 @@ ENCODINGS: dict[str, Encoding] = {
         # Their DN is L1C reflectance x 10000, so DN / 3000 = reflectance / 0.3. Whether the +1000 DN
         # offset of processing baseline 04.00 was removed first, the chips do not say.
         source="Earth Genome mining-detector (Amazon Mining Watch): Sentinel-2 L1C B04, B03, B02 digital "
-               "numbers divided by 3000, clipped to 1, times 255",
+        "numbers divided by 3000, clipped to 1, times 255",
     ),
 }
 
@@ -86,8 +96,10 @@ def collection_units(collection: str) -> str:
         return SURFACE_REFLECTANCE
     if "l1c" in name:
         return TOA_REFLECTANCE
-    raise InputDataError(f"imagery.source.collection {collection!r}: cannot tell whether it holds surface (L2A) "
-                         "or top-of-atmosphere (L1C) reflectance; use a sentinel-2 L2A collection")
+    raise InputDataError(
+        f"imagery.source.collection {collection!r}: cannot tell whether it holds surface (L2A) "
+        "or top-of-atmosphere (L1C) reflectance; use a sentinel-2 L2A collection"
+    )
 
 
 # ---------------------------------------------------------------- local folders
@@ -164,13 +176,13 @@ class ImageContract:
         kind = self.units + (f" decoded from 8-bit {self.encoding}" if self.encoding else "")
         return f"{self.footprint_m:g} m chips at {self.pixel_size_m:g} m ({self.chip_px} px, {kind})"
 
-    def same_ground(self, other: "ImageContract") -> bool:
+    def same_ground(self, other: ImageContract) -> bool:
         """Footprints, and pixel sizes summed over the chip, within half a pixel."""
         half = 0.5 * min(self.pixel_size_m, other.pixel_size_m)
         px_drift = abs(self.pixel_size_m - other.pixel_size_m) * max(self.chip_px, other.chip_px)
         return abs(self.footprint_m - other.footprint_m) <= half and px_drift <= half
 
-    def agrees(self, other: "ImageContract") -> bool:
+    def agrees(self, other: ImageContract) -> bool:
         """The same ground, units and encoding: images one model can learn from together."""
         return self.same_ground(other) and (self.units, self.encoding) == (other.units, other.encoding)
 
@@ -203,23 +215,32 @@ def image_contract(path, shape: tuple[int, int], crs, transform, tags: Mapping, 
     found = projected_pixel_size(crs, transform) or (float(tags["pixel_size_m"]) if tags.get("pixel_size_m") else None)
     declared = folder.pixel_size_m
     if found is None and declared is None:
-        raise InputDataError(f"{path} has no georeferencing in metres: declare the pixel size of folder "
-                             f"{folder.path} in {folder.key}, e.g. {folder.spec}")
+        raise InputDataError(
+            f"{path} has no georeferencing in metres: declare the pixel size of folder "
+            f"{folder.path} in {folder.key}, e.g. {folder.spec}"
+        )
     if found is not None and declared is not None and abs(found - declared) * cols > 0.5 * found:
-        raise InputDataError(f"{path} has {found:g} m pixels but {folder.key} declares pixel_size_m {declared:g} "
-                             f"for {folder.path}; fix or drop the declaration")
+        raise InputDataError(
+            f"{path} has {found:g} m pixels but {folder.key} declares pixel_size_m {declared:g} "
+            f"for {folder.path}; fix or drop the declaration"
+        )
     px = found or declared
     if rows != cols:
-        raise InputDataError(f"{path} is {rows} x {cols} px: training and detection use square chips; "
-                             f"crop the images of {folder.path} to squares")
+        raise InputDataError(
+            f"{path} is {rows} x {cols} px: training and detection use square chips; "
+            f"crop the images of {folder.path} to squares"
+        )
     if folder.encoding:
         units = encoding(folder.encoding, folder.key).units
     else:
         tagged = tags.get("units") or None
         if tagged and folder.units and tagged != folder.units:
-            raise InputDataError(f"{path} is tagged units={tagged} but {folder.key} declares {folder.units} "
-                                 f"for {folder.path}; fix or drop the declaration")
+            raise InputDataError(
+                f"{path} is tagged units={tagged} but {folder.key} declares {folder.units} "
+                f"for {folder.path}; fix or drop the declaration"
+            )
         units = tagged or folder.units or SURFACE_REFLECTANCE
+    assert px is not None  # found and declared cannot both be None (refused above)
     return ImageContract(cols * px, px, units, folder.encoding or (tags.get("encoding") or None))
 
 
@@ -227,8 +248,9 @@ def contract_from_tags(tags: Mapping) -> ImageContract | None:
     """The contract a tile's tags record (None when they record none)."""
     if not all(tags.get(k) for k in ("footprint_m", "pixel_size_m", "units")):
         return None
-    return ImageContract(float(tags["footprint_m"]), float(tags["pixel_size_m"]), str(tags["units"]),
-                         tags.get("encoding") or None)
+    return ImageContract(
+        float(tags["footprint_m"]), float(tags["pixel_size_m"]), str(tags["units"]), tags.get("encoding") or None
+    )
 
 
 def read_tile_contract(path: str | os.PathLike) -> ImageContract:
@@ -238,14 +260,17 @@ def read_tile_contract(path: str | os.PathLike) -> ImageContract:
     with rasterio.open(path) as src:
         found = contract_from_tags(src.tags())
     if found is None:
-        raise InputDataError(f"tile {path} records no footprint_m / pixel_size_m / units tags: it was made "
-                             "before the footprint contract; rebuild the tiles (snakemake -R fetch_tiles)")
+        raise InputDataError(
+            f"tile {path} records no footprint_m / pixel_size_m / units tags: it was made "
+            "before the footprint contract; rebuild the tiles (snakemake -R fetch_tiles)"
+        )
     return found
 
 
-def common_contract(contracts: Iterable[tuple[str, ImageContract]], what: str) -> ImageContract:
+def common_contract(contracts: Iterable[tuple[object, ImageContract]], what: str) -> ImageContract:
     """The one contract all ``(path, contract)`` pairs share; raises InputDataError naming examples of each kind.
 
+    ``path`` is only shown (as ``str(path)``): a str, a PathLike, or whatever a table row holds.
     ``what`` names the images in the message (e.g. "training tiles of results/split.csv").
     """
     kinds: list[tuple[ImageContract, list[str]]] = []
@@ -260,9 +285,11 @@ def common_contract(contracts: Iterable[tuple[str, ImageContract]], what: str) -
         raise InputDataError(f"{what}: no image")
     if len(kinds) > 1:
         lines = "; ".join(f"{len(p)} x {c.describe()}, e.g. {p[:2]}" for c, p in kinds)
-        raise InputDataError(f"{what} are of {len(kinds)} kinds: {lines}. A model learns one footprint, pixel size "
-                             "and kind of values: use images of one kind (tiles.size_m, local_dirs pixel_size_m "
-                             "and encoding)")
+        raise InputDataError(
+            f"{what} are of {len(kinds)} kinds: {lines}. A model learns one footprint, pixel size "
+            "and kind of values: use images of one kind (tiles.size_m, local_dirs pixel_size_m "
+            "and encoding)"
+        )
     return kinds[0][0]
 
 
@@ -279,13 +306,18 @@ def index_contract(rows: Iterable[Mapping], what: str) -> ImageContract:
         if row.get("status", "ok") != "ok":
             continue
         # Empty CSV cells come back as NaN (a float, and truthy): only real values become tags.
-        tags = {k: str(v) for k in ("footprint_m", "pixel_size_m", "units", "encoding")
-                if (v := row.get(k)) is not None and not (isinstance(v, float) and math.isnan(v))}
+        tags = {
+            k: str(v)
+            for k in ("footprint_m", "pixel_size_m", "units", "encoding")
+            if (v := row.get(k)) is not None and not (isinstance(v, float) and math.isnan(v))
+        }
         found = contract_from_tags(tags)
         if found is None:
-            raise InputDataError(f"{what}: tile {row.get('path')} records no footprint_m / pixel_size_m / units: "
-                                 "it was made before the footprint contract; rebuild the tiles "
-                                 "(snakemake -R fetch_tiles)")
+            raise InputDataError(
+                f"{what}: tile {row.get('path')} records no footprint_m / pixel_size_m / units: "
+                "it was made before the footprint contract; rebuild the tiles "
+                "(snakemake -R fetch_tiles)"
+            )
         pairs.append((row.get("path"), found))
     return common_contract(pairs, what)
 
@@ -296,29 +328,43 @@ def index_contract(rows: Iterable[Mapping], what: str) -> ImageContract:
 def checkpoint_record(contract: ImageContract) -> dict:
     """Checkpoint keys of a training contract (CONTRACT_META)."""
     enc = ENCODINGS[contract.encoding].record() if contract.encoding else None
-    return {"footprint_m": contract.footprint_m, "pixel_size_m": contract.pixel_size_m, "chip_px": contract.chip_px,
-            "units": contract.units, "encoding": enc, "resize": dict(RESIZE)}
+    return {
+        "footprint_m": contract.footprint_m,
+        "pixel_size_m": contract.pixel_size_m,
+        "chip_px": contract.chip_px,
+        "units": contract.units,
+        "encoding": enc,
+        "resize": dict(RESIZE),
+    }
 
 
 def model_contract(meta: Mapping) -> ImageContract:
     """The training contract a checkpoint records; raises ContractError for a checkpoint without one."""
     missing = [k for k in CONTRACT_META if k not in meta]
     if missing:
-        raise ContractError(f"model {meta.get('model_id', '?')} records no {missing}: it was trained before the "
-                            "footprint and units contract, so what ground and values it expects is unknown; "
-                            "retrain it (snakemake -R train_classifier)")
+        raise ContractError(
+            f"model {meta.get('model_id', '?')} records no {missing}: it was trained before the "
+            "footprint and units contract, so what ground and values it expects is unknown; "
+            "retrain it (snakemake -R train_classifier)"
+        )
     enc = meta["encoding"]
-    return ImageContract(float(meta["footprint_m"]), float(meta["pixel_size_m"]), str(meta["units"]),
-                         enc["name"] if isinstance(enc, Mapping) else enc or None)
+    return ImageContract(
+        float(meta["footprint_m"]),
+        float(meta["pixel_size_m"]),
+        str(meta["units"]),
+        enc["name"] if isinstance(enc, Mapping) else enc or None,
+    )
 
 
 def _units_problem(model: ImageContract, units: str, where: str) -> list[str]:
     if units == model.units:
         return []
-    return [f"model expects {model.units}{' (decoded from ' + model.encoding + ')' if model.encoding else ''} "
-            f"but {where} is {units}; no conversion between them is documented: train on images of the same "
-            "kind (tiles fetched from this collection for surface_reflectance) or apply the model to imagery "
-            "of its own kind"]
+    return [
+        f"model expects {model.units}{' (decoded from ' + model.encoding + ')' if model.encoding else ''} "
+        f"but {where} is {units}; no conversion between them is documented: train on images of the same "
+        "kind (tiles fetched from this collection for surface_reflectance) or apply the model to imagery "
+        "of its own kind"
+    ]
 
 
 def _resize_problem(meta: Mapping) -> list[str]:
@@ -337,11 +383,15 @@ def check_scene(meta: Mapping, tile_size_m: float, resolution_m: float, units: s
     half = 0.5 * model.pixel_size_m
     problems = []
     if abs(float(tile_size_m) - model.footprint_m) > half:
-        problems.append(f"model trained on {model.footprint_m:g} m chips at {model.pixel_size_m:g} m; config "
-                        f"tiles.size_m is {float(tile_size_m):g}: set tiles.size_m: {model.footprint_m:g} or retrain")
+        problems.append(
+            f"model trained on {model.footprint_m:g} m chips at {model.pixel_size_m:g} m; config "
+            f"tiles.size_m is {float(tile_size_m):g}: set tiles.size_m: {model.footprint_m:g} or retrain"
+        )
     if abs(resolution_m - model.pixel_size_m) * model.chip_px > half:
-        problems.append(f"model trained on {model.pixel_size_m:g} m pixels; {scene} has {resolution_m:g} m pixels: "
-                        "detection composites at 10 m, so retrain on 10 m images (local_dirs pixel_size_m)")
+        problems.append(
+            f"model trained on {model.pixel_size_m:g} m pixels; {scene} has {resolution_m:g} m pixels: "
+            "detection composites at 10 m, so retrain on 10 m images (local_dirs pixel_size_m)"
+        )
     problems += _units_problem(model, units, scene) + _resize_problem(meta)
     if problems:
         raise ContractError(f"model {meta.get('model_id', '?')} does not fit {scene}: " + "; ".join(problems))
@@ -358,8 +408,10 @@ def check_chips(meta: Mapping, chips: ImageContract, name: str) -> None:
     model = model_contract(meta)
     problems = []
     if not model.same_ground(chips):
-        problems.append(f"model trained on {model.describe()}; {name} holds {chips.describe()}: use chips of the "
-                        "model's footprint and pixel size (or declare pixel_size_m with the folder if it is wrong)")
+        problems.append(
+            f"model trained on {model.describe()}; {name} holds {chips.describe()}: use chips of the "
+            "model's footprint and pixel size (or declare pixel_size_m with the folder if it is wrong)"
+        )
     problems += _units_problem(model, chips.units, name) + _resize_problem(meta)
     if problems:
         raise ContractError(f"model {meta.get('model_id', '?')} does not fit {name}: " + "; ".join(problems))

@@ -7,20 +7,21 @@ import logging
 import sys
 from pathlib import Path
 
-from .atomic import atomic_path, sweep_for
-from .redact import install_redaction
+from garimpo.atomic import atomic_path, sweep_for
+from garimpo.imagery.redact import install_redaction
 
 
 def setup_logging(snakemake=None, level: int = logging.INFO) -> logging.Logger:
     """Send log records (and uncaught exceptions) to ``snakemake.log[0]`` and stderr, signed URLs redacted
-    (:mod:`garimpo.redact`); then remove what
+    (:mod:`garimpo.imagery.redact`); then remove what
     killed writers left beside the rule's outputs (:func:`garimpo.atomic.sweep_temps`, a warning each)."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if snakemake is not None and len(snakemake.log):
         Path(snakemake.log[0]).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(snakemake.log[0], mode="w"))
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers,
-                        force=True)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True
+    )
     install_redaction(handlers)  # on the handlers: they see every logger's records, tracebacks included
     logging.captureWarnings(True)  # Python warnings go through the same (redacting) handlers
     log = logging.getLogger("garimpo")

@@ -11,12 +11,12 @@ the one chosen on validation: the intervals cover which chips were sampled, not 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 
-from .metrics import _as_arrays, average_precision, binary_metrics, roc_auc
+from garimpo.classifier.metrics import _as_arrays, average_precision, binary_metrics, roc_auc
 
 CI_METRICS = ("precision", "recall", "f1", "specificity", "pr_auc", "roc_auc")
 
@@ -42,12 +42,12 @@ def chip_blocks(labels: np.ndarray, sources: Sequence[str] | None, block: int) -
     """
     if block < 1:
         raise ValueError(f"bootstrap block must be >= 1, got {block}")
-    sources = np.asarray(["" for _ in labels] if sources is None else [str(s) for s in sources])
+    names = np.asarray(["" for _ in labels] if sources is None else [str(s) for s in sources])
     out: list[list[np.ndarray]] = [[], []]
     for label in (0, 1):
-        for src in dict.fromkeys(sources[labels == label]):  # first-seen order: reproducible
-            idx = np.flatnonzero((labels == label) & (sources == src))
-            out[label].extend(idx[i:i + block] for i in range(0, idx.size, block))
+        for src in dict.fromkeys(names[labels == label]):  # first-seen order: reproducible
+            idx = np.flatnonzero((labels == label) & (names == src))
+            out[label].extend(idx[i : i + block] for i in range(0, idx.size, block))
     return out
 
 
@@ -67,14 +67,20 @@ def _resampled(y_true: np.ndarray, sources, figures, how: Bootstrap) -> dict:
     if how.resamples < 1 or not blocks[0] or not blocks[1]:
         return {**report, **{k: None for k in CI_METRICS}}
     rng = np.random.default_rng(how.seed)
-    draws = np.array([
-        figures(np.concatenate([cls[j] for cls in blocks for j in rng.integers(0, len(cls), len(cls))]))
-        for _ in range(how.resamples)])
+    draws = np.array(
+        [
+            figures(np.concatenate([cls[j] for cls in blocks for j in rng.integers(0, len(cls), len(cls))]))
+            for _ in range(how.resamples)
+        ]
+    )
     tail = (1.0 - how.level) / 2.0 * 100.0
     for k, name in enumerate(CI_METRICS):
         col = draws[:, k]
-        report[name] = [float(np.percentile(col, tail)), float(np.percentile(col, 100.0 - tail))] \
-            if np.isfinite(col).all() else None
+        report[name] = (
+            [float(np.percentile(col, tail)), float(np.percentile(col, 100.0 - tail))]
+            if np.isfinite(col).all()
+            else None
+        )
     return report
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import rasterio
@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from garimpo.contract import RESIZE
 from garimpo.errors import InputDataError
-from garimpo.raster import RGB_BANDS
+from garimpo.geo.raster import RGB_BANDS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -51,9 +51,7 @@ def band_limits(stats_json: str | os.PathLike, bands: Sequence[str]) -> tuple[li
     per_band = stats.get("bands", {})
     missing = [b for b in bands if b not in per_band]
     if missing:
-        raise InputDataError(
-            f"{stats_json} has no statistics for bands {missing}; it has {sorted(per_band)}"
-        )
+        raise InputDataError(f"{stats_json} has no statistics for bands {missing}; it has {sorted(per_band)}")
     return [float(per_band[b]["p2"]) for b in bands], [float(per_band[b]["p98"]) for b in bands]
 
 
@@ -63,9 +61,7 @@ def read_tile(path: str | os.PathLike, bands: Sequence[str]) -> np.ndarray:
         names = [d.strip() if d else None for d in src.descriptions]
         missing = [b for b in bands if b not in names]
         if missing:
-            raise InputDataError(
-                f"{path} lacks bands {missing}; its band descriptions are {names}"
-            )
+            raise InputDataError(f"{path} lacks bands {missing}; its band descriptions are {names}")
         arr = src.read([names.index(b) + 1 for b in bands]).astype(np.float32, copy=False)
         nodata = src.nodata
     if nodata is not None and not np.isnan(nodata):
@@ -101,8 +97,13 @@ def preprocess(
     x = torch.from_numpy(scale_to_unit(chips, low, high))
     if x.shape[-2:] != (input_size, input_size):
         # antialias: downsampling large tiles must not alias fine mining texture (no effect when upsampling).
-        x = F.interpolate(x, size=(input_size, input_size), mode=RESIZE["method"],
-                          align_corners=RESIZE["align_corners"], antialias=RESIZE["antialias"])
+        x = F.interpolate(
+            x,
+            size=(input_size, input_size),
+            mode=RESIZE["method"],
+            align_corners=RESIZE["align_corners"],
+            antialias=RESIZE["antialias"],
+        )
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     return (x - m) / s
@@ -148,7 +149,6 @@ class TileDataset(Dataset):
         return arr
 
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = preprocess(self._read(idx)[None], self.low, self.high, self.input_size,
-                       self.mean, self.std)[0]
+        x = preprocess(self._read(idx)[None], self.low, self.high, self.input_size, self.mean, self.std)[0]
         y = -1.0 if self.labels is None else float(self.labels[idx])
         return x, torch.tensor(y, dtype=torch.float32)

@@ -15,8 +15,8 @@ import json
 import logging
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,17 +25,22 @@ import torch
 from PIL import Image
 from torch import nn
 
+from garimpo.classifier.bootstrap import Bootstrap, bootstrap_intervals
+from garimpo.classifier.data import preprocess
+from garimpo.classifier.metrics import (
+    _as_arrays,
+    average_precision,
+    binary_metrics,
+    decision_threshold,
+    roc_auc,
+    threshold_sweep,
+)
+from garimpo.classifier.model import dihedral_views
 from garimpo.contract import ENCODINGS, ImageContract, ImageFolder, common_contract, image_contract
 from garimpo.errors import InputDataError
-from garimpo.matching import reference_bounds, stretch_to_reference
-
-from garimpo.raster import GEOTIFF_SUFFIXES, IMAGE_SUFFIXES, RGB_BANDS, image_bands, read_header, read_image
-from garimpo.split import matches_any
-
-from .data import preprocess
-from .bootstrap import Bootstrap, bootstrap_intervals
-from .metrics import _as_arrays, average_precision, binary_metrics, decision_threshold, roc_auc, threshold_sweep
-from .model import dihedral_views
+from garimpo.geo.raster import GEOTIFF_SUFFIXES, IMAGE_SUFFIXES, RGB_BANDS, image_bands, read_header, read_image
+from garimpo.pixels.matching import reference_bounds, stretch_to_reference
+from garimpo.training.split import matches_any
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,7 @@ _LABELS = {"positive": 1, "negative": 0, "1": 1, "0": 0, "true": 1, "false": 0, 
 UNKNOWN_SOURCE = "unknown"
 
 # ---------------------------------------------------------------- chip sets
+
 
 def load_chip_set(folder: str | os.PathLike) -> pd.DataFrame:
     """Chips of a labelled folder as ``DataFrame[path, label (0/1), source]``.
@@ -88,15 +94,19 @@ def select_sources(chips: pd.DataFrame, patterns: Sequence[str], name: str) -> p
         return chips
     key = f"evaluation.sources.{name}"
     if (chips["source"] == UNKNOWN_SOURCE).all():
-        raise InputDataError(f"{key} selects by source list, but chip set {name!r} names no sources: "
-                             "give it a manifest.csv with a source column, or drop the selection")
+        raise InputDataError(
+            f"{key} selects by source list, but chip set {name!r} names no sources: "
+            "give it a manifest.csv with a source column, or drop the selection"
+        )
     try:
         keep = matches_any(chips["source"], patterns, key)
     except ValueError as err:
         raise InputDataError(str(err)) from err
     if not keep.any():
-        raise InputDataError(f"{key} {list(patterns)} matches none of chip set {name!r}'s source lists "
-                             f"{sorted(set(chips['source']))[:10]}")
+        raise InputDataError(
+            f"{key} {list(patterns)} matches none of chip set {name!r}'s source lists "
+            f"{sorted(set(chips['source']))[:10]}"
+        )
     return chips[keep].reset_index(drop=True)
 
 
@@ -108,9 +118,7 @@ def _from_manifest(folder: Path, manifest: Path) -> pd.DataFrame:
     labels = raw["label"].str.strip().str.lower().map(_LABELS)
     bad = sorted(set(raw.loc[labels.isna(), "label"]))
     if bad:
-        raise InputDataError(
-            f"{manifest} has labels {bad[:5]}; use positive/negative or 1/0"
-        )
+        raise InputDataError(f"{manifest} has labels {bad[:5]}; use positive/negative or 1/0")
     paths = [str(p if Path(p).is_absolute() else folder / p) for p in raw["path"].str.strip()]
     absent = [p for p in paths if not os.path.isfile(p)]
     if absent:
@@ -135,12 +143,15 @@ def chip_set_contract(paths: Sequence[str | os.PathLike], folder: ImageFolder) -
     if rendered and not folder.encoding:
         raise InputDataError(
             f"chip set folder {folder.path} holds 8-bit chips (e.g. {rendered[0]}): a rendering, not reflectance. "
-            f"Declare their encoding in {folder.key}, e.g. {folder.spec} (known encodings: {sorted(ENCODINGS)})")
+            f"Declare their encoding in {folder.key}, e.g. {folder.spec} (known encodings: {sorted(ENCODINGS)})"
+        )
     for p, h in headers:  # grey, palette, 16-bit... refused before any chip is scored
         image_bands(p, h, folder.encoding, folder.key)
     # Decoded chips take their units from the encoding (image_contract), as imported tiles do.
-    return common_contract(((p, image_contract(p, h.shape, h.crs, h.transform, h.tags, folder)) for p, h in headers),
-                           f"the chips of {folder.path} ({folder.key})")
+    return common_contract(
+        ((p, image_contract(p, h.shape, h.crs, h.transform, h.tags, folder)) for p, h in headers),
+        f"the chips of {folder.path} ({folder.key})",
+    )
 
 
 def read_chip(
@@ -160,7 +171,7 @@ def read_chip(
     picked by their descriptions.  Each band's own P_low/P_high is then stretched
     onto the positives' P2/P98 with ``stretch_to_reference``, as in ``match_tiles``
     (unless ``per_tile`` is false: then the chip is returned as read, as training saw it).
-    ``key``: the config key of the chip's folder, named in errors (``garimpo.raster.read_image``).
+    ``key``: the config key of the chip's folder, named in errors (``garimpo.geo.raster.read_image``).
     """
     stats = _load_stats(stats)
     path = Path(path)
@@ -169,8 +180,7 @@ def read_chip(
     missing = [b for b in bands if b not in names]
     if missing:
         raise InputDataError(
-            f"chip {path} lacks the model's bands {missing}; it has {names} "
-            "(PNG/JPEG chips only carry B04, B03, B02)"
+            f"chip {path} lacks the model's bands {missing}; it has {names} (PNG/JPEG chips only carry B04, B03, B02)"
         )
     arr = np.ascontiguousarray(arr[[names.index(b) for b in bands]])
     if not per_tile:
@@ -190,6 +200,7 @@ def _load_stats(stats: Mapping | str | os.PathLike) -> Mapping:
 
 
 # ---------------------------------------------------------------- scoring
+
 
 @torch.inference_mode()
 def score_chips(
@@ -224,9 +235,13 @@ def score_chips(
     out = []
     try:
         for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
-            x = torch.cat([preprocess(read_chip(p, bands, stats, p_low, p_high, per_tile, encoding, key)[None], *args)
-                           for p in chunk])
+            chunk = paths[start : start + batch_size]
+            x = torch.cat(
+                [
+                    preprocess(read_chip(p, bands, stats, p_low, p_high, per_tile, encoding, key)[None], *args)
+                    for p in chunk
+                ]
+            )
             x = x.to(device)
             views = dihedral_views(x) if tta else [x]
             probs = torch.stack([torch.sigmoid(model(v).float()).flatten() for v in views]).mean(0)
@@ -240,12 +255,17 @@ def score_chips(
 
 # ---------------------------------------------------------------- metrics
 
+
 def _finite_or_none(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
 def metrics_from_scores(
-    y_true, y_prob, threshold: float, sources: Sequence[str] | None = None, bootstrap: Mapping | None = None,
+    y_true,
+    y_prob,
+    threshold: float,
+    sources: Sequence[str] | None = None,
+    bootstrap: Mapping | None = None,
 ) -> dict:
     """The evaluation report for scores already computed (see ``evaluate_chip_set``).
 
@@ -271,11 +291,11 @@ def metrics_from_scores(
     if bootstrap is not None:
         report["ci"] = bootstrap_intervals(y_true, y_prob, threshold, sources, how=Bootstrap(**bootstrap))
     if sources is not None:
-        sources = np.asarray([str(s) for s in sources])
-        if set(sources) != {UNKNOWN_SOURCE}:
+        names = np.asarray([str(s) for s in sources])
+        if set(names) != {UNKNOWN_SOURCE}:
             per = {}
-            for src in sorted(set(sources)):
-                sel = sources == src
+            for src in sorted(set(names)):
+                sel = names == src
                 sm = binary_metrics(y_true[sel], y_prob[sel], threshold)
                 per[src] = {
                     "n": int(sel.sum()),
@@ -312,14 +332,16 @@ def evaluate_chip_set(
     decodes 8-bit chips, ``key`` names their folder's config key in errors (see ``read_chip``).
     """
     thr = decision_threshold(meta, tta) if threshold is None else float(threshold)
-    scores = score_chips(model, meta, list(chips_df["path"]), stats, batch_size, device, tta, p_low, p_high,
-                         encoding, key)
+    scores = score_chips(
+        model, meta, list(chips_df["path"]), stats, batch_size, device, tta, p_low, p_high, encoding, key
+    )
     chips_df["score"] = scores
     sources = chips_df["source"] if "source" in chips_df.columns else None
     return metrics_from_scores(chips_df["label"].to_numpy(), scores, thr, sources, bootstrap)
 
 
 # ---------------------------------------------------------------- plots
+
 
 def _pyplot():
     import matplotlib
@@ -342,17 +364,26 @@ def plot_pr_curve(y_true, y_prob, threshold: float, path: str | os.PathLike) -> 
             sweep = threshold_sweep(y_true, y_prob)
             r = np.concatenate([[0.0], sweep["recall"][::-1]])
             p = np.concatenate([[1.0], sweep["precision"][::-1]])
-            ax.step(r, p, where="pre", color="tab:blue",
-                    label=f"AP = {average_precision(y_true, y_prob):.3f}")
+            ax.step(r, p, where="pre", color="tab:blue", label=f"AP = {average_precision(y_true, y_prob):.3f}")
             m = binary_metrics(y_true, y_prob, threshold)
-            ax.plot([m["recall"]], [m["precision"]], "o", color="tab:red",
-                    label=f"threshold {threshold:.3f}: P={m['precision']:.2f} R={m['recall']:.2f}")
+            ax.plot(
+                [m["recall"]],
+                [m["precision"]],
+                "o",
+                color="tab:red",
+                label=f"threshold {threshold:.3f}: P={m['precision']:.2f} R={m['recall']:.2f}",
+            )
             ax.axhline(y_true.mean(), color="grey", ls=":", lw=1, label="chance")
             ax.legend(loc="lower left")
         else:
             ax.text(0.5, 0.5, "no positive chips", ha="center", va="center")
-        ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="recall", ylabel="precision",
-               title=f"Precision-recall ({y_true.sum()} pos / {(y_true == 0).sum()} neg)")
+        ax.set(
+            xlim=(0, 1.02),
+            ylim=(0, 1.02),
+            xlabel="recall",
+            ylabel="precision",
+            title=f"Precision-recall ({y_true.sum()} pos / {(y_true == 0).sum()} neg)",
+        )
         ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(path, dpi=120)

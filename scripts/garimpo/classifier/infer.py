@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .data import TileDataset, preprocess
-from .model import dihedral_views
+from garimpo.classifier.data import TileDataset, preprocess
+from garimpo.classifier.model import dihedral_views
 
 
 def _device_of(model: nn.Module, device: str | torch.device | None) -> torch.device:
@@ -47,14 +47,12 @@ def predict_proba(
         return np.mean([predict_proba(model, meta, v.contiguous().numpy(), batch_size, device) for v in views], axis=0)
     chips = np.asarray(chips, dtype=np.float32)
     if chips.ndim != 4 or chips.shape[1] != len(meta["bands"]):
-        raise ValueError(
-            f"chips must be [N, {len(meta['bands'])}, H, W] (bands {meta['bands']}), got {chips.shape}"
-        )
+        raise ValueError(f"chips must be [N, {len(meta['bands'])}, H, W] (bands {meta['bands']}), got {chips.shape}")
     device = _device_of(model, device)
     model.to(device)
     args = (meta["low"], meta["high"], int(meta["input_size"]), meta["mean"], meta["std"])
     # Preprocess per batch so memory stays bounded for big scenes.
-    batches = (preprocess(chips[i:i + batch_size], *args) for i in range(0, len(chips), batch_size))
+    batches = (preprocess(chips[i : i + batch_size], *args) for i in range(0, len(chips), batch_size))
     return _probs(model, batches, device)
 
 
@@ -66,8 +64,17 @@ def predict_paths(
     device: str | torch.device | None = None,
 ) -> np.ndarray:
     """P(mining) for GeoTIFF tiles (any size; bands picked by name)."""
-    ds = TileDataset(paths, None, meta["bands"], meta["low"], meta["high"],
-                     int(meta["input_size"]), meta["mean"], meta["std"], cache=False)
+    ds = TileDataset(
+        paths,
+        None,
+        meta["bands"],
+        meta["low"],
+        meta["high"],
+        int(meta["input_size"]),
+        meta["mean"],
+        meta["std"],
+        cache=False,
+    )
     device = _device_of(model, device)
     model.to(device)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False)

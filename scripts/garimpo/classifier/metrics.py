@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -153,6 +153,10 @@ def decision_threshold(meta: Mapping, tta: bool) -> float:
     if tta and meta.get("threshold_tta") is not None:
         return float(meta["threshold_tta"])
     if tta:
-        log.warning("model %s has no threshold chosen on 8-view scores (trained before garimpo had it); "
-                    "using its single-view threshold %.3f", meta.get("model_id"), float(meta["threshold"]))
+        log.warning(
+            "model %s has no threshold chosen on 8-view scores (trained before garimpo had it); "
+            "using its single-view threshold %.3f",
+            meta.get("model_id"),
+            float(meta["threshold"]),
+        )
     return float(meta["threshold"])

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import contextlib
+import hashlib
 import json
 import os
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,15 +19,23 @@ from torch import nn
 from garimpo.atomic import atomic_path
 from garimpo.errors import ModelLoadError
 
-ARCHS: dict[str, Callable[..., nn.Module]] = {
+ARCHS: dict[str, Callable[..., torchvision.models.ResNet]] = {
     "resnet18": torchvision.models.resnet18,
     "resnet34": torchvision.models.resnet34,
 }
 
 # What a checkpoint must describe so inference can reproduce training's preprocessing.
 REQUIRED_META = (
-    "arch", "bands", "input_size", "in_channels", "dropout",
-    "low", "high", "mean", "std", "threshold",
+    "arch",
+    "bands",
+    "input_size",
+    "in_channels",
+    "dropout",
+    "low",
+    "high",
+    "mean",
+    "std",
+    "threshold",
 )
 
 
@@ -66,10 +75,19 @@ def adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     if conv.in_channels != 3 or conv.groups != 1:
         raise ValueError("adapt_first_conv expects an ungrouped 3-channel conv")
     w = conv.weight.detach()
+    # Ignored below: torch's stub types _ConvNd's kernel_size/stride/padding/dilation as tuple[int, ...];
+    # a Conv2d's are 2-tuples (padding may be a str), which Conv2d's parameters (int | tuple[int, int]) take.
     new = nn.Conv2d(
-        in_channels, conv.out_channels, kernel_size=conv.kernel_size, stride=conv.stride,
-        padding=conv.padding, dilation=conv.dilation, bias=conv.bias is not None,
-        padding_mode=conv.padding_mode, device=w.device, dtype=w.dtype,
+        in_channels,
+        conv.out_channels,
+        kernel_size=conv.kernel_size,  # type: ignore[arg-type]
+        stride=conv.stride,  # type: ignore[arg-type]
+        padding=conv.padding,  # type: ignore[arg-type]
+        dilation=conv.dilation,  # type: ignore[arg-type]
+        bias=conv.bias is not None,
+        padding_mode=conv.padding_mode,
+        device=w.device,
+        dtype=w.dtype,
     )
     mean_kernel = w.mean(dim=1, keepdim=True)
     if in_channels > 3:
@@ -79,6 +97,7 @@ def adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     with torch.no_grad():
         new.weight.copy_(new_w * (3.0 / in_channels))
         if conv.bias is not None:
+            assert new.bias is not None  # made with bias=True above
             new.bias.copy_(conv.bias.detach())
     return new
 
@@ -97,9 +116,7 @@ def build_classifier(
         try:
             net.load_state_dict(imagenet_state_dict)
         except RuntimeError as err:
-            raise ModelLoadError(
-                f"the ImageNet weights given do not fit {arch} (wrong arch?): {err}"
-            ) from err
+            raise ModelLoadError(f"the ImageNet weights given do not fit {arch} (wrong arch?): {err}") from err
     net.conv1 = adapt_first_conv(net.conv1, in_channels)
     net.fc = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(net.fc.in_features, 1))
     return net
@@ -116,6 +133,7 @@ def weights_id(state_dict: dict[str, torch.Tensor], length: int = 12) -> str:
 
 def _json_safe(obj: Any) -> Any:
     """Plain Python types only, so the checkpoint loads with ``weights_only=True``."""
+
     def default(o: Any) -> Any:
         if isinstance(o, np.generic):
             return o.item()
@@ -124,6 +142,7 @@ def _json_safe(obj: Any) -> Any:
         if isinstance(o, Path):
             return str(o)
         raise TypeError(f"meta value of type {type(o).__name__} is not serialisable")
+
     return json.loads(json.dumps(obj, default=default))
 
 
@@ -146,7 +165,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> di
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     full = dict(meta)
     full["model_id"] = weights_id(state)
-    full.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    full.setdefault("created", datetime.now(UTC).isoformat(timespec="seconds"))
     full.setdefault("torch_version", torch.__version__)
     full.setdefault("train_config", {})
     full = _json_safe(full)

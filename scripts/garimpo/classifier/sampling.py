@@ -35,5 +35,11 @@ def epoch_sampler(train_df: pd.DataFrame, n_draw: int, alpha: float, gen: torch.
     if "source" not in train_df:
         raise ValueError("classifier.source_balance needs a 'source' column in the split table")
     weights = source_balanced_weights(train_df["source"], train_df["label"], alpha)
-    return WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), n_draw, replacement=True,
-                                 generator=gen)
+    # Ignored below: torch annotates weights as Sequence[float], but converts them with torch.as_tensor, so a
+    # tensor (or any array-like) is taken as is.
+    return WeightedRandomSampler(
+        torch.as_tensor(weights, dtype=torch.double),  # type: ignore[arg-type]
+        n_draw,
+        replacement=True,
+        generator=gen,
+    )

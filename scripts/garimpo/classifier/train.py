@@ -18,35 +18,18 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from garimpo.atomic import atomic_path
+from garimpo.classifier.averaging import WeightAverage
+from garimpo.classifier.data import TileDataset, band_limits, normalisation_stats, rgb_first
+from garimpo.classifier.metrics import binary_metrics, choose_threshold
+from garimpo.classifier.model import PRECISIONS, autocast, build_classifier, dihedral_views, save_checkpoint
+from garimpo.classifier.sampling import epoch_sampler
+from garimpo.classifier.weights import load_imagenet_state_dict
 from garimpo.contract import ImageContract, checkpoint_record, common_contract, read_tile_contract
 from garimpo.errors import ModelLoadError
+from garimpo.schema import default
 
-from .averaging import WeightAverage
-from .data import TileDataset, band_limits, normalisation_stats, rgb_first
-from .metrics import binary_metrics, choose_threshold
-from .model import PRECISIONS, autocast, build_classifier, dihedral_views, save_checkpoint
-from .sampling import epoch_sampler
-from .weights import load_imagenet_state_dict
-
-DEFAULT_CONFIG: dict[str, Any] = {
-    "arch": "resnet34",
-    "weights": "none",
-    "bands": ["B04", "B03", "B02"],
-    "input_size": 96,
-    "dropout": 0.5,
-    "batch_size": 16,
-    "lr": 1e-4,
-    "max_epochs": 300,
-    "early_stopping_patience": 10,
-    "epoch_samples": None,
-    "time_budget_min": None,
-    "lr_scheduler": {"factor": 0.5, "patience": 3},
-    "threshold": {"method": "max_f1", "value": 0.5, "target_precision": 0.95},
-    "seed": 42,
-    "precision": "fp32",
-    "ema_decay": None,
-    "source_balance": 0.0,
-}
+# The schema's classifier section: the defaults of the workflow, for callers outside it too.
+DEFAULT_CONFIG: dict[str, Any] = default("classifier")
 
 
 def resolve_config(cfg: dict | None) -> dict:
@@ -124,9 +107,15 @@ def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.to(device).contiguous(memory_format=torch.channels_last)
 
 
-def _train_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
-                 optimizer: torch.optim.Optimizer, device: torch.device, precision: str = "fp32",
-                 average: WeightAverage | None = None) -> float:
+def _train_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    precision: str = "fp32",
+    average: WeightAverage | None = None,
+) -> float:
     model.train()
     total, n = 0.0, 0
     for x, y in loader:
@@ -145,8 +134,9 @@ def _train_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
 
 
 @torch.inference_mode()
-def _evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module,
-              device: torch.device, precision: str = "fp32") -> tuple[float, np.ndarray, np.ndarray]:
+def _evaluate(
+    model: nn.Module, loader: DataLoader, criterion: nn.Module, device: torch.device, precision: str = "fp32"
+) -> tuple[float, np.ndarray, np.ndarray]:
     """Mean loss, probabilities and labels over a loader."""
     model.eval()
     total, probs, labels = 0.0, [], []
@@ -162,7 +152,9 @@ def _evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module,
 
 
 @torch.inference_mode()
-def _view_scores(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _view_scores(
+    model: nn.Module, loader: DataLoader, device: torch.device
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """fp32 probabilities of the chips as they are and averaged over their 8 rotations and flips
     (as detection and evaluation make them with tta), and the labels."""
     model.eval()
@@ -177,6 +169,7 @@ def _view_scores(model: nn.Module, loader: DataLoader, device: torch.device) -> 
 
 def _plot_curves(history: list[dict], best_epoch: int, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
@@ -216,10 +209,9 @@ def _tuned(model: nn.Module, loader: DataLoader, device: torch.device, tcfg: dic
     """Thresholds chosen on this model's own validation scores, and metrics there: for single-view
     scores (``threshold``, ``val_metrics``) and for 8-view averages (``threshold_tta``, ``val_metrics_tta``)."""
     single, mean, labels = _view_scores(model, loader, device)
-    out = {}
+    out: dict[str, Any] = {}
     for suffix, probs in (("", single), ("_tta", mean)):
-        thr = choose_threshold(labels, probs, tcfg["method"], float(tcfg["value"]),
-                               float(tcfg["target_precision"]))
+        thr = choose_threshold(labels, probs, tcfg["method"], float(tcfg["value"]), float(tcfg["target_precision"]))
         out[f"threshold{suffix}"], out[f"val_metrics{suffix}"] = thr, binary_metrics(labels, probs, thr)
     return out
 
@@ -232,9 +224,10 @@ def train_classifier(
     imagenet_weights_path: str | os.PathLike | None = None,
     threads: int = 1,
     matching: dict | None = None,
-    log: logging.Logger = logging.getLogger("garimpo.classifier.train"),
+    log: logging.Logger | None = None,
 ) -> dict:
     """Train, keep the lowest-val-loss model, tune the threshold; returns a summary dict."""
+    log = log or logging.getLogger(__name__)
     cfg = resolve_config(cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -261,12 +254,18 @@ def train_classifier(
     # A last batch of one breaks BatchNorm in train mode; drop it only in that case.
     n_draw = int(cfg["epoch_samples"] or len(train_df))
     sampler = epoch_sampler(train_df, n_draw, float(cfg["source_balance"]), gen)
-    train_loader = DataLoader(dataset(train_df), batch_size=bs, sampler=sampler,
-                              drop_last=n_draw % bs == 1, pin_memory=pin)
+    train_loader = DataLoader(
+        dataset(train_df), batch_size=bs, sampler=sampler, drop_last=n_draw % bs == 1, pin_memory=pin
+    )
     # Each pass over a loader draws a seed from its generator, by default the global one that also
     # draws the dropout masks: validation has its own, so how often it runs does not change training.
-    val_loader = DataLoader(dataset(val_df), batch_size=bs, shuffle=False, pin_memory=pin,
-                            generator=torch.Generator().manual_seed(int(cfg["seed"])))
+    val_loader = DataLoader(
+        dataset(val_df),
+        batch_size=bs,
+        shuffle=False,
+        pin_memory=pin,
+        generator=torch.Generator().manual_seed(int(cfg["seed"])),
+    )
 
     pos_weight = n_neg / n_pos  # rare positives weigh as much as the many negatives
     criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([pos_weight], device=device))
@@ -276,16 +275,29 @@ def train_classifier(
     scored = average.model if average is not None else model
     sched_cfg = cfg["lr_scheduler"]
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=float(sched_cfg["factor"]), patience=int(sched_cfg["patience"]))
+        optimizer, mode="min", factor=float(sched_cfg["factor"]), patience=int(sched_cfg["patience"])
+    )
 
     data_counts = {
-        "n_train": len(train_df), "n_train_pos": n_pos, "n_train_neg": n_neg,
+        "n_train": len(train_df),
+        "n_train_pos": n_pos,
+        "n_train_neg": n_neg,
         "n_train_augmented": int(train_df["augmented"].sum()),
-        "n_val": len(val_df), "n_val_pos": int(val_df["label"].sum()),
+        "n_val": len(val_df),
+        "n_val_pos": int(val_df["label"].sum()),
         "n_val_neg": int((val_df["label"] == 0).sum()),
     }
-    log.info("training %s (%s weights) on %s: bands %s, %s resized to %d px, %s, pos_weight %.3f",
-             cfg["arch"], cfg["weights"], device, bands, contract.describe(), size, data_counts, pos_weight)
+    log.info(
+        "training %s (%s weights) on %s: bands %s, %s resized to %d px, %s, pos_weight %.3f",
+        cfg["arch"],
+        cfg["weights"],
+        device,
+        bands,
+        contract.describe(),
+        size,
+        data_counts,
+        pos_weight,
+    )
 
     history: list[dict] = []
     best_loss, best_epoch, best_state, stale = float("inf"), 0, None, 0
@@ -296,8 +308,11 @@ def train_classifier(
     for epoch in range(1, max_epochs + 1):
         t0 = time.perf_counter()
         if history and (t0 - started) + history[-1]["seconds"] > budget_s:
-            log.info("time budget: another epoch would end past %.0f min; stopping after %d epochs",
-                     budget_s / 60, len(history))
+            log.info(
+                "time budget: another epoch would end past %.0f min; stopping after %d epochs",
+                budget_s / 60,
+                len(history),
+            )
             stop_reason = "time_budget"
             break
         train_loss = _train_epoch(model, train_loader, criterion, optimizer, device, cfg["precision"], average)
@@ -317,16 +332,32 @@ def train_classifier(
             best_state = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
         else:
             stale += 1
-        history.append({
-            "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-            "val_accuracy": at_half["accuracy"], "val_f1": at_half["f1"], "lr": lr,
-            "seconds": round(time.perf_counter() - t0, 3),
-            **({"val_loss_raw": raw_loss} if average is not None else {}),
-        })
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_accuracy": at_half["accuracy"],
+                "val_f1": at_half["f1"],
+                "lr": lr,
+                "seconds": round(time.perf_counter() - t0, 3),
+                **({"val_loss_raw": raw_loss} if average is not None else {}),
+            }
+        )
         _write_json(history, out / "training_history.json")  # progress visible during long runs
-        log.info("epoch %d/%d train_loss=%.4f val_loss=%.4f%s val_acc=%.3f val_f1=%.3f lr=%.2e %.1fs%s",
-                 epoch, max_epochs, train_loss, val_loss, raw_note,
-                 at_half["accuracy"], at_half["f1"], lr, history[-1]["seconds"], " *best" if improved else "")
+        log.info(
+            "epoch %d/%d train_loss=%.4f val_loss=%.4f%s val_acc=%.3f val_f1=%.3f lr=%.2e %.1fs%s",
+            epoch,
+            max_epochs,
+            train_loss,
+            val_loss,
+            raw_note,
+            at_half["accuracy"],
+            at_half["f1"],
+            lr,
+            history[-1]["seconds"],
+            " *best" if improved else "",
+        )
         if stale >= patience:
             log.info("early stopping: val loss has not improved for %d epochs", patience)
             stop_reason = "early_stopping"
@@ -342,37 +373,77 @@ def train_classifier(
     tuned = final_tuned if best_epoch == len(history) else _tuned(scored, val_loader, device, tcfg)
     for suffix, what in (("", "single view"), ("_tta", "8-view average")):
         m = tuned[f"val_metrics{suffix}"]
-        log.info("best epoch %d (val loss %.4f), %s: threshold %.4f (%s): precision %.3f recall %.3f f1 %.3f",
-                 best_epoch, best_loss, what, tuned[f"threshold{suffix}"], tcfg["method"], m["precision"],
-                 m["recall"], m["f1"])
+        log.info(
+            "best epoch %d (val loss %.4f), %s: threshold %.4f (%s): precision %.3f recall %.3f f1 %.3f",
+            best_epoch,
+            best_loss,
+            what,
+            tuned[f"threshold{suffix}"],
+            tcfg["method"],
+            m["precision"],
+            m["recall"],
+            m["f1"],
+        )
 
     base_meta = {
-        "arch": cfg["arch"], "weights": cfg["weights"], "bands": bands, "input_size": size,
-        "in_channels": len(bands), "dropout": float(cfg["dropout"]), "low": low, "high": high,
-        "mean": mean, "std": std, "threshold_method": tcfg["method"], "train_config": cfg,
+        "arch": cfg["arch"],
+        "weights": cfg["weights"],
+        "bands": bands,
+        "input_size": size,
+        "in_channels": len(bands),
+        "dropout": float(cfg["dropout"]),
+        "low": low,
+        "high": high,
+        "mean": mean,
+        "std": std,
+        "threshold_method": tcfg["method"],
+        "train_config": cfg,
         # How the training tiles were matched: detection and evaluation must prepare chips alike.
         "matching": {"per_tile": True, "p_low": 2.0, "p_high": 98.0, **(matching or {})},
         # What ground and values the model learnt: detection and evaluation refuse anything else.
         **checkpoint_record(contract),
     }
-    best_meta = save_checkpoint(out / "best_model.pth", scored, {
-        **base_meta, **tuned, "epoch": best_epoch, "val_loss": best_loss})
+    best_meta = save_checkpoint(
+        out / "best_model.pth", scored, {**base_meta, **tuned, "epoch": best_epoch, "val_loss": best_loss}
+    )
     scored.load_state_dict(final_state)
-    final_meta = save_checkpoint(out / "final_model.pth", scored, {
-        **base_meta, **final_tuned, "epoch": len(history), "val_loss": history[-1]["val_loss"]})
+    final_meta = save_checkpoint(
+        out / "final_model.pth",
+        scored,
+        {**base_meta, **final_tuned, "epoch": len(history), "val_loss": history[-1]["val_loss"]},
+    )
 
     _plot_curves(history, best_epoch, out / "training_curves.png")
     summary = {
-        "classifier": cfg, "bands_model_order": bands, "data": data_counts, "pos_weight": pos_weight,
-        "device": str(device), "threads": int(threads), "epochs_run": len(history),
-        "stopped_early": len(history) < max_epochs, "stop_reason": stop_reason,
-        "train_minutes": round((time.perf_counter() - started) / 60, 2), "best_epoch": best_epoch, "best_val_loss": best_loss,
-        **tuned, "threshold_method": tcfg["method"], "model_id": best_meta["model_id"],
+        "classifier": cfg,
+        "bands_model_order": bands,
+        "data": data_counts,
+        "pos_weight": pos_weight,
+        "device": str(device),
+        "threads": int(threads),
+        "epochs_run": len(history),
+        "stopped_early": len(history) < max_epochs,
+        "stop_reason": stop_reason,
+        "train_minutes": round((time.perf_counter() - started) / 60, 2),
+        "best_epoch": best_epoch,
+        "best_val_loss": best_loss,
+        **tuned,
+        "threshold_method": tcfg["method"],
+        "model_id": best_meta["model_id"],
         "final_model": {**final_tuned, "model_id": final_meta["model_id"]},
-        "split_csv": str(split_csv), "stats_json": str(stats_json),
-        "low": low, "high": high, "mean": mean, "std": std,
+        "split_csv": str(split_csv),
+        "stats_json": str(stats_json),
+        "low": low,
+        "high": high,
+        "mean": mean,
+        "std": std,
         "contract": checkpoint_record(contract),
     }
     _write_json(summary, out / "config.json")
-    return {**summary, "out_dir": str(out), "history": history,
-            "best_model": str(out / "best_model.pth"), "final_model_path": str(out / "final_model.pth")}
+    return {
+        **summary,
+        "out_dir": str(out),
+        "history": history,
+        "best_model": str(out / "best_model.pth"),
+        "final_model_path": str(out / "final_model.pth"),
+    }

@@ -9,9 +9,8 @@ import torch
 import torchvision
 
 from garimpo.atomic import scratch_dir
+from garimpo.classifier.model import ARCHS, atomic_torch_save
 from garimpo.errors import ModelLoadError
-
-from .model import ARCHS, atomic_torch_save
 
 IMAGENET_WEIGHTS = {
     "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
@@ -27,8 +26,9 @@ def fetch_resnet_imagenet(arch: str, out_path: str | os.PathLike) -> Path:
     # Beside the output, not in /tmp: what a killed download leaves is swept by the next attempt (garimpo.atomic).
     with scratch_dir(out_path) as tmp:
         # check_hash: torchvision file names carry a sha256 prefix; a truncated download fails here.
-        state = torch.hub.load_state_dict_from_url(url, model_dir=str(tmp), map_location="cpu",
-                                                   progress=False, check_hash=True)
+        state = torch.hub.load_state_dict_from_url(
+            url, model_dir=str(tmp), map_location="cpu", progress=False, check_hash=True
+        )
     ARCHS[arch](weights=None).load_state_dict(state)  # fail now, not at training time
     atomic_torch_save(state, out_path)
     return Path(out_path)
@@ -37,8 +37,7 @@ def fetch_resnet_imagenet(arch: str, out_path: str | os.PathLike) -> Path:
 def load_imagenet_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """State dict saved by :func:`fetch_resnet_imagenet` (or a compatible file)."""
     path = Path(path)
-    hint = ("run the fetch_imagenet_weights rule on a machine with internet, "
-            "or set classifier.weights: none")
+    hint = "run the fetch_imagenet_weights rule on a machine with internet, or set classifier.weights: none"
     if not path.is_file():
         raise ModelLoadError(f"ImageNet weights {path} not found; {hint}")
     try:

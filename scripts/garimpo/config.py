@@ -1,0 +1,240 @@
+"""Typed values for nested ``--config`` overrides.
+
+Snakemake reads a nested ``--config key='{a: 3, b: false}'`` with YAML's base loader, so every value
+inside arrives as a string ('3', 'false') and schema validation refuses it. Where the schema wants a
+number, boolean or null and the string reads as one, it is converted; strings the schema allows stay.
+The same holds for a YAML config file's 1e-4, which YAML 1.1 reads as a string.
+Where the schema allows null, YAML's spellings of null (``null``, ``Null``, ``NULL``, ``~`` and the empty
+value) become None even when a string is allowed too (YAML 1.2 core schema, section 10.3.2), so
+``--config negatives='{protected_areas: null}'`` switches the input off instead of naming a file "null".
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import yaml
+
+# YAML 1.2 core schema's null (https://yaml.org/spec/1.2.2/#1032-tag-resolution); '' is `key:` with no value.
+YAML_NULLS = frozenset({"null", "Null", "NULL", "~", ""})
+_PY_TYPES = {"integer": (int,), "number": (int, float), "boolean": (bool,), "null": (type(None),)}
+
+
+def _allowed(schema: dict) -> list[str]:
+    """JSON types a schema allows, including those of its ``oneOf`` / ``anyOf`` branches."""
+    kind = schema.get("type", [])
+    types = [kind] if isinstance(kind, str) else list(kind)
+    for branch in (*schema.get("oneOf", ()), *schema.get("anyOf", ())):
+        types += [t for t in _allowed(branch) if t not in types]
+    return types
+
+
+def _fits(value: Any, types: list[str]) -> bool:
+    for name in types:
+        py = _PY_TYPES.get(name)
+        # bool is an int in Python: an integer field must not take true/false.
+        if py and isinstance(value, py) and not (name in ("integer", "number") and isinstance(value, bool)):
+            return True
+    return False
+
+
+def _properties(schema: dict) -> dict:
+    """Property schemas of an object schema, including those of its ``oneOf`` / ``anyOf`` branches
+    (e.g. a local_dirs item that is a path or a {path, encoding, pixel_size_m} mapping)."""
+    props = dict(schema.get("properties", {}))
+    for branch in (*schema.get("oneOf", ()), *schema.get("anyOf", ())):
+        props.update({k: v for k, v in _properties(branch).items() if k not in props})
+    return props
+
+
+def coerce_strings(value: Any, schema: dict) -> Any:
+    """``value`` with strings turned into the scalar type ``schema`` asks for, recursively."""
+    if isinstance(value, dict):
+        # Named keys by their property schema (an object branch's too); the others by additionalProperties.
+        props, extra = _properties(schema), schema.get("additionalProperties")
+        return {k: coerce_strings(v, props.get(k, extra if isinstance(extra, dict) else {})) for k, v in value.items()}
+    if isinstance(value, list):
+        return [coerce_strings(v, schema.get("items", {})) for v in value]
+    types = _allowed(schema)
+    if isinstance(value, str) and "null" in types and value.strip() in YAML_NULLS:
+        return None
+    if isinstance(value, str) and types and "string" not in types:
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        if _fits(parsed, types):
+            return parsed
+        if "number" in types:
+            try:  # YAML 1.1 reads 1e-4 (no dot) as a string
+                return float(value)
+            except ValueError:
+                pass
+    return value
+
+
+def coerce_config(config: dict, schema_path: str | os.PathLike) -> None:
+    """Convert ``config`` in place against the JSON schema in ``schema_path`` (YAML)."""
+    with open(schema_path) as fh:
+        schema = yaml.safe_load(fh)
+    config.update(coerce_strings(config, schema))
+
+
+def config_error(config: dict, schema_path: str | os.PathLike) -> str | None:
+    """The one most relevant schema violation of ``config``, as ``config KEY.PATH: message``; None if valid.
+
+    Snakemake's own message for a value under ``oneOf`` (a path, or a mapping) lists every branch's
+    schema; jsonschema's ``best_match`` names the offending key instead ('encodng' was unexpected).
+    A name refused by ``propertyNames`` (a region, download or chip set NAME that becomes part of a
+    path) or a value refused by a ``pattern`` is told with its schema's description (what is allowed),
+    not the bare regular expression: ``config regions.my region: the name 'my region' is not allowed; ...``.
+    An unknown key is named with its section, the keys allowed there and the nearest one: ``config
+    classifier.lr_scheduler: Additional properties are not allowed ('patiense' was unexpected); the keys
+    allowed under classifier.lr_scheduler are ['factor', 'patience'] (did you mean 'patience'?); ...``.
+    """
+    import jsonschema
+    from jsonschema.exceptions import best_match
+
+    with open(schema_path) as fh:
+        schema = yaml.safe_load(fh)
+    error = best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is None:
+        return None
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+    described = isinstance(error.schema, dict) and error.schema.get("description")
+    if "propertyNames" in error.schema_path:
+        rule = described or error.message
+        return (
+            f"config {where}.{error.instance}: the name {error.instance!r} is not allowed under {where}: {rule}. "
+            "Rename it, and every key that refers to it, in the config"
+        )
+    if error.validator == "pattern" and described:
+        return f"config {where}: {error.instance!r} is not allowed: {described}"
+    allowed = error.schema.get("properties") if isinstance(error.schema, dict) else None
+    if error.validator == "additionalProperties" and allowed and isinstance(error.instance, dict):
+        import difflib
+
+        unknown = [k for k in error.instance if k not in allowed]
+        guesses = [m for k in unknown for m in difflib.get_close_matches(str(k), list(allowed), n=1)]
+        hint = f" (did you mean {', '.join(map(repr, guesses))}?)" if guesses else ""
+        return (
+            f"config {where or '(top level)'}: {error.message}; the keys allowed under {where or 'the top level'}"
+            f" are {sorted(allowed)}{hint}; see their descriptions in {schema_path}"
+        )
+    return f"config {where or '(top level)'}: {error.message}; see its description in {schema_path}"
+
+
+def text_encoding_error(config: dict) -> str | None:
+    """The first vector or table input whose text ``encoding`` Python does not know, as an error; else None.
+
+    The schema cannot list every codec, so a misspelt one ('utf9', 'cp1525') would otherwise surface only
+    when the job reading the file runs.
+    """
+    import codecs
+
+    specs = [(f"positives.points[{i}]", s) for i, s in enumerate(config.get("positives", {}).get("points") or [])]
+    negatives = config.get("negatives", {})
+    specs += [
+        (f"negatives.hard_negative_points[{i}]", s) for i, s in enumerate(negatives.get("hard_negative_points") or [])
+    ]
+    specs += [(f"negatives.{k}", negatives.get(k)) for k in ("protected_areas", "urban_mask")]
+    specs += [("encroachment.areas", config.get("encroachment", {}).get("areas"))]
+    specs += [(f"regions.{name}", spec) for name, spec in (config.get("regions") or {}).items()]
+    for key, spec in specs:
+        name = spec.get("encoding") if isinstance(spec, dict) else None
+        if name is None:
+            continue
+        try:
+            codecs.lookup(str(name))
+        except LookupError:
+            return (
+                f"config {key}.encoding: unknown text encoding {name!r}; use a Python codec name such as "
+                "utf-8, cp1252 or latin-1, or null to let the reader find it"
+            )
+    return None
+
+
+def _get(config: dict, key: str) -> Any:
+    """The value at dotted ``key`` of ``config``; None where a level is missing."""
+    value: Any = config
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def config_order_error(config: dict) -> str | None:
+    """The first pair of keys whose values the schema accepts one by one but not together, as
+    ``config KEY: what is wrong; what to do``; None when every pair is in order.
+
+    JSON Schema checks each value against a range; it cannot say that a start comes before an end.
+    Checked: imagery.period (real ISO dates, start not after end); study_bounds (west < east,
+    south < north); detection.isolated_threshold >= detection.threshold when both are set;
+    matching.p_low < matching.p_high; augmentation.haze_strength low <= high; detection.stride_px at
+    most a chip (tiles.size_m / 10 m px), so no ground is left unscanned. Keys that are missing or of
+    another type are left to the schema. Raises nothing.
+    """
+    from datetime import date
+
+    period = _get(config, "imagery.period")
+    if isinstance(period, list) and len(period) == 2:
+        days = []
+        for i, text in enumerate(period):
+            try:
+                days.append(date.fromisoformat(str(text)))
+            except ValueError as err:
+                return (
+                    f"config imagery.period[{i}]: {text!r} is not a date ({err}); write it as YYYY-MM-DD, "
+                    "e.g. 2024-12-31"
+                )
+        if days[0] > days[1]:
+            return (
+                f"config imagery.period: the start {period[0]} is after the end {period[1]}, so no scene "
+                f"can match; write [start, end], e.g. [{period[1]}, {period[0]}]"
+            )
+
+    bounds = _get(config, "study_bounds")
+    if isinstance(bounds, list) and len(bounds) == 4 and all(map(_is_number, bounds)):
+        west, south, east, north = bounds
+        if not west < east:
+            return (
+                f"config study_bounds: west {west} is not less than east {east}; the order is "
+                "[west, south, east, north] in degrees (longitude first)"
+            )
+        if not south < north:
+            return (
+                f"config study_bounds: south {south} is not less than north {north}; the order is "
+                "[west, south, east, north] in degrees (longitude first)"
+            )
+
+    low, high = _get(config, "detection.threshold"), _get(config, "detection.isolated_threshold")
+    if _is_number(low) and _is_number(high) and high < low:
+        return (
+            f"config detection.isolated_threshold: {high} is below detection.threshold {low}, but a lone "
+            "chip must score at least as high as a chip in a group; raise it to at least "
+            f"{low}, or set it to null (halfway between detection.threshold and 1)"
+        )
+
+    p_low, p_high = _get(config, "matching.p_low"), _get(config, "matching.p_high")
+    if _is_number(p_low) and _is_number(p_high) and not p_low < p_high:
+        return (
+            f"config matching.p_low: {p_low} is not below matching.p_high {p_high}; the stretch maps "
+            "P_low..P_high, so p_low must be the smaller percentile (the default is 2 and 98)"
+        )
+
+    haze = _get(config, "augmentation.haze_strength")
+    if isinstance(haze, list) and len(haze) == 2 and all(map(_is_number, haze)) and haze[0] > haze[1]:
+        return f"config augmentation.haze_strength: {haze} is not a [low, high] range; write [{haze[1]}, {haze[0]}]"
+
+    stride, size_m = _get(config, "detection.stride_px"), _get(config, "tiles.size_m")
+    if _is_number(stride) and _is_number(size_m) and stride * 10.0 > size_m:
+        return (
+            f"config detection.stride_px: {stride} px (10 m) is more than a chip of tiles.size_m "
+            f"{size_m} m ({size_m / 10:g} px), so strips between chips would never be scanned; set it to at "
+            "most the chip, or null (half a chip)"
+        )
+    return None

@@ -1,0 +1,441 @@
+"""Building the training tiles: fetch around points, import local folders, match, split, augment."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections import deque
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from garimpo.contract import ENCODINGS, ImageContract, ImageFolder, collection_units, image_contract, image_folder
+from garimpo.errors import InputDataError, NoImageryError
+from garimpo.geo.raster import (
+    EIGHT_BIT_SUFFIXES,
+    IMAGE_SUFFIXES,
+    Grid,
+    read_error_text,
+    read_header,
+    read_image,
+    read_raster,
+    tile_grid,
+    write_raster,
+)
+from garimpo.imagery.stac import ImageryRequest, Source, fetch_composite, provenance, radiometry_record, search_items
+from garimpo.pixels.matching import reference_bounds, stretch_to_reference
+from garimpo.training.augment import AugmentParams, augment
+from garimpo.training.split import assign_split
+
+log = logging.getLogger(__name__)
+
+# The last four are the tile's contract (garimpo.contract): ground per side, pixel size, units, 8-bit encoding.
+CONTRACT_COLUMNS = ["footprint_m", "pixel_size_m", "units", "encoding"]
+INDEX_COLUMNS = [
+    "tile_id",
+    "path",
+    "lon",
+    "lat",
+    "source",
+    "scene_ids",
+    "dates",
+    "cloud_cover",
+    "status",
+    *CONTRACT_COLUMNS,
+]
+
+
+def _item_version(item) -> str:
+    """What changes when an item's pixels can change: its ``updated`` stamp, or a local file's mtime."""
+    updated = item.properties.get("updated", "")
+    href = item.get_self_href()
+    if href and os.path.exists(href):
+        updated += f"@{os.stat(href).st_mtime_ns}"
+    return f"{item.id}:{updated}"
+
+
+def _cache_key(source: Source, request: ImageryRequest, grid, items) -> str:
+    """Everything that shapes a tile's pixels, including which scene versions were found and the
+    radiometry rule each one's metadata implies for the requested bands.
+
+    Keying on the scenes (not only the place) means a regenerated or reprocessed catalog
+    is never served from a stale cache; keying on the rule, that a tile made under an older
+    reading of the offset is made again.
+    """
+    scenes = sorted(
+        f"{_item_version(i)}:{json.dumps(_radiometry_or_fault(i, request.bands), sort_keys=True)}" for i in items
+    )
+    blob = json.dumps(
+        [
+            source.kind,
+            source.url,
+            source.collection,
+            list(request.bands),
+            request.composite,
+            request.max_scenes,
+            request.cloud_buffer_m,
+            grid.crs,
+            list(grid.transform)[:6],
+            grid.width,
+            grid.height,
+            scenes,
+        ]
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _radiometry_or_fault(item, bands) -> dict:
+    """The item's radiometry record, or its metadata fault (an item skipped at read time)."""
+    try:
+        return radiometry_record(item, bands)
+    except InputDataError as err:
+        return {"item": item.id, "fault": str(err)}
+
+
+def fetch_point_tiles(
+    points: pd.DataFrame,
+    source: Source,
+    request: ImageryRequest,
+    size_m: float,
+    out_dir: str | Path,
+    cache_dir: str | Path,
+    skip_missing: bool = True,
+) -> pd.DataFrame:
+    """One composite tile of ``size_m`` around each point; returns the index.
+
+    Each finished tile is kept in ``cache_dir`` under a key of everything that shapes
+    it, so a killed run resumes where it stopped and reruns fetch nothing twice.
+    A point without a clear scene is logged and listed with status ``no_imagery``.
+    Tiles are tagged (and indexed) with their contract: ``size_m`` of ground at 10 m, in the
+    units of the source's collection (surface_reflectance for L2A).
+    """
+    out_dir, cache_dir = Path(out_dir), Path(cache_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    units = collection_units(source.collection)
+    rows = []
+    for rec in points.itertuples(index=False):
+        row = {"tile_id": rec.point_id, "lon": rec.lon, "lat": rec.lat, "source": rec.source}
+        grid = tile_grid(rec.lon, rec.lat, size_m)
+        contract = ImageContract(grid.width * grid.resolution, grid.resolution, units).tags()
+        items = search_items(source, grid.bbox_lonlat(), request.period, request.max_cloud)
+        cached = cache_dir / f"{_cache_key(source, request, grid, items)}.tif"
+        tags = _cached_tile_tags(cached, grid, request.bands, contract) if cached.exists() else None
+        if tags is None:
+            try:
+                image, used = fetch_composite(source, request, grid, items)
+            except NoImageryError as exc:
+                if not skip_missing:
+                    raise
+                log.warning("point %s (%.5f, %.5f): %s", rec.point_id, rec.lon, rec.lat, exc)
+                rows.append(
+                    {**row, "path": "", "scene_ids": "", "dates": "", "cloud_cover": "", "status": "no_imagery"}
+                )
+                continue
+            prov = provenance(used, request.bands)
+            tags = {
+                "scene_ids": ";".join(prov["scene_ids"]),
+                "dates": ";".join(prov["dates"]),
+                "cloud_cover": ";".join(str(c) for c in prov["cloud_cover"]),
+                "radiometry": json.dumps(prov["radiometry"]),
+                **contract,
+            }
+            write_raster(cached, image, grid.crs, grid.transform, request.bands, tags=tags)
+        if any(tags.get(k) != v for k, v in contract.items()):  # cached before tiles carried their contract
+            _update_tags(cached, contract)
+        dest = out_dir / f"{rec.point_id}.tif"
+        _link_or_copy(cached, dest)
+        rows.append(
+            {
+                **row,
+                "path": str(dest),
+                "scene_ids": tags.get("scene_ids", ""),
+                "dates": tags.get("dates", ""),
+                "cloud_cover": tags.get("cloud_cover", ""),
+                "status": "ok",
+                **contract,
+            }
+        )
+    index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
+    n_ok = int((index["status"] == "ok").sum())
+    log.info("%d of %d points have a tile in %s", n_ok, len(index), out_dir)
+    if n_ok == 0 and len(index):
+        raise NoImageryError(f"no point got a tile; see the log for each point. Output folder: {out_dir}")
+    return index
+
+
+def _cached_tile_tags(path: Path, grid: Grid, bands: Sequence[str], contract: Mapping[str, str]) -> dict | None:
+    """The tags of a cached tile, or None when it cannot be used: then it is deleted (with a warning) and rebuilt.
+
+    A cache entry is only trusted when it reads in full (a truncated file fails here, not in every rerun) and
+    has the grid, bands and contract its key stands for; contract tags it lacks (tiles cached before tiles
+    carried their contract) are not a fault, the caller adds them.
+    """
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    try:
+        with rasterio.open(path) as src:
+            tags = dict(src.tags())
+            problem = _cached_tile_problem(src, tags, grid, bands, contract)
+            if problem is None:
+                src.read()  # every block: a cut-short file fails now
+                return tags
+    except (RasterioError, OSError) as err:
+        problem = read_error_text(err)
+    log.warning("tile cache file %s cannot be used (%s): deleted, fetching the tile again", path, problem)
+    path.unlink(missing_ok=True)
+    return None
+
+
+def _cached_tile_problem(src, tags: Mapping, grid: Grid, bands: Sequence[str], contract: Mapping) -> str | None:
+    from rasterio.crs import CRS
+
+    names = [d.strip() if d else "" for d in src.descriptions]
+    if names != list(bands):
+        return f"bands {names}, expected {list(bands)}"
+    if (src.height, src.width) != (grid.height, grid.width):
+        return f"{src.height} x {src.width} px, expected {grid.height} x {grid.width}"
+    if src.crs != CRS.from_user_input(grid.crs) or not src.transform.almost_equals(grid.transform):
+        return f"grid {src.crs} {tuple(src.transform)[:6]}, expected {grid.crs} {tuple(grid.transform)[:6]}"
+    wrong = {k: tags[k] for k, v in contract.items() if k in tags and tags[k] != v}
+    if wrong:
+        return f"tags {wrong}, expected {dict(contract)}"
+    return None
+
+
+def _update_tags(path: Path, tags: Mapping[str, str]) -> None:
+    import rasterio
+
+    with rasterio.open(path, "r+") as dst:
+        dst.update_tags(**tags)
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    if dest.exists():
+        dest.unlink()
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copy2(src, dest)
+
+
+def manifest_sources(folder: Path) -> dict[Path, str]:
+    """Source list of each image, from a ``manifest.csv`` (columns path, source) in the folder or its parent.
+
+    Chips of one source list share places and scenes, so the split keeps them together.
+    """
+    for manifest in (folder / "manifest.csv", folder.parent / "manifest.csv"):
+        if manifest.is_file():
+            df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+            if {"path", "source"} <= set(df.columns):
+                return {(manifest.parent / p).resolve(): src for p, src in zip(df["path"], df["source"])}
+    return {}
+
+
+def import_local_images(
+    folders: Sequence[str | Path | Mapping | ImageFolder],
+    out_dir: str | Path,
+    source_prefix: str = "local",
+    key: str = "local_dirs",
+    bands: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Copy images from local folders in as float tiles (the method's "copy local images" path).
+
+    ``folders``: plain paths or mappings ``{path, encoding, pixel_size_m, units}`` (``key`` names them in
+    errors, e.g. positives.local_dirs). GeoTIFFs keep their bands and georeferencing; 8-bit images
+    (PNG/JPEG chips) are decoded to reflectance by their folder's encoding (AMW chips: B04, B03, B02 in
+    TOA reflectance = value / 255 * 0.3). Which kinds of image are read, converted (alpha -> NaN) or
+    refused is :func:`garimpo.geo.raster.read_image`'s. ``bands``: the bands every image must carry (config
+    classifier.bands). Each tile is tagged and indexed with its contract: footprint and pixel size (from
+    a projected georeferencing in metres, else the folder's pixel_size_m), units and encoding. The
+    source of each image is its manifest's source list when there is one, else the folder name. Raises
+    InputDataError for a missing or empty folder, 8-bit images without an encoding, and for images of a
+    kind that is refused or that cannot be read, images without ``bands`` or without a known pixel size
+    (all such images at once, the first 10 named).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, problems = [], []
+    for spec in folders:
+        folder = image_folder(spec, key)
+        if not folder.path.is_dir():
+            raise InputDataError(f"local image folder {folder.path} not found; fix {key}")
+        files = sorted(p for p in folder.path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise InputDataError(f"local image folder {folder.path} holds no {'/'.join(IMAGE_SUFFIXES)} file")
+        # PNG/JPEG are 8-bit renderings unless their header says otherwise (a 16-bit PNG is refused below).
+        rendered = (
+            None
+            if folder.encoding
+            else next(
+                (p for p in files if p.suffix.lower() in EIGHT_BIT_SUFFIXES and read_header(p, key).eight_bit), None
+            )
+        )
+        if rendered:
+            raise InputDataError(
+                f"local image folder {folder.path} holds 8-bit images (e.g. {rendered.name}): a rendering, not "
+                f"reflectance. Declare their encoding in {key}, e.g. {folder.spec} (known encodings: "
+                f"{sorted(ENCODINGS)})"
+            )
+        sources = manifest_sources(folder.path)
+        for path in files:
+            tile_id = f"{source_prefix}-{folder.path.name}-{path.stem}"
+            dest = out_dir / f"{tile_id}.tif"
+            try:  # every unusable image is listed at the end, not one per run
+                r = read_image(path, folder.encoding, key)
+                missing = [b for b in bands if b not in r.band_names]
+                if missing:
+                    raise InputDataError(
+                        f"{path} (from {key}) has bands {list(r.band_names)}, without {missing} that the classifier "
+                        f"reads (classifier.bands {list(bands)}): give the image those bands, or leave it out"
+                    )
+                contract = image_contract(path, r.array.shape[1:], r.crs, r.transform, r.tags, folder).tags()
+            except InputDataError as err:
+                problems.append(str(err))
+                continue
+            write_raster(dest, r.array, r.crs, r.transform, r.band_names, tags=contract)
+            source = sources.get(path.resolve(), folder.path.name)
+            rows.append(
+                {
+                    "tile_id": tile_id,
+                    "path": str(dest),
+                    "lon": np.nan,
+                    "lat": np.nan,
+                    "source": source,
+                    "scene_ids": "",
+                    "dates": "",
+                    "cloud_cover": "",
+                    "status": "ok",
+                    **contract,
+                }
+            )
+    if len(problems) == 1:
+        raise InputDataError(problems[0])
+    if problems:
+        more = f"\n... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise InputDataError(
+            f"{len(problems)} images of {key} cannot be used; fix or remove each:\n" + "\n".join(problems[:10]) + more
+        )
+    return pd.DataFrame(rows, columns=INDEX_COLUMNS)
+
+
+def iter_tiles(index: pd.DataFrame):
+    """(array, band names) of every usable tile in an index, one at a time."""
+    for path in index.loc[index["status"] == "ok", "path"]:
+        r = read_raster(path)
+        yield r.array, r.band_names
+
+
+def match_tiles(
+    index: pd.DataFrame, stats: Mapping, out_dir: str | Path, p_low=2.0, p_high=98.0, per_tile: bool = True
+) -> pd.DataFrame:
+    """Stretch every tile onto the positives' P2/P98; returns the index of matched tiles.
+
+    With ``per_tile`` false the tiles are linked in unchanged (see config ``matching.per_tile``).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for rec in index[index["status"] == "ok"].to_dict("records"):
+        if not per_tile:
+            dest = out_dir / Path(rec["path"]).name
+            _link_or_copy(Path(rec["path"]), dest)
+            rows.append({**rec, "path": str(dest)})
+            continue
+        r = read_raster(rec["path"])
+        low, high = reference_bounds(stats, r.band_names)
+        matched = stretch_to_reference(r.array, low, high, p_low, p_high)
+        dest = out_dir / Path(rec["path"]).name
+        write_raster(dest, matched, r.crs, r.transform, r.band_names, tags=r.tags)
+        rows.append({**rec, "path": str(dest)})
+    return pd.DataFrame(rows, columns=INDEX_COLUMNS)
+
+
+def split_and_augment(
+    positives: pd.DataFrame,
+    negatives: pd.DataFrame,
+    stats: Mapping,
+    pos_aug_dir: str | Path,
+    neg_aug_dir: str | Path,
+    val_fraction: float,
+    block_m: float,
+    params: AugmentParams,
+    seed: int = 0,
+    test_sources: Sequence[str] = (),
+    run_length: int | None = None,
+    threads: int = 1,
+) -> pd.DataFrame:
+    """Split matched tiles by spatial block (and held-out sources), then augment only the training rows.
+
+    Returns the split table: path, label, split, group, source, augmented.  The copies are drawn in
+    one thread, in table order (the same files for any ``threads``); ``threads`` writers save them,
+    since writing the GeoTIFFs takes most of the time.
+    """
+    both = pd.concat([positives.assign(label=1), negatives.assign(label=0)], ignore_index=True)
+    split, groups = assign_split(both, val_fraction, block_m, seed, test_sources, run_length)
+    table = pd.DataFrame(
+        {
+            "path": both["path"],
+            "label": both["label"],
+            "split": split,
+            "group": groups,
+            "source": both["source"],
+            "augmented": False,
+        }
+    )
+    rng = np.random.default_rng(seed)
+    extra = []
+    with ThreadPoolExecutor(max(1, int(threads))) as pool:
+        pending: deque[Future] = deque()
+        for rec in table[table["split"] == "train"].to_dict("records"):
+            r = read_raster(rec["path"])
+            low, high = reference_bounds(stats, r.band_names)
+            out_dir = Path(pos_aug_dir if rec["label"] == 1 else neg_aug_dir)
+            for k in range(params.copies):
+                dest = out_dir / f"{Path(rec['path']).stem}_aug{k}.tif"
+                pending.append(
+                    pool.submit(
+                        write_raster,
+                        dest,
+                        augment(r.array, rng, params, low, high),
+                        r.crs,
+                        r.transform,
+                        r.band_names,
+                        tags=r.tags,
+                    )
+                )
+                extra.append({**rec, "path": str(dest), "augmented": True})
+            while len(pending) > 64:  # bounded memory; result() re-raises a failed write here
+                pending.popleft().result()
+        for fut in pending:
+            fut.result()
+    Path(pos_aug_dir).mkdir(parents=True, exist_ok=True)
+    Path(neg_aug_dir).mkdir(parents=True, exist_ok=True)
+    return pd.concat([table, pd.DataFrame(extra, columns=table.columns)], ignore_index=True)
+
+
+def write_chip_manifest(table: pd.DataFrame, split: str, folder: str | Path) -> Path:
+    """``folder/manifest.csv`` (path,label,source) of one split's un-augmented tiles: a chip set for evaluation.
+
+    Paths are relative to the manifest's folder, as chip-set manifests are read.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = table[(table["split"] == split) & ~table["augmented"].astype(bool)]
+    out = pd.DataFrame(
+        {
+            "path": [os.path.relpath(Path(p).resolve(), folder.resolve()) for p in rows["path"]],
+            "label": np.where(rows["label"].astype(int) == 1, "positive", "negative"),
+            "source": rows["source"].to_numpy(),
+        }
+    )
+    path = folder / "manifest.csv"
+    out.to_csv(path, index=False)
+    return path
