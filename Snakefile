@@ -11,6 +11,7 @@ from garimpo.config import (
     coerce_config,
     config_error,
     config_order_error,
+    non_finite_error,
     text_encoding_error,
 )
 
@@ -22,6 +23,9 @@ configfile: "config/config.yaml"
 
 # Nested --config values arrive as strings ('3', 'false'): typed where the schema says.
 coerce_config(config, Path(workflow.basedir) / "config/schema.yaml")
+# NaN and inf pass every range of the schema (each comparison with NaN is false): refused first, by key.
+if non_finite_error(config):
+    raise WorkflowError(non_finite_error(config))
 # On a bad value, name the key that is wrong rather than every branch of its schema.
 try:
     validate(config, "config/schema.yaml")

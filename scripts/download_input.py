@@ -17,9 +17,11 @@ def main(smk):
     dest = path_under(FOLDER, name, key)
     if os.path.normpath(smk.output[0]) != os.path.normpath(dest):
         raise DownloadError(f"rule download_input writes {smk.output[0]}, not {dest}: keep its output in {FOLDER}/")
+    # The rule's url param is redacted (Snakemake prints and stores params): the signed URL is the config's.
+    url = smk.config["downloads"]["files"][name]["url"]
     log.info("downloading %s (pinned sha256 %s)", smk.params.url, smk.params.sha256)
     download(
-        smk.params.url,
+        url,
         dest,
         smk.params.sha256,
         max_bytes=round(smk.params.max_size_mb * MIB),

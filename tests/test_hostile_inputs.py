@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import shlex
 import shutil
+import subprocess
+import sys
 from datetime import UTC
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -241,9 +246,15 @@ def test_integer_geotiffs_need_a_declared_scale(shared_dir, tmp_path):
         "uint16 values with no scale",
         "digital numbers",
         "(DN - 1000) / 10000",
-        "gdal_edit.py -scale",
+        "with the project's environment: python -c",
     ):
         assert word in str(exc.value)
+    assert "gdal_edit" not in str(exc.value)  # GDAL's command-line tools are not in the project's environment
+    # The advice runs as given (with this environment's python) and makes the file readable.
+    command = re.search(r"environment: (python -c '.*?') \(offset", str(exc.value)).group(1)
+    subprocess.run([sys.executable, *shlex.split(command)[1:]], check=True)
+    r = read_raster(import_local_images([raw.parent], tmp_path / "t0", key=KEY).path[0])
+    np.testing.assert_allclose(r.array, dn.astype(np.float32) * np.float32(1e-4) - np.float32(0.1), rtol=1e-5)
     scaled = _geotiff(tmp_path / "scaled" / "a.tif", dn, crs, transform, names=["B04", "B03", "B02"], nodata=0)
     with rasterio.open(scaled, "r+") as dst:
         dst.scales, dst.offsets = (1e-4,) * 3, (0.0,) * 3
@@ -521,3 +532,278 @@ def test_every_unusable_image_of_a_folder_is_named_at_once(amw_png, tmp_path):
         folder, tmp_path, "3 images of positives.local_dirs cannot be used", "empty.png", "cut.png", "grey.png"
     )
     assert "good.png" not in msg
+
+
+# ---------------------------------------------------------------- review: one tile per local file
+
+
+def _tif(path, value):
+    return _geotiff(path, np.full((3, 16, 16), value, np.float32), names=["B04", "B03", "B02"])
+
+
+def test_files_of_one_name_in_subfolders_make_one_tile_each(tmp_path):
+    """chips/a/x.tif and chips/b/x.tif were both tile local-chips-x (one file, two index rows)."""
+    folder = tmp_path / "dups"
+    _tif(folder / "x.tif", 0.1)
+    _tif(folder / "a" / "x.tif", 0.2)
+    _tif(folder / "b" / "x.tif", 0.3)
+    idx = import_local_images([folder], tmp_path / "tiles", key=KEY)
+    # Files at the top of the folder keep the ids they always had.
+    assert sorted(idx.tile_id) == ["local-dups-a__x", "local-dups-b__x", "local-dups-x"]
+    assert idx.path.nunique() == 3
+    values = {rec.tile_id: float(read_raster(rec.path).array.mean()) for rec in idx.itertuples()}
+    assert values == pytest.approx({"local-dups-x": 0.1, "local-dups-a__x": 0.2, "local-dups-b__x": 0.3})
+
+
+def test_files_that_would_make_one_tile_are_refused_naming_both(tmp_path):
+    one, other = _tif(tmp_path / "dups" / "a__x.tif", 0.1), _tif(tmp_path / "dups" / "a" / "x.tif", 0.2)
+    msg = _refused(tmp_path / "dups", tmp_path / "o1", str(one), str(other), "local-dups-a__x", "rename one")
+    assert "would both become tile" in msg
+    # Two folders of one name in the same key: their files would overwrite each other too.
+    first, second = _tif(tmp_path / "d1" / "chips" / "x.tif", 0.1), _tif(tmp_path / "d2" / "chips" / "x.tif", 0.2)
+    with pytest.raises(InputDataError) as exc:
+        import_local_images([first.parent, second.parent], tmp_path / "o2", key=KEY)
+    assert str(first) in str(exc.value) and str(second) in str(exc.value) and "local-chips-x" in str(exc.value)
+
+
+# ---------------------------------------------------------------- review: sizes and the contract from the header
+
+
+def _png_header_only(path, width, height, rows=4):
+    """An RGB PNG declaring ``width`` x ``height`` whose pixel data stops after ``rows`` rows: its header reads,
+    and any decoder fails on it, so a refusal that names its size was made before decoding."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    data = zlib.compress(b"".join(b"\0" + bytes(3 * width) for _ in range(rows)))[:-6]  # the stream cut short
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_huge_image_is_refused_from_its_header(tmp_path):
+    """A 40 KB GeoTIFF declaring 60000 x 60000 x 3 float32 (40 GiB) failed with a bare MemoryError; an
+    11000 x 11000 PNG was decoded in full before anything refused it."""
+    tif = tmp_path / "big" / "huge.tif"
+    tif.parent.mkdir()
+    with rasterio.open(
+        tif,
+        "w",
+        driver="GTiff",
+        width=60000,
+        height=60000,
+        count=3,
+        dtype="float32",
+        crs=EPSG,
+        transform=Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]),
+        tiled=True,
+        blockxsize=1024,
+        blockysize=1024,
+        compress="deflate",
+        sparse_ok=True,
+        BIGTIFF="YES",
+    ) as dst:
+        for i, name in enumerate(["B04", "B03", "B02"], start=1):
+            dst.set_band_description(i, name)
+    assert tif.stat().st_size < 500_000
+    words = ("60000 x 60000 px of 3 bands", "40.2 GiB", "1 GiB", "chips")
+    _refused(tif.parent, tmp_path / "o1", str(tif), *words, pixel_size_m=10)
+    png = _png_header_only(tmp_path / "pngs" / "huge.png", 11000, 11000)
+    msg = _refused(png.parent, tmp_path / "o2", str(png), "11000 x 11000 px", "1.4 GiB", "leave it out")
+    assert "truncated" not in msg  # never decoded (its pixel data is cut short: see the test below)
+    # Chip sets (evaluation) check the same header before scoring anything.
+    from garimpo.classifier.evaluation import chip_set_contract
+    from garimpo.contract import image_folder
+
+    with pytest.raises(InputDataError, match=r"huge\.png \(from evaluation\.chip_sets\.x\) is 11000 x 11000 px"):
+        chip_set_contract([png], image_folder({"path": str(png.parent), **AMW}, "evaluation.chip_sets.x"))
+
+
+def test_the_contract_is_checked_from_the_header_before_the_pixels(tmp_path):
+    """A chip that is not square, or of no known pixel size, is refused as such, not after decoding it (these
+    PNGs cannot be decoded: a refusal for being cut short would mean their pixels were read first)."""
+    wide = _png_header_only(tmp_path / "wide" / "w.png", 64, 48)
+    with pytest.raises(InputDataError, match="truncated"):
+        read_image(wide, "amw_l1c_rgb", KEY)  # what reading its pixels says
+    _refused(wide.parent, tmp_path / "o1", str(wide), "48 x 64 px", "crop the images")
+    square = _png_header_only(tmp_path / "nopx" / "s.png", 48, 48)
+    msg = _refused(square.parent, tmp_path / "o2", str(square), "no georeferencing in metres", encoding="amw_l1c_rgb")
+    assert "encoding: amw_l1c_rgb, pixel_size_m: 10" in msg
+
+
+# ---------------------------------------------------------------- review: advice that fits the image
+
+
+def test_a_reflectance_geotiff_in_degrees_is_told_to_declare_metres_or_reproject(tmp_path):
+    """The advice was to add `encoding: amw_l1c_rgb`, which a float GeoTIFF is then refused for."""
+    deg = Affine(0.0001, 0, -55.0, 0, -0.0001, -6.0)
+    path = _geotiff(
+        tmp_path / "deg" / "a.tif", np.full((3, 16, 16), 0.1, np.float32), "EPSG:4326", deg, ["B04", "B03", "B02"]
+    )
+    with pytest.raises(InputDataError) as exc:
+        import_local_images([path.parent], tmp_path / "o1", key=KEY)
+    msg = str(exc.value)
+    for word in (str(path), KEY, "georeferenced in degrees (EPSG:4326)", "about 11.1 m", "pixel_size_m: 10"):
+        assert word in msg, msg
+    assert "encoding" not in msg
+    command = re.search(r"\(e\.g\. (rio warp .*?), then crop it to a square and name its bands", msg).group(1).split()
+    assert command[2:] == [str(path), "OUT.tif", "--dst-crs", "EPSG:32721", "--res", "10"]
+    rio = shutil.which("rio", path=str(Path(sys.executable).parent)) or pytest.skip("rio not beside this python")
+    subprocess.run([rio, *command[1:2], str(path), str(tmp_path / "OUT.tif"), *command[4:]], check=True)
+    with rasterio.open(tmp_path / "OUT.tif") as src:
+        assert src.crs.to_epsg() == 32721 and src.res == (10.0, 10.0)
+    # Declaring the pixel size with the folder, as advised, is enough.
+    idx = import_local_images([{"path": str(path.parent), "pixel_size_m": 11}], tmp_path / "o2", key=KEY)
+    assert idx.pixel_size_m.tolist() == ["11"] and idx.footprint_m.tolist() == ["176"]
+
+
+def test_non_finite_values_become_nodata_with_a_count(tmp_path, caplog):
+    arr = np.full((3, 16, 16), 0.1, np.float32)
+    arr[0, 0, 0], arr[1, 0, 1], arr[2, 1, 0] = np.inf, -np.inf, np.nan
+    arr[:, 2, 2] = np.inf
+    path = _geotiff(tmp_path / "inf" / "a.tif", arr, names=["B04", "B03", "B02"])
+    with caplog.at_level(logging.INFO, logger="garimpo"):
+        r = read_raster(import_local_images([path.parent], tmp_path / "o1", key=KEY).path[0])
+    assert np.isfinite(r.array).sum() == 3 * 256 - 6 and np.nanmax(r.array) == pytest.approx(0.1)
+    assert np.isnan(r.array[0, 0, 0]) and np.isnan(r.array[:, 2, 2]).all()
+    (note,) = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
+    assert str(path) in note and "4 of 256 pixels hold +inf, -inf or NaN" in note and "read as NaN" in note
+    # With the nodata mask hiding the rest, nothing is left.
+    arr = np.full((3, 4, 4), -9999, np.float32)
+    arr[:, 0, 0] = np.inf
+    bad = _geotiff(tmp_path / "none" / "a.tif", arr, names=["B04", "B03", "B02"], nodata=-9999)
+    _refused(bad.parent, tmp_path / "o2", str(bad), "no visible pixel", "+inf, -inf or NaN", pixel_size_m=10)
+
+
+# ---------------------------------------------------------------- review: caches that are well-formed but wrong
+
+
+def _api_scenes(root, n=2):
+    from datetime import datetime
+
+    from conftest import make_item
+
+    dn = {"B04": np.full((16, 16), 1250, np.uint16)}
+    return [
+        make_item(
+            root, f"S2_{i}", datetime(2023, 3 + i, 1, tzinfo=UTC), "05.09", 2.0 + i, dn, np.full((8, 8), 4, np.uint8)
+        )
+        for i in range(n)
+    ]
+
+
+def _api_source(url, tmp_path):
+    from garimpo.imagery.stac import RetryPolicy
+
+    retry = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02, timeout=5.0)
+    return Source("planetary_computer", url, retry=retry, cache_dir=str(tmp_path / "cache"), signer=lambda h: h)
+
+
+def _edit_entry(entry, edit):
+    data = json.loads(entry.read_text())
+    for feature in data["features"]:
+        edit(feature)
+    entry.write_text(json.dumps(data))
+
+
+GRID16 = Grid(EPSG, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), 16, 16)
+REQ = ImageryRequest(("B04",), ("2023-01-01", "2023-12-31"), 20)
+
+WRONG_ENTRIES = {
+    "a baseline that is a number": lambda f: f["properties"].update({"s2:processing_baseline": 5}),
+    "no assets": lambda f: f.update(assets={}),
+}
+
+
+@pytest.mark.parametrize("wrong", list(WRONG_ENTRIES))
+def test_a_cached_search_whose_every_item_is_unusable_is_searched_again(tmp_path, caplog, wrong):
+    """Was: "cache hit", every item skipped, an all-NaN scene written, and the entry kept for every rerun."""
+    from stac_server import StacServer
+
+    from garimpo.imagery.composite import write_composite
+
+    with StacServer(_api_scenes(tmp_path / "assets"), page_size=5, asset_root=tmp_path / "assets") as srv:
+        src = _api_source(srv.url, tmp_path)
+        write_composite(tmp_path / "first.tif", src, REQ, GRID16, allow_empty=True)
+        (entry,) = (tmp_path / "cache").iterdir()
+        _edit_entry(entry, WRONG_ENTRIES[wrong])
+        n = srv.count_path("/search")
+        with caplog.at_level(logging.WARNING, logger="garimpo"):
+            used = write_composite(tmp_path / "scene.tif", src, REQ, GRID16, allow_empty=True)
+        assert srv.count_path("/search") > n  # searched again
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert f"STAC search cache file {entry} cannot be used (none of its 2 items can be read for ['B04']" in warning
+    assert "deleted, searching again" in warning and "writing an empty" not in warning
+    assert [it.id for it in used] == ["S2_0", "S2_1"]
+    np.testing.assert_allclose(read_raster(tmp_path / "scene.tif").array, 0.025, rtol=1e-5)
+    assert json.loads(entry.read_text())["features"][0]["properties"]["s2:processing_baseline"] == "05.09"
+
+
+def test_cached_items_whose_assets_are_gone_are_searched_again(tmp_path, caplog):
+    """A catalog reprocessed since the search: the cached hrefs no longer resolve (ImageryAccessError)."""
+    from stac_server import StacServer
+
+    from garimpo.geo.raster import tile_grid
+    from garimpo.imagery.stac import ImageryAccessError, search_items
+
+    root = tmp_path / "assets"
+    pts = pd.DataFrame(
+        {
+            "point_id": ["p1"],
+            "lon": [(GRID16.bbox_lonlat()[0] + GRID16.bbox_lonlat()[2]) / 2],
+            "lat": [(GRID16.bbox_lonlat()[1] + GRID16.bbox_lonlat()[3]) / 2],
+            "source": ["t"],
+            "name": [""],
+        }
+    )
+    with StacServer(_api_scenes(root), page_size=5, asset_root=root) as srv:
+        src = _api_source(srv.url, tmp_path)
+        first = fetch_point_tiles(pts, src, REQ, 160, tmp_path / "o1", tmp_path / "tiles1")
+        (entry,) = (tmp_path / "cache").iterdir()
+        gone = f"{srv.url}/assets/moved/B04.tif"
+        _edit_entry(entry, lambda f: f["assets"]["B04"].update(href=gone))
+        n = srv.count_path("/search")
+        with caplog.at_level(logging.WARNING, logger="garimpo"):
+            again = fetch_point_tiles(pts, src, REQ, 160, tmp_path / "o2", tmp_path / "tiles2")
+        assert srv.count_path("/search") == n + 1
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert f"STAC search cache file {entry} cannot be used (reading its items failed" in warning
+    assert gone in warning and "HTTP response code: 404" in warning and "deleted, searching again" in warning
+    np.testing.assert_array_equal(read_raster(again.path[0]).array, read_raster(first.path[0]).array)
+    # A fresh answer that fails the same way is the error it always was (searched once more, not forever).
+    with StacServer(_api_scenes(tmp_path / "assets2"), page_size=5, asset_root=tmp_path / "assets2") as srv:
+        src = _api_source(srv.url, tmp_path)
+        search_items(src, tile_grid(pts.lon[0], pts.lat[0], 160).bbox_lonlat(), REQ.period, REQ.max_cloud)  # cached
+        shutil.rmtree(tmp_path / "assets2")  # never read yet (GDAL keeps what it read of a URL in memory)
+        with pytest.raises(ImageryAccessError, match="HTTP response code: 404"):
+            fetch_point_tiles(pts, src, REQ, 160, tmp_path / "o4", tmp_path / "tiles4")
+        assert srv.count_path("/search") == 2
+
+
+def test_a_folder_where_a_cache_file_goes_is_refused_naming_it(tiny_catalog, tmp_path):
+    """Was: "deleted, fetching the tile again", then IsADirectoryError."""
+    path, _ = tiny_catalog
+    src = Source.from_config({"kind": "local", "url": str(path)})
+    req = ImageryRequest(("B04",), ("2021-01-01", "2025-12-31"), 20)
+    lon, lat = (
+        (GRID16.bbox_lonlat()[0] + GRID16.bbox_lonlat()[2]) / 2,
+        (GRID16.bbox_lonlat()[1] + GRID16.bbox_lonlat()[3]) / 2,
+    )
+    pts = pd.DataFrame({"point_id": ["p1"], "lon": [lon], "lat": [lat], "source": ["t"], "name": [""]})
+    fetch_point_tiles(pts, src, req, 200, tmp_path / "out", tmp_path / "cache")
+    (cached,) = (tmp_path / "cache").glob("*.tif")
+    cached.unlink()
+    (cached / "keep").mkdir(parents=True)
+    with pytest.raises(
+        IsADirectoryError, match=rf"tile cache path {cached}: a folder sits where a cache file goes; remove it"
+    ):
+        fetch_point_tiles(pts, src, req, 200, tmp_path / "out2", tmp_path / "cache")
+    assert (cached / "keep").is_dir()  # never deleted: it may hold anything
+    search = SearchCache(tmp_path / "search")
+    search.path("k").mkdir(parents=True)
+    with pytest.raises(IsADirectoryError, match=r"STAC search cache path .*search-k\.json: a folder sits where"):
+        search.get("k")

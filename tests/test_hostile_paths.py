@@ -7,6 +7,7 @@ import logging
 import os
 import runpy
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -130,7 +131,8 @@ def test_the_region_pattern_is_the_wildcard_constraint():
     pattern = schema["properties"]["regions"]["propertyNames"]["pattern"]
     assert schema["properties"]["run_regions"]["items"]["pattern"] == pattern
     constraint = re.search(r'^\s+region="([^"]+)"', (ROOT / "Snakefile").read_text(), re.M).group(1)
-    assert pattern == f"^{constraint}$"
+    # The schema's end is the end of the text ((?![\s\S]): Python's `$` also matches before a final newline).
+    assert pattern == f"^{constraint}(?![\\s\\S])"
 
 
 @pytest.mark.parametrize("section", ["positives.points", "negatives.hard_negative_points"])
@@ -181,6 +183,7 @@ def test_the_download_script_refuses_an_escaping_name_even_past_the_schema(tmp_p
         output=[f"resources/downloads/{name}"],
         log=[str(tmp_path / "logs" / "dl.log")],
         params=SimpleNamespace(url=(tmp_path / "x").as_uri(), sha256="0" * 64, size=None, max_size_mb=1, deadline_s=10),
+        config={"downloads": {"files": {name: {"url": (tmp_path / "x").as_uri(), "sha256": "0" * 64}}}},
     )
     with pytest.raises(DownloadError, match=r"config downloads\.files\.\.\./\.\./\.\./escape\.bin: .*plain file"):
         runpy.run_path(str(ROOT / "scripts" / "download_input.py"), init_globals={"snakemake": smk})
@@ -365,12 +368,14 @@ def test_sigkill_mid_write_leaves_a_temp_that_only_the_next_attempt_removes(tmp_
 class StreamServer:
     """Answers on 127.0.0.1 by path: /endless (no Content-Length, 64 KiB chunks up to 64 MiB), /huge
     (announces 10 GiB), /payload (PAYLOAD with its length), /nolength (PAYLOAD without one), /drip (no
-    length, a byte every 50 ms) and /busy (HTTP 503). ``sent`` counts the body bytes written, ``requests``
-    the paths asked for."""
+    length, a byte every 50 ms), /trickle (the status line and headers a byte every 20 ms, for a minute),
+    /stall (1000 bytes announced, a byte every 100 ms for 1.5 s, then silence) and /busy (HTTP 503).
+    ``sent`` counts the body bytes written, ``requests`` the paths asked for."""
 
     def __init__(self):
         self.sent = 0
         self.requests: list[str] = []
+        self.closing = threading.Event()  # set on exit: handlers still waiting stop
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -390,22 +395,36 @@ class StreamServer:
 
             def do_GET(self):
                 server.requests.append(self.path)
+                path = self.path.split("?")[0]  # a query string (a signature) changes nothing here
                 try:
-                    if self.path == "/endless":
+                    if path == "/endless":
                         self._head()
                         for _ in range(64 * 16):
                             self._send(b"e" * (64 << 10))
-                    elif self.path == "/huge":
+                    elif path == "/huge":
                         self._head(length=10 << 30)
                         self._send(b"h" * 1024)
-                    elif self.path in ("/payload", "/nolength"):
-                        self._head(length=len(PAYLOAD) if self.path == "/payload" else None)
+                    elif path in ("/payload", "/nolength"):
+                        self._head(length=len(PAYLOAD) if path == "/payload" else None)
                         self._send(PAYLOAD)
-                    elif self.path == "/drip":
+                    elif path == "/drip":
                         self._head()
                         for _ in range(400):
                             self._send(b"d")
                             time.sleep(0.05)
+                    elif path == "/trickle":
+                        head = b"HTTP/1.0 200 OK\r\nContent-Length: 10\r\nX-Padding: " + b"p" * 3000 + b"\r\n\r\n"
+                        for i in range(len(head)):
+                            self.wfile.write(head[i : i + 1])
+                            self.wfile.flush()
+                            if server.closing.wait(0.02):
+                                return
+                    elif path == "/stall":
+                        self._head(length=1000)
+                        for _ in range(15):
+                            self._send(b"s")
+                            time.sleep(0.1)
+                        server.closing.wait(60)
                     else:
                         self._head(503, length=0)
                 except (BrokenPipeError, ConnectionResetError):
@@ -422,6 +441,7 @@ class StreamServer:
         return self
 
     def __exit__(self, *exc):
+        self.closing.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -512,6 +532,56 @@ def test_a_dripping_server_meets_the_overall_deadline(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+@pytest.fixture
+def slow_lookup(monkeypatch):
+    """Name lookups hang (as a dead DNS server's do) until the test ends."""
+    release = threading.Event()
+    lookup = socket.getaddrinfo
+
+    def hanging(*args, **kwargs):
+        release.wait(60)
+        return lookup(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    yield
+    release.set()
+
+
+@pytest.mark.parametrize(
+    "phase, path, deadline_s, said",
+    [
+        ("lookup", "/payload", 1.0, "no complete answer yet: the status line and headers were still arriving"),
+        ("headers", "/trickle", 1.0, "no complete answer yet: the status line and headers were still arriving"),
+        # A byte every 100 ms, then silence from 1.5 s: a read timing out alone would end at 1.5 + 2 s.
+        ("body", "/stall", 2.0, "bytes received in this attempt"),
+    ],
+)
+def test_the_deadline_bounds_every_phase_of_an_attempt(tmp_path, request, phase, path, deadline_s, said):
+    """urllib's timeout bounds each socket read, not a phase: a server that sends its headers a byte at a
+    time (each read well within the timeout), a hanging name lookup or a body that stalls late would
+    otherwise outlive downloads.deadline_s by minutes."""
+    if phase == "lookup":
+        request.getfixturevalue("slow_lookup")
+    dest = tmp_path / "dl" / "slow.bin"
+    with StreamServer() as srv:
+        began = time.monotonic()
+        with pytest.raises(DownloadError) as info:
+            download(f"{srv.url}{path}", dest, PAYLOAD_SHA, retry=POLICY, sleep=Sleeps(), deadline_s=deadline_s)
+        took = time.monotonic() - began
+        if phase == "headers":  # the thread left reading the headers ends once its socket is shut down
+            for thread in threading.enumerate():
+                if thread.name == "garimpo-download-open":
+                    thread.join(timeout=2)
+                    assert not thread.is_alive()
+    assert took < deadline_s + 0.9, took
+    msg = str(info.value)
+    assert f"gave up downloading {srv.url}{path} after {deadline_s:.0f} s and 1 attempt(s)" in msg
+    assert f"the download was still running ({'' if phase != 'body' else '15 '}{said}) at the deadline" in msg
+    assert f"downloads.deadline_s = {deadline_s:g} s" in msg
+    assert leftovers(dest.parent) == []
+    assert srv.requests == ([] if phase == "lookup" else [path])
+
+
 def test_the_deadline_covers_retries_and_their_waits(tmp_path):
     """Ten attempts 10, 20, 40 s apart would take minutes; a 25 s deadline ends them after the second."""
     now = [0.0]
@@ -572,3 +642,34 @@ def test_the_download_rule_passes_the_bounds_from_the_config(served, tmp_path):
     assert f"the server announces {len(PAYLOAD)} bytes, but downloads.files.wrong.geojson.size pins 10" in wrong
     log = (work / "logs" / "download_input_capped.geojson.log").read_text()
     assert "over the cap downloads.max_size_mb = 0.001 MiB" in log and "downloads.files.capped.geojson.url" in log
+
+
+def test_a_signed_url_stays_out_of_snakemake_output_and_records(tmp_path):
+    """Snakemake prints changed params (before and now) and keeps them in .snakemake/: the rule's url param
+    is redacted and the script reads the signed URL from the config. A rotated signature reruns nothing
+    (the sha256 pins the content); a changed path does, and is printed without its query."""
+    work = workflow_copy(tmp_path / "wf")
+    with StreamServer() as srv:
+
+        def run(path, sig):
+            url = f"{srv.url}{path}?se=2030-01-01&sp=r&sig={sig}"
+            files = {"signed.geojson": {"url": url, "sha256": PAYLOAD_SHA}}
+            (work / "signed.yaml").write_text(yaml.safe_dump({"downloads": {"files": files}}))
+            return snakemake(work, pinned("signed.geojson"), "--cores", "1", "--configfile", "signed.yaml")
+
+        runs = [run("/payload", "SECRETfirst"), run("/payload", "SECRETrotated"), run("/nolength", "SECRETmoved")]
+    for proc in runs:
+        assert proc.returncode == 0, proc.stderr[-4000:]
+    outs = [proc.stdout + proc.stderr for proc in runs]
+    assert [n for n, out in enumerate(outs) if "SECRET" in out] == [], outs
+    records = [p for p in (work / ".snakemake").rglob("*") if p.is_file()] + list((work / "logs").rglob("*.log"))
+    assert any("metadata" in p.parts for p in records) and any("log" in p.parts for p in records)
+    assert [str(p) for p in records if b"SECRET" in p.read_bytes()] == []
+    # The script fetched the signed URLs; the rotated one was not fetched again.
+    assert srv.requests == [
+        "/payload?se=2030-01-01&sp=r&sig=SECRETfirst",
+        "/nolength?se=2030-01-01&sp=r&sig=SECRETmoved",
+    ]
+    assert "Nothing to be done" in outs[1]
+    assert "Params have changed" in outs[2] and f"{srv.url}/nolength" in outs[2]
+    assert (work / pinned("signed.geojson")).read_bytes() == PAYLOAD

@@ -489,3 +489,53 @@ def test_every_object_of_the_schema_refuses_unknown_keys():
 
     walk(schema, "")
     assert [p for p in open_ if not p.startswith("/properties/regions/")] == []
+
+
+# ---- redaction: names and values spaced apart ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, masked",
+    [
+        (f"sig = {SECRET}", "sig = ***"),
+        (f"sig: {SECRET}", "sig: ***"),
+        (f"sig:{SECRET}", "sig:***"),
+        (f"GET /a.tif?se=2024&sig\t={SECRET}", "GET /a.tif?se=***&sig\t=***"),
+        (f'{{"sig" : "{SECRET}"}}', '{"sig" : "***"}'),
+        (f"{{'sig' = '{SECRET}'}}", "{'sig' = '***'}"),
+        (f'token = "{SECRET}"', 'token = "***"'),
+        (f"password:\t{SECRET} (from the environment)", "password:\t*** (from the environment)"),
+        (f"X-Amz-Signature = {SECRET}\nX-Amz-Date = 20240101", "X-Amz-Signature = ***\nX-Amz-Date = ***"),
+        (f"sas sv=2021 &  sig  :  {SECRET}", "sas sv=*** &  sig  :  ***"),
+        (f"Authorization: Bearer {SECRET}", "Authorization: Bearer ***"),  # the scheme word stays
+    ],
+)
+def test_a_secret_name_spaced_from_its_value_is_masked(text, masked):
+    """Settings files, reprs and log lines put blanks around '=' and ':' (``sig = X``, ``sig: X``)."""
+    assert redact(text) == masked
+    assert redact(masked) == masked
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "brightness: 3, contrast = 2, st. 5",
+        "results/regions/amazon/tiles.json: 12 tiles; keys: region, tile",
+        "sig =" + " " * 17 + "x",  # past the bounded gap: not a name and its value
+    ],
+)
+def test_words_ending_like_a_secret_name_keep_their_values(text):
+    assert redact(text) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["sig" + " \t" * 100_000, "sig = " * 40_000, "token :" * 40_000, "'sig' " * 40_000 + "=", "a key " * 40_000],
+    ids=["blanks", "names-equals", "names-colons", "quoted-names", "words"],
+)
+def test_spaced_redaction_stays_linear_on_long_text(text):
+    import time
+
+    start = time.perf_counter()
+    redact(text)
+    assert time.perf_counter() - start < 5.0

@@ -609,3 +609,71 @@ def test_written_detections_wind_exteriors_ccw_and_holes_cw(tmp_path):
 def test_geodesic_area_does_not_cancel_mixed_windings():
     parts = MultiPolygon([box(-55.6, -6.6, -55.4, -6.4, ccw=True), box(-55.3, -6.6, -55.1, -6.4, ccw=False)])
     assert geodesic_area_ha(parts) == pytest.approx(2 * SQUARE_HA, abs=0.5)
+
+
+# ---- review: a quote opened and never closed -------------------------------------------------------------------
+
+UNCLOSED = (
+    "nome,latitude,longitude\n"
+    "A,-6.1,-55.1\n"
+    "B,-6.2,-55.2\n"
+    "C,-6.3,-55.3\n"
+    '"Mina 5,-6.5,-55.5\n'  # line 5: the quote is never closed
+    "F,-6.6,-55.6\n"
+    "\n"
+    "G,-6.7,-55.7\n"
+    "H,-6.8,-55.8\n"
+    "I,-6.9,-55.9\n"
+)
+
+
+@pytest.mark.parametrize(
+    "text, bad_line, kept",
+    [
+        (UNCLOSED, 5, ["A", "B", "C", "F", "G", "H", "I"]),  # the file ends inside the quote
+        # closed by the next row's opening quote, followed by more text: read as one row of lines 5-9 before
+        (UNCLOSED.replace("I,-6.9", '"I",-6.9'), 5, ["A", "B", "C", "F", "G", "H", "I"]),
+        (  # only the last row's quote is left open
+            UNCLOSED.replace('"Mina 5', "Mina 5").replace("I,-6.9,-55.9\n", 'I,"-6.9,-55.9\n'),
+            10,
+            ["A", "B", "C", "Mina 5", "F", "G", "H"],
+        ),
+    ],
+)
+def test_an_unclosed_quote_rejects_its_row_and_keeps_the_rows_after_it(tmp_path, caplog, text, bad_line, kept):
+    from garimpo.geo.tables import read_table, unclosed_quote
+
+    path = tmp_path / "mines.csv"
+    path.write_text(text)
+    with caplog.at_level(logging.WARNING, logger="garimpo"):
+        table = read_table(path, key="positives.points[0]")
+    assert table.cells.index.tolist() == [2, 3, 4, 5, 6, 8, 9, 10]  # file lines, the blank line 7 skipped
+    assert table.problems.to_dict() == {
+        line: unclosed_quote(line) if line == bad_line else "" for line in table.problems.index
+    }
+    assert unclosed_quote(5) == 'unclosed quote (") starting on line 5'
+    good = table.cells[table.problems == ""]
+    assert good["nome"].tolist() == kept and (table.widths[table.problems == ""] == 3).all()
+    assert (
+        f"line {bad_line} opens a quoted cell" in caplog.text
+        and "mines.csv [config positives.points[0]]" in caplog.text
+    )
+    # Through load_points: the good rows after it are points, and the file's rows are counted right.
+    with caplog.at_level(logging.WARNING, logger="garimpo"):
+        points, rejected = load_points(path, name_column="nome", bounds=BRAZIL)
+    assert len(points) == 7 and rejected["row"].tolist() == [bad_line]
+    assert "1 of 8 rows rejected" in caplog.text
+    assert rejected["reason"].tolist() == [unclosed_quote(bad_line)]
+
+
+def test_a_quoted_cell_that_really_spans_lines_is_still_one_cell(tmp_path):
+    from garimpo.geo.tables import read_table
+
+    path = tmp_path / "mines.csv"
+    path.write_text('nome;latitude;longitude;nota\nA;-6,1;-55,1;"duas\nlinhas; aqui"\nB;-6,2;-55,2;x\n')
+    table = read_table(path)
+    assert table.cells.index.tolist() == [2, 4] and table.cells["nota"].tolist() == ["duas\nlinhas; aqui", "x"]
+    assert (table.problems == "").all() and table.widths.tolist() == [4, 4]
+    # A stray quote inside a cell of one line (seconds of arc) is read as it always was.
+    path.write_text("nome;latitude;longitude\nA;12°30'00\"S;56°W\n")
+    assert read_table(path).cells["latitude"].tolist() == ["12°30'00\"S"]

@@ -11,10 +11,17 @@ value) become None even when a string is allowed too (YAML 1.2 core schema, sect
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
+
+# Sentinel-2A, the first Sentinel-2 satellite, was launched on 23 June 2015 (ESA:
+# https://www.esa.int/Applications/Observing_the_Earth/Copernicus/Sentinel-2/Celebrating_10_years_of_Sentinel-2):
+# a period ending before it holds no scene.
+SENTINEL2_LAUNCH = "2015-06-23"
 
 # YAML 1.2 core schema's null (https://yaml.org/spec/1.2.2/#1032-tag-resolution); '' is `key:` with no value.
 YAML_NULLS = frozenset({"null", "Null", "NULL", "~", ""})
@@ -92,6 +99,8 @@ def config_error(config: dict, schema_path: str | os.PathLike) -> str | None:
     An unknown key is named with its section, the keys allowed there and the nearest one: ``config
     classifier.lr_scheduler: Additional properties are not allowed ('patiense' was unexpected); the keys
     allowed under classifier.lr_scheduler are ['factor', 'patience'] (did you mean 'patience'?); ...``.
+    A name or value with a line break or too long (``maxLength``) is shown by its repr, cut short; a key set
+    without the one it goes with (``dependentRequired``, a region's field and value) is named with both.
     """
     import jsonschema
     from jsonschema.exceptions import best_match
@@ -105,12 +114,20 @@ def config_error(config: dict, schema_path: str | os.PathLike) -> str | None:
     described = isinstance(error.schema, dict) and error.schema.get("description")
     if "propertyNames" in error.schema_path:
         rule = described or error.message
+        name = error.instance
+        named = f"{where}.{name}" if isinstance(name, str) and name.isprintable() and len(name) <= 100 else where
         return (
-            f"config {where}.{error.instance}: the name {error.instance!r} is not allowed under {where}: {rule}. "
+            f"config {named}: the name {_shown(name)} is not allowed under {where}: {rule}. "
             "Rename it, and every key that refers to it, in the config"
         )
-    if error.validator == "pattern" and described:
-        return f"config {where}: {error.instance!r} is not allowed: {described}"
+    if error.validator in ("pattern", "maxLength") and described:
+        return f"config {where}: {_shown(error.instance)} is not allowed: {described}"
+    if error.validator == "dependentRequired" and isinstance(error.instance, dict):
+        given = [k for k in error.validator_value if k in error.instance]
+        missing = [n for k in given for n in error.validator_value[k] if n not in error.instance]
+        if given and missing:
+            rule = described or f"See the description of {where} in {schema_path}."
+            return f"config {where}: {given[0]!r} is set without {missing[0]!r}; set both or neither. {rule}"
     allowed = error.schema.get("properties") if isinstance(error.schema, dict) else None
     if error.validator == "additionalProperties" and allowed and isinstance(error.instance, dict):
         import difflib
@@ -123,6 +140,44 @@ def config_error(config: dict, schema_path: str | os.PathLike) -> str | None:
             f" are {sorted(allowed)}{hint}; see their descriptions in {schema_path}"
         )
     return f"config {where or '(top level)'}: {error.message}; see its description in {schema_path}"
+
+
+def _shown(value: Any) -> str:
+    """``value`` as a message shows it: its repr (line breaks visible), cut short when it is long."""
+    if isinstance(value, str) and len(value) > 60:
+        return f"{value[:40]!r}... ({len(value)} characters)"
+    return repr(value)
+
+
+def _leaves(value: Any, where: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every scalar in ``value``, list items as ``key[i]``."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _leaves(v, f"{where}[{i}]")
+    else:
+        yield where, value
+
+
+def non_finite_error(config: dict) -> str | None:
+    """The first value of ``config`` that is a float but not a finite number (NaN, inf, -inf), as an
+    error naming its key; None when there is none.
+
+    YAML reads ``.nan`` and ``.inf`` as floats, and a nested ``--config`` ``nan`` or ``inf`` becomes one
+    where the schema wants a number (:func:`coerce_strings`). JSON Schema's ranges cannot refuse NaN
+    (every comparison with it is false), so ``detection.isolated_threshold: .nan`` would pass, select no
+    chip and write NaN, which is not JSON, into the outputs. The whole config is walked, every key.
+    """
+    for key, value in _leaves(config):
+        if isinstance(value, float) and not math.isfinite(value):
+            return (
+                f"config {key}: {value} is not a finite number (YAML .nan or .inf, or nan or inf in --config), "
+                "and no range check can refuse it; write a number in the key's range (its description in "
+                "config/schema.yaml gives it), or null where the key allows it"
+            )
+    return None
 
 
 def text_encoding_error(config: dict) -> str | None:
@@ -172,10 +227,12 @@ def config_order_error(config: dict) -> str | None:
     ``config KEY: what is wrong; what to do``; None when every pair is in order.
 
     JSON Schema checks each value against a range; it cannot say that a start comes before an end.
-    Checked: imagery.period (real ISO dates, start not after end); study_bounds (west < east,
-    south < north); detection.isolated_threshold >= detection.threshold when both are set;
-    matching.p_low < matching.p_high; augmentation.haze_strength low <= high; detection.stride_px at
-    most a chip (tiles.size_m / 10 m px), so no ground is left unscanned. Keys that are missing or of
+    Checked: imagery.period (real ISO dates, start not after end, end not before Sentinel-2A's launch);
+    study_bounds (west < east, south < north); detection.isolated_threshold >= detection.threshold when
+    both are set; matching.p_low < matching.p_high; augmentation.haze_strength low <= high;
+    detection.stride_px at most a chip (tiles.size_m / 10 m px), so no ground is left unscanned;
+    classifier.bands among imagery.bands; each regions.NAME's field and value both set or both null;
+    each key of evaluation.sources a chip set of evaluation.chip_sets. Keys that are missing or of
     another type are left to the schema. Raises nothing.
     """
     from datetime import date
@@ -195,6 +252,11 @@ def config_order_error(config: dict) -> str | None:
             return (
                 f"config imagery.period: the start {period[0]} is after the end {period[1]}, so no scene "
                 f"can match; write [start, end], e.g. [{period[1]}, {period[0]}]"
+            )
+        if days[1] < date.fromisoformat(SENTINEL2_LAUNCH):
+            return (
+                f"config imagery.period: the end {period[1]} is before {SENTINEL2_LAUNCH}, when Sentinel-2A was "
+                "launched, so no scene can match; choose a period after it, e.g. [2023-01-01, 2025-12-31]"
             )
 
     bounds = _get(config, "study_bounds")
@@ -237,4 +299,39 @@ def config_order_error(config: dict) -> str | None:
             f"{size_m} m ({size_m / 10:g} px), so strips between chips would never be scanned; set it to at "
             "most the chip, or null (half a chip)"
         )
+
+    bands, stored = _get(config, "classifier.bands"), _get(config, "imagery.bands")
+    if isinstance(bands, list) and isinstance(stored, list):
+        absent = [b for b in bands if b not in stored]
+        if absent:
+            return (
+                f"config classifier.bands: has {absent}, not among imagery.bands {stored} (the bands every tile "
+                "and scene holds), so no tile could feed them to the network; add them to imagery.bands or choose "
+                "among those"
+            )
+
+    for name, region in (_get(config, "regions") or {}).items():
+        if not isinstance(region, dict):
+            continue
+        field, value = region.get("field"), region.get("value")
+        if (field is None) != (value is None):
+            given, missing = ("field", "value") if value is None else ("value", "field")
+            return (
+                f"config regions.{name}: {given!r} is set without {missing!r} (null), so every feature would be "
+                "taken; set both (the features whose property field equals value) or neither (every feature)"
+            )
+
+    sets, sources = _get(config, "evaluation.chip_sets"), _get(config, "evaluation.sources")
+    if isinstance(sets, dict) and isinstance(sources, dict):
+        import difflib
+
+        for name in sources:
+            if name not in sets:
+                near = difflib.get_close_matches(str(name), [str(s) for s in sets], n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                return (
+                    f"config evaluation.sources.{name}: {name!r} is not a chip set of evaluation.chip_sets "
+                    f"(has {sorted(sets)}){hint}, so its patterns would filter nothing; name the chip set they "
+                    "are for, or add it to evaluation.chip_sets"
+                )
     return None

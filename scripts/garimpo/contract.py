@@ -215,10 +215,7 @@ def image_contract(path, shape: tuple[int, int], crs, transform, tags: Mapping, 
     found = projected_pixel_size(crs, transform) or (float(tags["pixel_size_m"]) if tags.get("pixel_size_m") else None)
     declared = folder.pixel_size_m
     if found is None and declared is None:
-        raise InputDataError(
-            f"{path} has no georeferencing in metres: declare the pixel size of folder "
-            f"{folder.path} in {folder.key}, e.g. {folder.spec}"
-        )
+        raise InputDataError(_no_metres(path, shape, crs, transform, folder))
     if found is not None and declared is not None and abs(found - declared) * cols > 0.5 * found:
         raise InputDataError(
             f"{path} has {found:g} m pixels but {folder.key} declares pixel_size_m {declared:g} "
@@ -227,7 +224,7 @@ def image_contract(path, shape: tuple[int, int], crs, transform, tags: Mapping, 
     px = found or declared
     if rows != cols:
         raise InputDataError(
-            f"{path} is {rows} x {cols} px: training and detection use square chips; "
+            f"{path} (from {folder.key}) is {rows} x {cols} px: training and detection use square chips; "
             f"crop the images of {folder.path} to squares"
         )
     if folder.encoding:
@@ -242,6 +239,35 @@ def image_contract(path, shape: tuple[int, int], crs, transform, tags: Mapping, 
         units = tagged or folder.units or SURFACE_REFLECTANCE
     assert px is not None  # found and declared cannot both be None (refused above)
     return ImageContract(cols * px, px, units, folder.encoding or (tags.get("encoding") or None))
+
+
+def _no_metres(path, shape: tuple[int, int], crs, transform, folder: ImageFolder) -> str:
+    """Why an image has no known pixel size, and what to do: declare it with its folder (the folder's encoding
+    in the example only when it has one: a GeoTIFF of reflectance takes none), or reproject it to metres."""
+    example = f"{{path: {folder.path}{f', encoding: {folder.encoding}' if folder.encoding else ''}, pixel_size_m: 10}}"
+    declare = f"for folder {folder.path} in {folder.key}, e.g. {example}"
+    found = None
+    if crs:
+        from pyproj import CRS
+
+        found = CRS.from_user_input(crs)
+    if found is None or not found.is_geographic:
+        return f"{path} has no georeferencing in metres: declare its pixel size on the ground, in metres, {declare}"
+    from pyproj.aoi import AreaOfInterest
+    from pyproj.database import query_utm_crs_info
+
+    rows, cols = shape
+    lon, lat = transform @ (cols / 2, rows / 2)
+    # WGS 84 / UTM zone of the image's centre (pyproj's CRS database), for the example command.
+    zones = query_utm_crs_info("WGS 84", AreaOfInterest(lon, lat, lon, lat))
+    zone = f"EPSG:{zones[0].code}" if zones else "EPSG:<its UTM zone>"
+    name = ":".join(found.to_authority() or ()) or found.name
+    return (
+        f"{path} is georeferenced in degrees ({name}), not metres, so its pixel size on the ground is unknown (its "
+        f"{abs(transform.e):g} degree pixels are about {abs(transform.e) * 111_320:.3g} m north-south): declare "
+        f"it in metres {declare}, or reproject the image to metres in its UTM zone (e.g. rio warp {path} OUT.tif "
+        f"--dst-crs {zone} --res 10, then crop it to a square and name its bands again)"
+    )
 
 
 def contract_from_tags(tags: Mapping) -> ImageContract | None:

@@ -7,9 +7,11 @@ never leaves a half-written tile that looks finished.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import shlex
 import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -94,6 +96,10 @@ RGB_BANDS = ("B04", "B03", "B02")
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
 EIGHT_BIT_SUFFIXES = (".png", ".jpg", ".jpeg")
 IMAGE_SUFFIXES = (*GEOTIFF_SUFFIXES, *EIGHT_BIT_SUFFIXES)
+# The most memory one user image may take once read as float32 reflectance. Training and evaluation images
+# are chips (an Amazon Mining Watch chip is 48 x 48 px, 27 KiB as float32) and each is read whole, so an
+# image a thousand times bigger than any chip is refused from its header, before its pixels are decoded.
+MAX_IMAGE_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -230,7 +236,8 @@ def image_bands(
     """(0-based indices, names) of the bands :func:`read_image` reads from a user image, from its header alone.
 
     Decides what kind of image a file is by GDAL's data type, band count, colour interpretation and
-    band descriptions, never by its values; an alpha band is a mask, not a band. Raises InputDataError
+    band descriptions, never by its values; an alpha band is a mask, not a band. An image larger than
+    ``MAX_IMAGE_BYTES`` as float32 is refused here, before its pixels are decoded. Raises InputDataError
     naming the file, ``key`` (the config key listing it) and what to do, for every kind that cannot be
     read as reflectance (see :func:`read_image`).
     """
@@ -241,6 +248,7 @@ def image_bands(
     where = _where(path, key)
     enc = known_encoding(encoding, key or "encoding") if encoding else None
     index = [i for i, c in enumerate(head.colorinterp) if c != "alpha"]
+    _check_size(where, head, len(enc.bands) if enc else len(index))
     if path.suffix.lower() not in GEOTIFF_SUFFIXES and not head.eight_bit:
         why = (
             f"the folder's encoding {enc.name} decodes 8-bit values as {enc.formula}; read that way these would "
@@ -254,7 +262,7 @@ def image_bands(
             "as 8-bit RGB in an encoding its folder declares"
         )
     if not head.eight_bit:
-        return index, _reflectance_bands(where, head, index, enc)
+        return index, _reflectance_bands(path, where, head, index, enc)
     if enc is None:
         raise InputDataError(
             f"{where} is an 8-bit rendering, not reflectance: declare its encoding with its folder "
@@ -264,7 +272,21 @@ def image_bands(
     return index, _rendered_bands(path, where, head, index, enc)
 
 
-def _reflectance_bands(where: str, head: ImageHeader, index: list[int], enc) -> tuple[str, ...]:
+def _check_size(where: str, head: ImageHeader, bands: int) -> None:
+    """Refuse, from its header, an image whose ``bands`` would take more than MAX_IMAGE_BYTES as float32."""
+    rows, cols = head.shape
+    size = rows * cols * max(bands, 1) * 4
+    if size > MAX_IMAGE_BYTES:
+        raise InputDataError(
+            f"{where} is {rows} x {cols} px of {max(bands, 1)} band{'s' * (bands != 1)}: read as float32 "
+            f"reflectance it would take {size / 2**30:.1f} GiB, more than the {MAX_IMAGE_BYTES / 2**30:g} GiB a "
+            "training or evaluation image may take. These images are chips of the tiles' footprint (an Amazon "
+            "Mining Watch chip is 48 x 48 px), each read whole into memory: cut chips of that size out of it, "
+            "or leave it out of its folder"
+        )
+
+
+def _reflectance_bands(path: Path, where: str, head: ImageHeader, index: list[int], enc) -> tuple[str, ...]:
     """Names of a GeoTIFF's bands of reflectance: float values, or integers with a scale the file declares."""
     if enc:
         raise InputDataError(
@@ -282,10 +304,20 @@ def _reflectance_bands(where: str, head: ImageHeader, index: list[int], enc) -> 
         raise InputDataError(
             f"{where} holds {head.dtype} values with no scale to reflectance (scale 1, offset 0): digital numbers, "
             "not reflectance. Write float32 reflectance (Sentinel-2 L2A: (DN - 1000) / 10000 from processing "
-            "baseline 04.00, DN / 10000 before), or record the scale and offset in the file (e.g. gdal_edit.py "
-            "-scale 0.0001 -offset -0.1 FILE from baseline 04.00, -offset 0 before)"
+            "baseline 04.00, DN / 10000 before), or record the scale and offset in the file with the project's "
+            f"environment: {scale_snippet(path)} (offset -0.1 from baseline 04.00, 0.0 before)"
         )
     return names
+
+
+def scale_snippet(path: str | os.PathLike[str], scale: float = 0.0001, offset: float = -0.1) -> str:
+    """A shell command that records a reflectance scale and offset in every band of a GeoTIFF, with the
+    project's own environment (Python and rasterio; GDAL's command-line tools are not part of it)."""
+    code = (
+        f'import rasterio; ds = rasterio.open({json.dumps(str(path))}, "r+"); ds.scales = ({scale},) * ds.count; '
+        f"ds.offsets = ({offset},) * ds.count; ds.close()"
+    )
+    return f"python -c {shlex.quote(code)}"
 
 
 def _all_named(names: tuple[str | None, ...]) -> TypeGuard[tuple[str, ...]]:
@@ -371,7 +403,10 @@ def read_image(path: str | Path, encoding: str | None = None, key: str | None = 
     - PNG/JPEG of more than 8 bits (16-bit PNG): refused; value / 255 would be wrong.
     - GeoTIFFs of other types: float values are reflectance; integer ones only through a scale and offset
       the file declares (applied), else refused (digital numbers). Every band needs a name (its
-      description: B04, B08...), since tiles are read by band name.
+      description: B04, B08...), since tiles are read by band name. Values of +inf, -inf or NaN outside
+      the nodata mask become NaN (nodata) too, with a warning counting them.
+    - an image that would take more than ``MAX_IMAGE_BYTES`` as float32: refused from its header, before
+      any pixel is decoded (these images are chips).
 
     PNG/JPEG pixels are decoded by Pillow, which refuses a truncated file (GDAL's PNG driver fills the
     missing rows with zeros without an error). Raises InputDataError naming the file and ``key`` for all
@@ -411,9 +446,18 @@ def read_image(path: str | Path, encoding: str | None = None, key: str | None = 
                 scale.ravel().tolist(),
                 offset.ravel().tolist(),
             )
-    _mask(array, valid == 0, where)
-    crs, transform, file_tags = (head.crs, head.transform, head.tags) if geotiff else (None, Affine.identity(), {})
+    # Float values (and scaled integers) may hold +-inf or NaN outside the nodata mask: no reflectance either.
+    _mask(array, valid == 0, where, None if enc else ~np.isfinite(array))
+    crs, transform, file_tags = image_georeferencing(path, head)
     return Raster(array, crs, transform, names, {**file_tags, **tags})
+
+
+def image_georeferencing(path: str | os.PathLike[str], head: ImageHeader) -> tuple[str | None, Affine, dict]:
+    """CRS, transform and tags :func:`read_image` gives an image: a GeoTIFF's own, none for a PNG/JPEG chip
+    (a world file or .aux.xml beside it is not read), so its contract can be checked before its pixels are read."""
+    if Path(path).suffix.lower() in GEOTIFF_SUFFIXES:
+        return head.crs, head.transform, head.tags
+    return None, Affine.identity(), {}
 
 
 def _decode_rendering(path: Path, key: str | None) -> np.ndarray:
@@ -432,22 +476,36 @@ def _decode_rendering(path: Path, key: str | None) -> np.ndarray:
     return np.asarray(rgba).transpose(2, 0, 1)
 
 
-def _mask(array: np.ndarray, hidden: np.ndarray, where: str) -> None:
-    """Set ``hidden`` pixels (bands, rows, cols) to NaN in place; refuse an image where every pixel is hidden."""
-    if not hidden.any():
+def _mask(array: np.ndarray, hidden: np.ndarray, where: str, non_finite: np.ndarray | None = None) -> None:
+    """Set ``hidden`` pixels (bands, rows, cols) and ``non_finite`` values to NaN in place, each noted in the
+    log with its count; refuse an image where every pixel is either."""
+    odd = non_finite & ~hidden if non_finite is not None else np.zeros_like(hidden)
+    if not hidden.any() and not odd.any():
         return
-    if hidden.all():
+    if (hidden | odd).all():
         raise InputDataError(
-            f"{where} has no visible pixel (its alpha, nodata or mask hides every one): nothing "
+            f"{where} has no visible pixel (each is hidden by its alpha, nodata or mask"
+            f"{', or holds +inf, -inf or NaN' if odd.any() else ''}): nothing "
             "to learn from or score; remove it from its folder"
         )
-    array[hidden] = np.nan
-    log.info(
-        "%s: %d of %d pixels transparent or nodata (alpha, nodata value or mask): read as NaN (nodata)",
-        where,
-        int(hidden.any(axis=0).sum()),
-        hidden.shape[1] * hidden.shape[2],
-    )
+    pixels = hidden.shape[1] * hidden.shape[2]
+    if hidden.any():
+        array[hidden] = np.nan
+        log.info(
+            "%s: %d of %d pixels transparent or nodata (alpha, nodata value or mask): read as NaN (nodata)",
+            where,
+            int(hidden.any(axis=0).sum()),
+            pixels,
+        )
+    if odd.any():
+        array[odd] = np.nan
+        log.warning(
+            "%s: %d of %d pixels hold +inf, -inf or NaN outside the file's nodata mask: read as NaN (nodata); "
+            "if they should be reflectance, fix the file",
+            where,
+            int(odd.any(axis=0).sum()),
+            pixels,
+        )
 
 
 def write_raster(

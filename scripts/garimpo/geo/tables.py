@@ -35,12 +35,19 @@ SPREADSHEET_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0")
 class Table(NamedTuple):
     """A table read as text: ``cells`` (empty cells and cells a short row lacks are ''), indexed by the
     file line each row starts on; ``widths`` (same index) the number of fields each row really has
-    (as :func:`_width` counts them)."""
+    (as :func:`_width` counts them); ``problems`` (same index) why a row cannot be trusted whatever its
+    cells say ('' for none): a row with a problem must be rejected with it."""
 
     cells: pd.DataFrame
     widths: pd.Series
     delimiter: str
     encoding: str
+    problems: pd.Series
+
+
+def unclosed_quote(line: int) -> str:
+    """The reason a row is rejected when it opens a quoted cell that no quote closes."""
+    return f'unclosed quote (") starting on line {line}'
 
 
 def where(path, key: str | None = None) -> str:
@@ -117,7 +124,11 @@ def read_table(
     """The :class:`Table` of a text table; blank lines are skipped, a quoted cell may span lines.
 
     Rows are not made to fit the header (pandas would refuse the whole file for one long row): the
-    caller sees each row's width and rejects that row. ``key`` is named in errors. Raises
+    caller sees each row's width and rejects that row. A quote that opens a cell and is never closed
+    properly (the file ends inside it, or what closes it is followed by more text: the opening quote of
+    a later row's cell) would make the csv module read every line up to there as one cell, so those rows
+    would be lost: that row gets the problem :func:`unclosed_quote` (its cells are its own line's) and the
+    lines after it are read as rows again (a warning names the line). ``key`` is named in errors. Raises
     InputDataError naming the file for a workbook (export it as CSV), an unknown or wrong ``encoding``,
     an empty file, or text the csv module cannot split.
     """
@@ -130,22 +141,66 @@ def read_table(
         )
     text, encoding = decode(data, where(path, key), encoding)
     delimiter = delimiter or sniff_delimiter(text)
-    reader = csv.reader(io.StringIO(text, newline=None), delimiter=delimiter)  # universal newlines: \r too
-    records, lines, done = [], [], 0
-    try:
-        for record in reader:
-            if record:
-                records.append(record)
-                lines.append(done + 1)
-            done = reader.line_num
-    except csv.Error as exc:
-        raise InputDataError(
-            f"{where(path, key)}: not a table with delimiter {delimiter!r} (line {done + 1}: "
-            f"{exc}); set `delimiter` for this input in the config"
-        ) from exc
+    lines = list(io.StringIO(text, newline=None))  # universal newlines: \r too; each line keeps its \n
+    records: list[tuple[int, list[str], str]] = []  # (file line, fields, problem)
+    start: int | None = 0  # index in ``lines`` the reader starts at (again, after an unclosed quote)
+    while start is not None:
+        start = _read_records(lines, start, delimiter, records, where(path, key))
     if not records:
         raise InputDataError(f"{where(path, key)}: empty; a table needs a header line and a row per point")
-    columns = _header(records[0])
+    columns = _header(records[0][1])
     n = len(columns)
-    cells = pd.DataFrame([(r + [""] * n)[:n] for r in records[1:]], columns=columns, index=lines[1:], dtype=object)
-    return Table(cells, pd.Series([_width(r, n) for r in records[1:]], index=lines[1:], dtype=int), delimiter, encoding)
+    rows = records[1:]
+    index = [line for line, _, _ in rows]
+    cells = pd.DataFrame([(r + [""] * n)[:n] for _, r, _ in rows], columns=columns, index=index, dtype=object)
+    widths = pd.Series([_width(r, n) for _, r, _ in rows], index=index, dtype=int)
+    problems = pd.Series([problem for _, _, problem in rows], index=index, dtype=object)
+    return Table(cells, widths, delimiter, encoding, problems)
+
+
+def _read_records(lines: list[str], start: int, delimiter: str, records: list, name: str) -> int | None:
+    """Append the records of ``lines[start:]`` to ``records`` as (file line, fields, problem); stop at a
+    record an unclosed quote made of several lines, and return the index to read again from (its next
+    line), or None at the end."""
+    reader = csv.reader(lines[start:], delimiter=delimiter)
+    done = start  # lines consumed before the record being read
+    try:
+        for record in reader:
+            end = start + reader.line_num  # lines consumed once this record is read
+            if end - done > 1 or end == len(lines):  # spans lines, or ends the file: was a quote left open?
+                chunk = lines[done:end]
+                if _quote_left_open(chunk, delimiter):
+                    first = chunk[0].rstrip("\n")
+                    records.append(
+                        (done + 1, next(csv.reader([first], delimiter=delimiter), []), unclosed_quote(done + 1))
+                    )
+                    log.warning(
+                        '%s: line %d opens a quoted cell (") that is never closed; that row is rejected and the '
+                        "lines after it are read as rows (close the quote, or remove it)",
+                        name,
+                        done + 1,
+                    )
+                    return done + 1 if end - done > 1 else None
+            if record:
+                records.append((done + 1, record, ""))
+            done = end
+    except csv.Error as exc:
+        raise InputDataError(
+            f"{name}: not a table with delimiter {delimiter!r} (line {done + 1}: "
+            f"{exc}); set `delimiter` for this input in the config"
+        ) from exc
+    return None
+
+
+def _quote_left_open(chunk: list[str], delimiter: str) -> bool:
+    """True when the record of ``chunk`` (its lines) has a quoted cell that the file ends inside, or (a record
+    of several lines) one that a quote followed by more text closes: what a stray opening quote looks like
+    to the csv module, which reads on to the next quote (the opening quote of a later row's cell). A quoted
+    cell that really spans lines ends with a quote followed by the delimiter or the line's end; a single
+    line with a stray quote inside a cell (``"12°30'00"S``) is left as it was read."""
+    try:
+        for _ in csv.reader(chunk, delimiter=delimiter, strict=True):
+            pass
+    except csv.Error as exc:
+        return len(chunk) > 1 or "unexpected end of data" in str(exc)
+    return False

@@ -601,6 +601,15 @@ def read_region(
 ):
     """One lon/lat (Multi)Polygon: the union of the selected polygons.
 
-    Raises InputDataError as :func:`read_polygon_features` does (also when no polygon is selected).
+    ``field`` and ``value`` select features together; one without the other is refused (it would
+    silently take every feature). Raises InputDataError for that, and as :func:`read_polygon_features`
+    does (also when no polygon is selected).
     """
+    if bool(field) != (value is not None):
+        given, missing, shown = ("field", "value", field) if field else ("value", "field", value)
+        raise InputDataError(
+            f"{_where(Path(path), layer, key)}: {given} {shown!r} is given without {missing}, "
+            "so every feature would be taken; give both (the features whose property field equals value) "
+            "or neither (every feature)"
+        )
     return unary_union(read_polygons(path, field, value, layer, key, encoding))

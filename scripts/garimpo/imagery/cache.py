@@ -20,6 +20,7 @@ from pathlib import Path
 import pystac
 
 from garimpo.atomic import atomic_path
+from garimpo.errors import GarimpoError
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,15 @@ class SearchCache:
 
         An entry that cannot be used (not JSON, not a FeatureCollection of STAC Items, or one pystac
         refuses) is a miss too: it is deleted, with a warning naming the file, and the search runs again.
-        A FeatureCollection without its ``features`` list is refused, not read as "no scene found".
+        A FeatureCollection without its ``features`` list is refused, not read as "no scene found". A folder
+        at the entry's path raises :class:`FolderInTheWayError` (it is never deleted: it may hold anything).
+        Entries that are well-formed but whose items cannot be read are dropped by the caller
+        (:func:`garimpo.imagery.stac.search`, :func:`garimpo.imagery.stac.with_fresh_search`).
         """
         p = self.path(key)
         if not p.is_file():
+            if p.exists():  # never deleted here: it may hold anything
+                raise FolderInTheWayError(p, "STAC search cache")
             return None
         try:
             data = json.loads(p.read_text())
@@ -80,12 +86,7 @@ class SearchCache:
 
     @staticmethod
     def _drop(p: Path, why: str) -> None:
-        try:
-            p.unlink(missing_ok=True)
-            done = "deleted"
-        except OSError as err:
-            done = f"could not delete it ({err}); delete it by hand"
-        log.warning("STAC search cache file %s cannot be used (%s): %s, searching again", p, why, done)
+        drop_entry(p, why)
         return None
 
     def put(self, key: str, items: Sequence[pystac.Item]) -> Path:
@@ -97,6 +98,26 @@ class SearchCache:
             fh.flush()
             os.fsync(fh.fileno())
         return p
+
+
+def drop_entry(path: str | os.PathLike, why: str) -> None:
+    """Delete a search cache entry that cannot be used, with a warning naming it and ``why``; the search runs again."""
+    p = Path(path)
+    try:
+        p.unlink(missing_ok=True)
+        done = "deleted"
+    except OSError as err:
+        done = f"could not delete it ({err}); delete it by hand"
+    log.warning("STAC search cache file %s cannot be used (%s): %s, searching again", p, why, done)
+
+
+class FolderInTheWayError(GarimpoError, IsADirectoryError):
+    """A folder where a cache writes a file: refused, never removed (it may hold anything)."""
+
+    def __init__(self, path: str | os.PathLike, cache: str):
+        super().__init__(
+            f"{cache} path {path}: a folder sits where a cache file goes; remove it (rm -r {path}) and run again"
+        )
 
 
 def _shape_problem(data) -> str | None:

@@ -30,9 +30,9 @@ from garimpo.imagery.stac import (
     fetch_composite,
     no_scene_message,
     radiometry_record,
-    search_items,
     select_items,
     warn_if_implausible,
+    with_fresh_search,
 )
 
 log = logging.getLogger(__name__)
@@ -79,15 +79,22 @@ def write_composite(
     With ``allow_empty`` a grid without any clear scene is written all NaN (one cloudy tile
     must not stop a region-wide run) instead of raising ``NoImageryError``.
     Each block is read with a halo as wide as the cloud buffer (:func:`with_halo`), so the file equals the
-    whole grid composited at once.
+    whole grid composited at once. Without ``items`` the grid's search is run here, and items that came
+    from the search cache are searched again once when they cannot be read
+    (:func:`garimpo.imagery.stac.with_fresh_search`).
     ZSTD (level 1) rather than deflate: the detect stage reads every pixel, and ZSTD decodes ~1.5x
     faster on this CPU. The file appears only when complete (written to a temporary name, then
     renamed), so a killed run never leaves a half-written scene that looks finished.
     """
+    if items is None:
+        return with_fresh_search(
+            source,
+            grid.bbox_lonlat(),
+            request,
+            lambda found: write_composite(path, source, request, grid, block_px, found, allow_empty),
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if items is None:
-        items = search_items(source, grid.bbox_lonlat(), request.period, request.max_cloud)
     found = list(items)
     plans = select_items(found, request.bands)[: request.max_scenes]
     items = [p.item for p in plans]

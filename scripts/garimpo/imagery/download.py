@@ -7,7 +7,11 @@ Transient failures (timeouts, refused or reset connections, HTTP 408/425/429/5xx
 retried with exponential backoff; a wrong checksum or a definitive HTTP error (404, 403, ...) is not.
 Downloads are bounded: a size cap (``max_bytes``, config downloads.max_size_mb) and an optional pinned size
 (downloads.files.NAME.size) stop the stream as soon as it is too long, whether or not the server announced
-a length, and an overall deadline (``deadline_s``, downloads.deadline_s) covers every attempt and wait.
+a length, and an overall deadline (``deadline_s``, downloads.deadline_s) covers every attempt and wait,
+and within an attempt every phase: name lookup and connect, status line and headers, body. urllib's own
+timeout bounds each socket read, not a phase (a server may send one header byte a second for hours), so
+the request is opened in a worker thread waited on until the deadline, and a watchdog shuts down the
+attempt's sockets at the deadline, which ends any read still blocked on them (see :class:`_Watchdog`).
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ import http.client
 import logging
 import os
 import re
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -67,6 +74,117 @@ class _Bounds:
 
     def left_s(self) -> float | None:
         return None if self.deadline is None else self.deadline - self.clock()
+
+
+class _Watchdog:
+    """Holds one attempt to the deadline, ``left_s`` seconds from now (None: no deadline, nothing done).
+
+    Every socket the attempt opens passes through :meth:`watch` (see :meth:`opener`); at the deadline
+    they are all shut down, so a read blocked on one of them (through a proxy tunnel, TLS, trickling
+    headers or a stalled body) returns at once, and :attr:`expired` tells the reader why. A duplicate
+    of each socket is kept for that (shutting down a duplicate ends the connection for every holder),
+    so a socket later wrapped by TLS, or closed by urllib once the headers are in, is reached as well.
+    :meth:`close` stops the watch and closes the duplicates.
+    """
+
+    def __init__(self, left_s: float | None) -> None:
+        self.left_s = left_s
+        self.expired = threading.Event()
+        self._lock = threading.Lock()
+        self._dups: list[socket.socket] = []
+        self._timer: threading.Timer | None = None
+        if left_s is not None:
+            self._timer = threading.Timer(max(0.0, left_s), self.expire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def watch(self, sock: socket.socket) -> socket.socket:
+        with self._lock:
+            if not self.expired.is_set():
+                self._dups.append(sock.dup())
+                return sock
+        _shut_down(sock)  # opened by a thread abandoned at the deadline: ended at once
+        return sock
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired.set()
+            dups = list(self._dups)
+        for dup in dups:
+            _shut_down(dup)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            dups, self._dups = self._dups, []
+        for dup in dups:
+            dup.close()
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        """urllib's usual opener (proxies, redirects, file: URLs), its HTTP(S) sockets watched."""
+        if self.left_s is None:
+            return urllib.request.build_opener()
+        watchdog = self
+
+        def watched(http_class):
+            def connection(host, **kwargs):
+                conn = http_class(host, **kwargs)
+                create = conn._create_connection  # socket.create_connection: every socket it opens
+                conn._create_connection = lambda *args, **kw: watchdog.watch(create(*args, **kw))
+                return conn
+
+            return connection
+
+        class HTTPHandler(urllib.request.HTTPHandler):
+            def do_open(self, http_class, req, **kwargs):
+                return super().do_open(watched(http_class), req, **kwargs)
+
+        class HTTPSHandler(urllib.request.HTTPSHandler):
+            def do_open(self, http_class, req, **kwargs):
+                return super().do_open(watched(http_class), req, **kwargs)
+
+        return urllib.request.build_opener(HTTPHandler, HTTPSHandler)
+
+    def open(self, request: urllib.request.Request, timeout_s: float):
+        """The response to ``request`` (status line and headers read), or _PastDeadline at the deadline.
+
+        Opening runs in a daemon thread, waited on until the deadline: name lookup, connect and the headers
+        are bounded as a whole. A thread left behind ends once its sockets are shut down (or, in a name
+        lookup, when that gives up); a response it gets afterwards is closed unread.
+        """
+        opener = self.opener()
+        if self.left_s is None:
+            return opener.open(request, timeout=timeout_s)
+        future: Future = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(opener.open(request, timeout=timeout_s))
+            except BaseException as err:  # noqa: BLE001 - handed to the waiting thread
+                future.set_exception(err)
+
+        threading.Thread(target=run, name="garimpo-download-open", daemon=True).start()
+        done, _ = wait([future], timeout=max(0.0, self.left_s))
+        # Not done by the deadline, or done once the watchdog shut the socket (the headers cut short: a
+        # failure, or a response whose headers end there); an HTTP error status is an answer.
+        if not done or (self.expired.is_set() and not isinstance(future.exception(), urllib.error.HTTPError)):
+            self.expire()
+            future.add_done_callback(_close_response)
+            raise _PastDeadline("no complete answer yet: the status line and headers were still arriving")
+        return future.result()
+
+
+def _shut_down(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed or never connected
+        pass
+
+
+def _close_response(future: Future) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()
 
 
 def path_under(folder: str | os.PathLike, name: str, key: str = "downloads.files") -> Path:
@@ -138,10 +256,26 @@ def _fetch_once(
     writing those bytes), _PastDeadline once ``bounds.deadline`` has passed, _Retryable for a body cut short.
     """
     bounds = bounds or _Bounds(None, None, None, time.monotonic)
+    watchdog = _Watchdog(bounds.left_s())
+    try:
+        return _read(url, fh, timeout_s, bounds, dest, key, watchdog)
+    except (OSError, http.client.HTTPException) as err:
+        # A read ended by the watchdog's shutdown (a reset, a short body): the deadline, not the server.
+        if watchdog.expired.is_set() and not isinstance(err, (DownloadError, urllib.error.HTTPError)):
+            raise _PastDeadline(f"{_describe(err)} when the deadline shut the connection") from None
+        raise
+    finally:
+        watchdog.close()
+
+
+def _read(
+    url: str, fh, timeout_s: float, bounds: _Bounds, dest: Path, key: str, watchdog: _Watchdog
+) -> tuple[str, int]:
+    """_fetch_once under ``watchdog``."""
     cap = min((b for b in (bounds.max_bytes, bounds.size) if b is not None), default=None)
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     digest, size = hashlib.sha256(), 0
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+    with watchdog.open(request, timeout_s) as response:
         announced = response.headers.get("Content-Length") if response.headers is not None else None
         length = int(announced) if announced is not None and announced.strip().isdigit() else None
         if length is not None and bounds.size is not None and length != bounds.size:
@@ -168,6 +302,8 @@ def _fetch_once(
             left = bounds.left_s()
             if left is not None and left <= 0:
                 raise _PastDeadline(f"{size} bytes received in this attempt")
+    if watchdog.expired.is_set():  # the body ended because the deadline shut the connection
+        raise _PastDeadline(f"{size} bytes received in this attempt")
     if length is not None and length != size:
         raise _Retryable(f"connection closed after {size} of {announced} bytes")
     if bounds.size is not None and size != bounds.size:

@@ -6,8 +6,11 @@ sometimes in the userinfo (``user:pass@host``) or the fragment (``#access_token=
 conservative one: every URL loses its userinfo, its whole query string and its fragment, whatever form
 the URL is written in (any scheme, any letter case; percent-encoded once or more, as in GDAL's
 ``/vsicurl?url=https%3A%2F%2F...``; JSON with escaped slashes ``https:\\/\\/``). As a second net, any
-``name=value`` (plain or percent-encoded), ``"name": "value"`` or ``Authorization:`` header whose
-name is a known secret (:data:`SECRET_NAME`) has its value replaced by ``***``, URL or not.
+``name=value`` (plain or percent-encoded), ``name: value``, ``"name": "value"`` or ``Authorization:``
+header whose name is a known secret (:data:`SECRET_NAME`) has its value replaced by ``***``, URL or not;
+spaces or tabs around the ``=`` or ``:`` (``sig = X``, ``sig\t=X``, ``'sig' = 'X'``) and quotes around
+the value change nothing. This also masks a word after ``key:`` in ordinary text or a traceback's source
+line (``key: str``): a value too many rather than a secret too few.
 
 :class:`RedactFilter` applies this to a whole log record (message with its args, the traceback of
 ``exc_info``, ``stack_info``); :func:`install_redaction` puts it on handlers and loggers. Standard
@@ -56,12 +59,19 @@ SECRET_NAME = (
     r"session))"
 )
 _BEFORE = rf"(?:(?<=[?&;,\s\"'(\[{{/])|^|{_ENC}3[Ff]|{_ENC}26|\\*u0026)"
+# Between a name and its value: '=' (or an encoded one) or ':', with a few spaces or tabs either side
+# (bounded, so a long run of blanks after a name costs a bounded look, and the search stays linear).
+_GAP = r"[ \t]{0,16}"
+_SEP = rf"{_GAP}(?:{_EQUALS}|:){_GAP}"
+# "Authorization: Bearer X" keeps its scheme word: _HEADER masks X.
+_SCHEME_WORD = r"(?:bearer|basic|sharedkey|token)\s"
 _NAME_VALUE = re.compile(
-    rf"(?P<name>{_BEFORE}{SECRET_NAME}{_EQUALS})(?P<value>(?:(?!{_AMP}|{_FRAGMENT})[^{_STOP}])+)",
+    rf"(?P<name>{_BEFORE}{SECRET_NAME}{_SEP}(?!{_SCHEME_WORD})[\"']?)"
+    rf"(?P<value>(?:(?!{_AMP}|{_FRAGMENT})[^{_STOP}])+)",
     re.IGNORECASE | re.MULTILINE,
 )
 _QUOTED_PAIR = re.compile(
-    rf"(?P<name>(?P<q>[\"']){SECRET_NAME}(?P=q)\s*:\s*)(?P<v>[\"'])(?:(?!(?P=v)).)*(?P=v)", re.IGNORECASE
+    rf"(?P<name>(?P<q>[\"']){SECRET_NAME}(?P=q){_GAP}[:=]{_GAP})(?P<v>[\"'])(?:(?!(?P=v)).)*(?P=v)", re.IGNORECASE
 )
 # HTTP headers: Authorization (with its scheme word kept), Bearer tokens, X-Api-Key-like names.
 _HEADER = re.compile(

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -36,12 +36,13 @@ from scipy import ndimage
 
 from garimpo.errors import GarimpoError, InputDataError, NoImageryError
 from garimpo.geo.raster import Grid
-from garimpo.imagery.cache import SearchCache, search_key
+from garimpo.imagery.cache import SearchCache, drop_entry, search_key
 from garimpo.imagery.radiometry import Radiometry, asset_radiometry, implausible, processing_baseline
 from garimpo.imagery.redact import install_redaction, redact, redact_url
 from garimpo.schema import default
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SOURCE_KINDS = ("local", "planetary_computer", "earth_search")
 
@@ -176,26 +177,88 @@ def _bbox_intersects(a: Sequence[float], b: Sequence[float]) -> bool:
     return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
 
 
+@dataclass(frozen=True)
+class SearchResult:
+    """A search's items, and the search cache entry they were read from (None: a fresh answer, or no cache)."""
+
+    items: list[pystac.Item]
+    cache_file: Path | None = None
+
+
 def search_items(
     source: Source, bbox: Sequence[float], period: Sequence[str], max_cloud: float, max_items: int = 500
 ) -> list[pystac.Item]:
     """Items of the source's collection over ``bbox`` (lon/lat) in ``period`` with cloud < ``max_cloud`` %."""
+    return search(source, bbox, period, max_cloud, max_items).items
+
+
+def search(
+    source: Source,
+    bbox: Sequence[float],
+    period: Sequence[str],
+    max_cloud: float,
+    max_items: int = 500,
+    bands: Sequence[str] | None = None,
+    refresh: bool = False,
+) -> SearchResult:
+    """:func:`search_items`, saying whether the items came from the search cache (``cache_file``).
+
+    ``bands``: the bands the items will be read for. A cached answer none of whose items can be read for
+    them (each lacks an asset or has unusable metadata: an entry edited, or written by another version) is
+    not trusted: the entry is deleted with a warning and the search runs again. ``refresh``: search again
+    whatever the cache holds (the fresh answer replaces the entry).
+    """
     start, end = _parse_period(period)
     if source.kind == "local":
-        items = _search_static(source, bbox, start, end, max_cloud)
+        found = SearchResult(_search_static(source, bbox, start, end, max_cloud))
     else:
-        items = _search_api(source, bbox, start, end, max_cloud, max_items)
-    items.sort(key=lambda it: (it.properties.get("eo:cloud_cover", 100.0), it.id))
+        found = _search_api(source, bbox, start, end, max_cloud, max_items, bands, refresh)
+    found.items.sort(key=lambda it: (it.properties.get("eo:cloud_cover", 100.0), it.id))
     log.info(
         "STAC %s: %d items over %s in %s..%s with cloud < %s%%",
         source.kind,
-        len(items),
+        len(found.items),
         [round(v, 4) for v in bbox],
         period[0],
         period[1],
         max_cloud,
     )
-    return items
+    return found
+
+
+def with_fresh_search(
+    source: Source, bbox: Sequence[float], request: ImageryRequest, read: Callable[[list[pystac.Item]], T]
+) -> T:
+    """``read(items)`` on the items of ``request``'s search over ``bbox`` (lon/lat), searched again once when
+    cached ones fail.
+
+    Items from the search cache are trusted only as long as they can be read: when ``read`` fails with
+    :class:`ImageryAccessError` on them (an asset link that no longer resolves: a catalog reprocessed or
+    moved since the search), the entry is deleted with a warning and ``read`` runs once more on a fresh
+    search. A fresh answer that fails the same way raises as it is. A cached answer whose every item is
+    unusable is searched again before ``read`` (:func:`search`).
+    """
+    found = search(source, bbox, request.period, request.max_cloud, bands=request.bands)
+    try:
+        return read(found.items)
+    except ImageryAccessError as err:
+        if found.cache_file is None:
+            raise
+        drop_entry(found.cache_file, f"reading its items failed: {str(err)[:300]}")
+    fresh = search(source, bbox, request.period, request.max_cloud, bands=request.bands, refresh=True)
+    return read(fresh.items)
+
+
+def _unusable(items: Sequence[pystac.Item], bands: Sequence[str]) -> str | None:
+    """Why none of ``items`` can be read for ``bands`` (the first one's fault), or None when one can."""
+    first = None
+    for item in items:
+        try:
+            plan_item(item, bands)
+            return None
+        except InputDataError as err:
+            first = first or f"item {item.id}: {err}"
+    return first
 
 
 def _search_static(source: Source, bbox, start, end, max_cloud) -> list[pystac.Item]:
@@ -225,7 +288,7 @@ def _search_static(source: Source, bbox, start, end, max_cloud) -> list[pystac.I
     return out
 
 
-def _search_api(source: Source, bbox, start, end, max_cloud, max_items) -> list[pystac.Item]:
+def _search_api(source: Source, bbox, start, end, max_cloud, max_items, bands=None, refresh=False) -> SearchResult:
     """Search a STAC API with pystac-client (pages followed), retried, cached, re-checked client side.
 
     No signing here: hrefs stay unsigned (in memory and in the cache); they are signed
@@ -234,11 +297,16 @@ def _search_api(source: Source, bbox, start, end, max_cloud, max_items) -> list[
     period = (f"{start:%Y-%m-%dT%H:%M:%SZ}", f"{end:%Y-%m-%dT%H:%M:%SZ}")
     cache = SearchCache(source.cache_dir) if source.cache_dir else None
     key = search_key(source.url, source.collection, bbox, period, max_cloud, max_items)
-    if cache is not None:
+    if cache is not None and not refresh:
         hit = cache.get(key)
-        if hit is not None:
+        fault = _unusable(hit, bands) if hit and bands else None
+        if fault:
+            drop_entry(
+                cache.path(key), f"none of its {len(hit or ())} items can be read for {list(bands or ())}; {fault}"
+            )
+        elif hit is not None:
             log.info("STAC search cache hit (%s): %d items", cache.path(key).name, len(hit))
-            return hit
+            return SearchResult(hit, cache.path(key))
     where = redact_url(source.url)
     items = _retry(
         lambda: _query_api(source, bbox, period, max_cloud, max_items),
@@ -263,7 +331,7 @@ def _search_api(source: Source, bbox, start, end, max_cloud, max_items) -> list[
         )
     if cache is not None:
         cache.put(key, kept)
-    return kept
+    return SearchResult(kept)
 
 
 def _query_api(source: Source, bbox, period, max_cloud, max_items) -> list[pystac.Item]:

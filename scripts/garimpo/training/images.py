@@ -10,6 +10,7 @@ import shutil
 from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,8 @@ from garimpo.geo.raster import (
     EIGHT_BIT_SUFFIXES,
     IMAGE_SUFFIXES,
     Grid,
+    image_bands,
+    image_georeferencing,
     read_error_text,
     read_header,
     read_image,
@@ -28,7 +31,15 @@ from garimpo.geo.raster import (
     tile_grid,
     write_raster,
 )
-from garimpo.imagery.stac import ImageryRequest, Source, fetch_composite, provenance, radiometry_record, search_items
+from garimpo.imagery.cache import FolderInTheWayError
+from garimpo.imagery.stac import (
+    ImageryRequest,
+    Source,
+    fetch_composite,
+    provenance,
+    radiometry_record,
+    with_fresh_search,
+)
 from garimpo.pixels.matching import reference_bounds, stretch_to_reference
 from garimpo.training.augment import AugmentParams, augment
 from garimpo.training.split import assign_split
@@ -111,7 +122,9 @@ def fetch_point_tiles(
 
     Each finished tile is kept in ``cache_dir`` under a key of everything that shapes
     it, so a killed run resumes where it stopped and reruns fetch nothing twice.
-    A point without a clear scene is logged and listed with status ``no_imagery``.
+    A point without a clear scene is logged and listed with status ``no_imagery``. Items from the
+    STAC search cache that cannot be read are searched again once
+    (:func:`garimpo.imagery.stac.with_fresh_search`); a folder where a tile's cache file goes is refused.
     Tiles are tagged (and indexed) with their contract: ``size_m`` of ground at 10 m, in the
     units of the source's collection (surface_reflectance for L2A).
     """
@@ -124,31 +137,19 @@ def fetch_point_tiles(
         row = {"tile_id": rec.point_id, "lon": rec.lon, "lat": rec.lat, "source": rec.source}
         grid = tile_grid(rec.lon, rec.lat, size_m)
         contract = ImageContract(grid.width * grid.resolution, grid.resolution, units).tags()
-        items = search_items(source, grid.bbox_lonlat(), request.period, request.max_cloud)
-        cached = cache_dir / f"{_cache_key(source, request, grid, items)}.tif"
-        tags = _cached_tile_tags(cached, grid, request.bands, contract) if cached.exists() else None
-        if tags is None:
-            try:
-                image, used = fetch_composite(source, request, grid, items)
-            except NoImageryError as exc:
-                if not skip_missing:
-                    raise
-                log.warning("point %s (%.5f, %.5f): %s", rec.point_id, rec.lon, rec.lat, exc)
-                rows.append(
-                    {**row, "path": "", "scene_ids": "", "dates": "", "cloud_cover": "", "status": "no_imagery"}
-                )
-                continue
-            prov = provenance(used, request.bands)
-            tags = {
-                "scene_ids": ";".join(prov["scene_ids"]),
-                "dates": ";".join(prov["dates"]),
-                "cloud_cover": ";".join(str(c) for c in prov["cloud_cover"]),
-                "radiometry": json.dumps(prov["radiometry"]),
-                **contract,
-            }
-            write_raster(cached, image, grid.crs, grid.transform, request.bands, tags=tags)
-        if any(tags.get(k) != v for k, v in contract.items()):  # cached before tiles carried their contract
-            _update_tags(cached, contract)
+        try:
+            cached, tags = with_fresh_search(
+                source,
+                grid.bbox_lonlat(),
+                request,
+                partial(_point_tile, source, request, grid, cache_dir=cache_dir, contract=contract),
+            )
+        except NoImageryError as exc:
+            if not skip_missing:
+                raise
+            log.warning("point %s (%.5f, %.5f): %s", rec.point_id, rec.lon, rec.lat, exc)
+            rows.append({**row, "path": "", "scene_ids": "", "dates": "", "cloud_cover": "", "status": "no_imagery"})
+            continue
         dest = out_dir / f"{rec.point_id}.tif"
         _link_or_copy(cached, dest)
         rows.append(
@@ -168,6 +169,33 @@ def fetch_point_tiles(
     if n_ok == 0 and len(index):
         raise NoImageryError(f"no point got a tile; see the log for each point. Output folder: {out_dir}")
     return index
+
+
+def _point_tile(
+    source: Source, request: ImageryRequest, grid: Grid, items: list, cache_dir: Path, contract: Mapping[str, str]
+) -> tuple[Path, dict]:
+    """(tile cache file, its tags) of one point's composite of ``items``: the cached tile, or a new one.
+
+    Raises NoImageryError when no item is usable or clear, ImageryAccessError when one cannot be read.
+    """
+    cached = cache_dir / f"{_cache_key(source, request, grid, items)}.tif"
+    if cached.is_dir():  # never deleted here: it may hold anything
+        raise FolderInTheWayError(cached, "tile cache")
+    tags = _cached_tile_tags(cached, grid, request.bands, contract) if cached.exists() else None
+    if tags is None:
+        image, used = fetch_composite(source, request, grid, items)
+        prov = provenance(used, request.bands)
+        tags = {
+            "scene_ids": ";".join(prov["scene_ids"]),
+            "dates": ";".join(prov["dates"]),
+            "cloud_cover": ";".join(str(c) for c in prov["cloud_cover"]),
+            "radiometry": json.dumps(prov["radiometry"]),
+            **contract,
+        }
+        write_raster(cached, image, grid.crs, grid.transform, request.bands, tags=tags)
+    if any(tags.get(k) != v for k, v in contract.items()):  # cached before tiles carried their contract
+        _update_tags(cached, contract)
+    return cached, tags
 
 
 def _cached_tile_tags(path: Path, grid: Grid, bands: Sequence[str], contract: Mapping[str, str]) -> dict | None:
@@ -239,6 +267,12 @@ def manifest_sources(folder: Path) -> dict[Path, str]:
     return {}
 
 
+def local_tile_id(prefix: str, folder: Path, path: Path) -> str:
+    """A local image's tile id: ``{prefix}-{folder name}-{path in the folder, without suffix}``, subfolders
+    joined by ``__`` (``local-chips-a__x`` for ``chips/a/x.tif``; ``local-chips-x`` for ``chips/x.tif``)."""
+    return f"{prefix}-{folder.name}-{'__'.join(path.relative_to(folder).with_suffix('').parts)}"
+
+
 def import_local_images(
     folders: Sequence[str | Path | Mapping | ImageFolder],
     out_dir: str | Path,
@@ -257,12 +291,14 @@ def import_local_images(
     a projected georeferencing in metres, else the folder's pixel_size_m), units and encoding. The
     source of each image is its manifest's source list when there is one, else the folder name. Raises
     InputDataError for a missing or empty folder, 8-bit images without an encoding, and for images of a
-    kind that is refused or that cannot be read, images without ``bands`` or without a known pixel size
-    (all such images at once, the first 10 named).
+    kind that is refused or that cannot be read, images without ``bands`` or without a known pixel size,
+    and two files that would make one tile (:func:`local_tile_id`): all such images at once, the first 10
+    named. An image's kind, size, bands and contract are checked from its header, before its pixels are read.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, problems = [], []
+    taken: dict[str, Path] = {}  # tile id -> the file it is made of
     for spec in folders:
         folder = image_folder(spec, key)
         if not folder.path.is_dir():
@@ -286,17 +322,28 @@ def import_local_images(
             )
         sources = manifest_sources(folder.path)
         for path in files:
-            tile_id = f"{source_prefix}-{folder.path.name}-{path.stem}"
+            tile_id = local_tile_id(source_prefix, folder.path, path)
             dest = out_dir / f"{tile_id}.tif"
+            if tile_id in taken:  # two files, one tile: one would overwrite the other
+                problems.append(
+                    f"{path} and {taken[tile_id]} (from {key}) would both become tile {tile_id} ({dest}), one "
+                    "overwriting the other: rename one of them (a local image's tile is named by its folder's "
+                    "name and its path in that folder, without the suffix)"
+                )
+                continue
+            taken[tile_id] = path
             try:  # every unusable image is listed at the end, not one per run
-                r = read_image(path, folder.encoding, key)
-                missing = [b for b in bands if b not in r.band_names]
+                # Its kind, size, bands and contract from its header, before any pixel is decoded.
+                head = read_header(path, key)
+                _, names = image_bands(path, head, folder.encoding, key)
+                missing = [b for b in bands if b not in names]
                 if missing:
                     raise InputDataError(
-                        f"{path} (from {key}) has bands {list(r.band_names)}, without {missing} that the classifier "
+                        f"{path} (from {key}) has bands {list(names)}, without {missing} that the classifier "
                         f"reads (classifier.bands {list(bands)}): give the image those bands, or leave it out"
                     )
-                contract = image_contract(path, r.array.shape[1:], r.crs, r.transform, r.tags, folder).tags()
+                contract = image_contract(path, head.shape, *image_georeferencing(path, head), folder).tags()
+                r = read_image(path, folder.encoding, key)
             except InputDataError as err:
                 problems.append(str(err))
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -22,8 +23,9 @@ from garimpo.geo.vector import VECTOR_SUFFIXES, empty_advice, read_vector
 
 log = logging.getLogger(__name__)
 
-# As the schema's positives.points[].source: a label that becomes part of file names, so no path in it.
-SOURCE_LABEL = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# As the schema's positives.points[].source: a label that becomes part of file names, so no path in it,
+# no line break (matched whole: Python's `$` would let a final newline through) and at most 100 characters.
+SOURCE_LABEL = re.compile(r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 POINT_COLUMNS = ["point_id", "lon", "lat", "source", "name"]
 REJECTED_COLUMNS = ["file", "row", "lon", "lat", "reason"]
@@ -91,11 +93,13 @@ def _table_rows(path: Path, spec: Mapping, key: str | None) -> list[dict]:
         )
     needed = max(columns.index(lon_col), columns.index(lat_col)) + 1  # fields a row needs to hold both
     rows = []
-    for line, r, width in zip(table.cells.index, table.cells.to_dict("records"), table.widths):
+    for line, r, width, problem in zip(table.cells.index, table.cells.to_dict("records"), table.widths, table.problems):
         row = {"row": line, "lon": r[lon_col], "lat": r[lat_col], "name": r[name_col] if name_col else ""}
+        if problem:  # e.g. an unclosed quote: the row's cells cannot be trusted
+            row["reason"] = problem
         # A row split by another delimiter than the header lacks its coordinates, or may hold them in
         # other columns: say so, rather than "missing" or a wrong number.
-        if width < needed or width > len(columns):
+        elif width < needed or width > len(columns):
             row["reason"] = (
                 f"the row has {width} field{'s' * (width != 1)} for {len(columns)} columns (mixed "
                 f"delimiter? the file is read as {table.delimiter!r}-separated)"
@@ -135,6 +139,20 @@ def _vector_rows(path: Path, spec: Mapping, key: str | None) -> list[dict]:
     return rows
 
 
+def plain_label(stem: str, fallback: str = "points") -> str:
+    """``stem`` (a file name without its suffix) made a valid source label (:data:`SOURCE_LABEL`).
+
+    Accents are dropped (NFKD: 'ü' -> 'u'), any other character outside letters, digits, '_', '-' and
+    '.' becomes '_', '..' becomes '_', leading characters up to the first letter or digit are dropped,
+    and the label is cut to 100 characters: ``my mines ü (2023)`` -> ``my_mines_u__2023_``, ``-lead`` ->
+    ``lead``. ``fallback`` when nothing is left.
+    """
+    ascii_text = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
+    label = re.sub(r"[^A-Za-z0-9_.-]", "_", ascii_text).replace("..", "_")
+    label = re.sub(r"^[^A-Za-z0-9]+", "", label)[:100]
+    return label if SOURCE_LABEL.fullmatch(label) else fallback
+
+
 def load_points(
     path: str | Path,
     lon_column: str = "longitude",
@@ -156,20 +174,31 @@ def load_points(
     user sees them: a table row by the file line it starts on (line 1 is the header), vector features
     from 1. A row's ``reason`` says which coordinate failed and why (e.g. ``latitude '12°61'00"S':
     minutes >= 60``), that it looks swapped, or that it has more or fewer fields than the header.
+    ``source`` (the label starting every point id) defaults to the file's name without its suffix, made
+    plain by :func:`plain_label` (with a warning when that changes it).
     Raises :class:`InputDataError` (naming the file and ``key``) for a ``source`` that cannot start a file
     name, a missing or unreadable file, a spreadsheet workbook (export it as CSV), missing columns or
     fields, or a file without a single usable point.
     """
     path = Path(path)
-    if source is not None and not SOURCE_LABEL.match(str(source)):
+    if source is not None and not SOURCE_LABEL.fullmatch(str(source)):
         # The label starts every point id, and so the file name of its tile (results/tiles/positive/ID.tif).
         raise InputDataError(
             f"points file {where(path, key)}: source label {source!r} cannot start a file name; use only "
-            "letters, digits, '_', '-' and '.', starting with a letter or digit, no '..' (e.g. amw_2023_positives)"
+            "letters, digits, '_', '-' and '.', starting with a letter or digit, no '..', at most 100 characters "
+            "(e.g. amw_2023_positives)"
         )
     if not path.exists():
         raise InputDataError(f"points file {where(path, key)} not found; check the path in the config")
-    source = source or path.stem
+    if not source:
+        source = plain_label(path.stem)
+        if source != path.stem:
+            log.warning(
+                "points file %s: source label %r, its file name made plain (split.test_sources and evaluation.sources "
+                "patterns match this label); set source in the config to choose another",
+                path,
+                source,
+            )
     spec = {
         "lon_column": lon_column,
         "lat_column": lat_column,
