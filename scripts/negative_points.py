@@ -6,8 +6,8 @@ import pandas as pd
 
 from garimpo.geo.vector import read_polygons
 from garimpo.smk import setup_logging, write_csv
-from garimpo.training.negatives import sample_negative_points, sampling_area
-from garimpo.training.points import load_point_sources
+from garimpo.training.negatives import RANDOM_PREFIX, sample_negative_points, sampling_area
+from garimpo.training.points import check_unique_ids, load_point_sources
 
 
 def main(smk):
@@ -52,9 +52,13 @@ def main(smk):
         )
     rejected = pd.DataFrame(columns=["file", "row", "lon", "lat", "reason"])
     if smk.params.hard_points:
-        hard, rejected = load_point_sources(smk.params.hard_points, bounds, "negatives.hard_negative_points")
+        random_ids = f"the random negatives (ids {RANDOM_PREFIX}-00000, {RANDOM_PREFIX}-00001...)"
+        hard, rejected = load_point_sources(
+            smk.params.hard_points, bounds, "negatives.hard_negative_points", {RANDOM_PREFIX: random_ids}
+        )
         log.info("%d hard negatives added from %s", len(hard), [s["path"] for s in smk.params.hard_points])
         points = pd.concat([points, hard], ignore_index=True)
+    check_unique_ids(points, "negative points (random and negatives.hard_negative_points)")
     write_csv(smk.output.points, points)
     write_csv(smk.output.rejected, rejected)
 

@@ -1,7 +1,7 @@
 """Rule positive_points: known mine coordinates -> clean point table + rejected rows."""
 
 from garimpo.smk import setup_logging, write_csv
-from garimpo.training.points import load_point_sources
+from garimpo.training.points import check_unique_ids, load_point_sources
 
 
 def main(smk):
@@ -10,6 +10,7 @@ def main(smk):
     before = len(points)
     points = points.drop_duplicates(subset=["lon", "lat"]).reset_index(drop=True)
     log.info("%d usable points (%d duplicates dropped), %d rejected", len(points), before - len(points), len(rejected))
+    check_unique_ids(points, "positives.points")
     write_csv(smk.output.points, points)
     write_csv(smk.output.rejected, rejected)
 

@@ -539,3 +539,18 @@ def test_spaced_redaction_stays_linear_on_long_text(text):
     start = time.perf_counter()
     redact(text)
     assert time.perf_counter() - start < 5.0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "https://h/x.tif?sig\t=SECRET2&sv=2022",
+        "reading https://h/x.tif?sig = SECRET3 failed",
+        "https://h/x?a=1&sig: SECRET4",
+        'https://h/x.tif {"sig" : "SECRET5"}',
+    ],
+)
+def test_a_spaced_secret_inside_a_url_is_masked(text):
+    """A URL ends at whitespace: the pair is masked before the URL is cut, or its value is left bare."""
+    out = redact(text)
+    assert "SECRET" not in out and redact(out) == out

@@ -300,13 +300,26 @@ def _reflectance_bands(path: Path, where: str, head: ImageHeader, index: list[in
             "its Sentinel-2 band in the GeoTIFF's band descriptions (e.g. rio edit-info --bidx 1 --description B04 "
             "FILE)"
         )
-    if np.issubdtype(np.dtype(head.dtype), np.integer) and not _scaled(head, index):
-        raise InputDataError(
-            f"{where} holds {head.dtype} values with no scale to reflectance (scale 1, offset 0): digital numbers, "
-            "not reflectance. Write float32 reflectance (Sentinel-2 L2A: (DN - 1000) / 10000 from processing "
-            "baseline 04.00, DN / 10000 before), or record the scale and offset in the file with the project's "
-            f"environment: {scale_snippet(path)} (offset -0.1 from baseline 04.00, 0.0 before)"
+    if np.issubdtype(np.dtype(head.dtype), np.integer):
+        # Every band needs its scale: one band's would otherwise pass the others' digital numbers as reflectance.
+        unscaled = [name for i, name in zip(index, names) if not _scaled(head, [i])]
+        advice = (
+            "Write float32 reflectance (Sentinel-2 L2A: (DN - 1000) / 10000 from processing baseline 04.00, "
+            "DN / 10000 before), or record the scale and offset in the file with the project's environment: "
+            f"{scale_snippet(path)} (offset -0.1 from baseline 04.00, 0.0 before)"
         )
+        if len(unscaled) == len(index):
+            raise InputDataError(
+                f"{where} holds {head.dtype} values with no scale to reflectance (scale 1, offset 0): digital "
+                f"numbers, not reflectance. {advice}"
+            )
+        if unscaled:
+            raise InputDataError(
+                f"{where} holds {head.dtype} values with a scale to reflectance on some bands only: band"
+                f"{'s' * (len(unscaled) != 1)} {', '.join(unscaled)} {'has' if len(unscaled) == 1 else 'have'} "
+                f"none (scale 1, offset 0), so {'its' if len(unscaled) == 1 else 'their'} digital numbers would "
+                f"be read as reflectance. {advice}"
+            )
     return names
 
 

@@ -111,8 +111,15 @@ def redact(text: object, *secrets: str) -> str:
         if secret:
             for form in dict.fromkeys((secret, quote(secret, safe=""), quote(secret, safe="/:"))):
                 out = out.replace(form, redact_url(form))
+    # Pairs are masked before URLs are cut too: a URL ends at whitespace, so cutting `?sig = X` first would
+    # leave `= X` outside the URL with its name gone.
+    out = _mask_pairs(out)
     out = _VSI_OPTIONS.sub(_strip_vsi_options, out)
     out = _URL.sub(_strip_url, out)
+    return _mask_pairs(out)
+
+
+def _mask_pairs(out: str) -> str:
     out = _QUOTED_PAIR.sub(lambda m: m.group("name") + m.group("v") + MASK + m.group("v"), out)
     out = _HEADER.sub(lambda m: m.group("name") + MASK, out)
     return _NAME_VALUE.sub(lambda m: m.group("name") + MASK, out)

@@ -17,6 +17,9 @@ from garimpo.geo.geojson import chord_for_distance, unit_vectors
 
 log = logging.getLogger(__name__)
 
+# Random negatives' ids are RANDOM_PREFIX-NNNNN: no hard-negatives file may take this source label.
+RANDOM_PREFIX = "neg"
+
 
 def sampling_area(protected: Sequence, bounds: Sequence[float], urban: Sequence = ()):
     """Protected polygons clipped to the study bounds, minus the urban mask."""
@@ -73,7 +76,7 @@ def sample_negative_points(
         )
     return pd.DataFrame(
         {
-            "point_id": [f"neg-{i:05d}" for i in range(n)],
+            "point_id": [f"{RANDOM_PREFIX}-{i:05d}" for i in range(n)],
             "lon": lon,
             "lat": lat,
             "source": "random_protected",

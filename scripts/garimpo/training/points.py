@@ -153,6 +153,19 @@ def plain_label(stem: str, fallback: str = "points") -> str:
     return label if SOURCE_LABEL.fullmatch(label) else fallback
 
 
+def default_label(path: Path) -> str:
+    """The source label of a points file without one: its name made plain (a warning when that changes it)."""
+    label = plain_label(path.stem)
+    if label != path.stem:
+        log.warning(
+            "points file %s: source label %r, its file name made plain (split.test_sources and evaluation.sources "
+            "patterns match this label); set source in the config to choose another",
+            path,
+            label,
+        )
+    return label
+
+
 def load_points(
     path: str | Path,
     lon_column: str = "longitude",
@@ -191,14 +204,7 @@ def load_points(
     if not path.exists():
         raise InputDataError(f"points file {where(path, key)} not found; check the path in the config")
     if not source:
-        source = plain_label(path.stem)
-        if source != path.stem:
-            log.warning(
-                "points file %s: source label %r, its file name made plain (split.test_sources and evaluation.sources "
-                "patterns match this label); set source in the config to choose another",
-                path,
-                source,
-            )
+        source = default_label(path)
     spec = {
         "lon_column": lon_column,
         "lat_column": lat_column,
@@ -239,22 +245,90 @@ def load_points(
     return good_df, bad_df
 
 
+def source_labels(
+    inputs: list[Mapping], key: str | None = None, reserved: Mapping[str, str] | None = None
+) -> list[str]:
+    """The source label of each point input, one per file: it starts every point id, and so the file name of
+    each point's tiles.
+
+    A ``source`` set in the config that repeats another input's (or a ``reserved`` label: label -> what
+    uses it) raises :class:`InputDataError` naming both; a label made from the file name (:func:`default_label`)
+    that repeats one already taken gets a suffix ``_2``, ``_3``... with a warning naming both files. Labels
+    are compared ignoring case, as a case-insensitive file system would.
+    """
+    name = key or "points"
+    taken = {label.casefold(): user for label, user in (reserved or {}).items()}
+    labels: list[str | None] = [None] * len(inputs)
+    for i, spec in enumerate(inputs):  # labels set in the config first: a derived one steps aside for them
+        source = spec.get("source")
+        if source:
+            here = f"points file {spec['path']} ({name}[{i}].source)"
+            other = taken.get(str(source).casefold())
+            if other:
+                raise InputDataError(
+                    f"{here}: source label {source!r} is also that of {other}; point ids start with it, so "
+                    "the points of both would share ids and tile files. Give each file its own source"
+                )
+            taken[str(source).casefold()] = here
+            labels[i] = str(source)
+    for i, spec in enumerate(inputs):
+        if labels[i] is None:
+            path = Path(spec["path"])
+            base = label = default_label(path)
+            n = 1
+            while label.casefold() in taken:
+                n += 1
+                label = f"{base[: 100 - len(str(n)) - 1]}_{n}"
+            if label != base:
+                log.warning(
+                    "points file %s (%s[%d]): source label %r is also that of %s; labelled %r instead (set source "
+                    "in the config to choose another)",
+                    path,
+                    name,
+                    i,
+                    base,
+                    taken[base.casefold()],
+                    label,
+                )
+            taken[label.casefold()] = f"points file {path} ({name}[{i}])"
+            labels[i] = label
+    return [label for label in labels if label is not None]
+
+
+def check_unique_ids(points: pd.DataFrame, what: str) -> None:
+    """Raise :class:`InputDataError` when ``points`` (the final table of ``what``) repeats a point id (ignoring
+    case): each point's tiles are written to a file named by its id, so one point's would overwrite another's."""
+    folded = points["point_id"].astype(str).str.casefold()
+    repeated = points.loc[folded.duplicated(keep=False), "point_id"].astype(str)
+    if len(repeated):
+        shown = sorted(set(repeated))
+        raise InputDataError(
+            f"{what}: point ids repeat ({len(shown)}: {', '.join(shown[:10])}{' ...' if len(shown) > 10 else ''}); "
+            "each point's tiles are written to a file named by its id, so one point's imagery would overwrite "
+            "another's. Give each points file its own source"
+        )
+
+
 def load_point_sources(
-    inputs: list[Mapping], bounds: tuple[float, float, float, float] | None = None, key: str | None = None
+    inputs: list[Mapping],
+    bounds: tuple[float, float, float, float] | None = None,
+    key: str | None = None,
+    reserved: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Load and concatenate several point inputs (config mappings: ``path``, and optionally ``lon_column``,
     ``lat_column``, ``name_column``, ``source``, ``layer``, ``delimiter``, ``encoding``).
 
-    ``key`` (e.g. ``positives.points``) is named in errors as ``key[i]``.
+    ``key`` (e.g. ``positives.points``) is named in errors as ``key[i]``. Each file gets its own source label
+    (see :func:`source_labels`; ``reserved`` are labels other points of the same table use).
     """
     goods, bads = [], []
-    for i, spec in enumerate(inputs):
+    for i, (spec, source) in enumerate(zip(inputs, source_labels(inputs, key, reserved))):
         g, b = load_points(
             spec["path"],
             spec.get("lon_column", "longitude"),
             spec.get("lat_column", "latitude"),
             spec.get("name_column"),
-            spec.get("source"),
+            source,
             bounds,
             layer=spec.get("layer"),
             delimiter=spec.get("delimiter"),
