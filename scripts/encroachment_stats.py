@@ -1,8 +1,8 @@
 """Rule encroachment_stats: mined area and detections per protected area / indigenous territory (CSV + map)."""
 
-from garimpo.geo.vector import read_region, source, source_encoding
+from garimpo.geo.vector import source, source_encoding
 from garimpo.outputs.encroachment import area_stats, plot_encroachment_map
-from garimpo.smk import setup_logging, write_csv
+from garimpo.smk import rule_region, setup_logging, write_csv
 
 
 def main(smk):
@@ -17,15 +17,7 @@ def main(smk):
         layer,
         encoding=source_encoding(cfg["areas"]),
     )
-    reg = smk.params.region
-    region = read_region(
-        smk.input.region,
-        reg.get("field"),
-        reg.get("value"),
-        reg.get("layer"),
-        f"regions.{smk.wildcards.region}",
-        reg.get("encoding"),
-    )
+    region = rule_region(smk)
     log.info(
         "%d of %d areas hold detections; %.1f ha mined in all",
         len(table),

@@ -9,8 +9,7 @@ from garimpo.detection.merge import merge_region
 from garimpo.detection.polygons import detection_thresholds, to_geojson
 from garimpo.geo.cells import read_tile_list
 from garimpo.geo.geojson import write_geojson
-from garimpo.geo.vector import read_region
-from garimpo.smk import setup_logging
+from garimpo.smk import rule_region, setup_logging
 
 
 def main(smk):
@@ -22,15 +21,7 @@ def main(smk):
     # The model's own threshold is the one chosen on validation scores made as the scan made them.
     chosen = decision_threshold(model, bool(det["tta"])) if det["threshold"] is None else None
     low, high = detection_thresholds(det["threshold"], det["isolated_threshold"], chosen)
-    reg = smk.params.region
-    region = read_region(
-        smk.input.region,
-        reg.get("field"),
-        reg.get("value"),
-        reg.get("layer"),
-        f"regions.{smk.wildcards.region}",
-        reg.get("encoding"),
-    )
+    region = rule_region(smk)
     detections, metadata = merge_region(
         smk.input.chips,
         region,

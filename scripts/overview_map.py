@@ -1,21 +1,12 @@
 """Rule overview_map: the region's tile scenes with its detections."""
 
-from garimpo.geo.vector import read_region
 from garimpo.outputs.plots import overview_map
-from garimpo.smk import setup_logging
+from garimpo.smk import rule_region, setup_logging
 
 
 def main(smk):
     setup_logging(smk)
-    reg = smk.params.region
-    region = read_region(
-        smk.input.region,
-        reg.get("field"),
-        reg.get("value"),
-        reg.get("layer"),
-        f"regions.{smk.wildcards.region}",
-        reg.get("encoding"),
-    )
+    region = rule_region(smk)
     overview_map(
         smk.input.detections,
         smk.input.scenes,

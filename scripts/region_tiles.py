@@ -1,21 +1,12 @@
 """Checkpoint region_tiles: the fixed-grid tiles a region is cut into (they become the {tile} wildcard)."""
 
 from garimpo.geo.cells import region_tiles, write_tile_list
-from garimpo.geo.vector import read_region
-from garimpo.smk import setup_logging
+from garimpo.smk import rule_region, setup_logging
 
 
 def main(smk):
     log = setup_logging(smk)
-    reg = smk.params.region
-    region = read_region(
-        smk.input.region,
-        reg.get("field"),
-        reg.get("value"),
-        reg.get("layer"),
-        f"regions.{smk.wildcards.region}",
-        reg.get("encoding"),
-    )
+    region = rule_region(smk)
     size_m = float(smk.params.tile_size_m)
     tiles = region_tiles(region, size_m)
     log.info("region %s: %d tiles of %.0f km (EASE-Grid 2.0 cells)", smk.wildcards.region, len(tiles), size_m / 1000)

@@ -1,22 +1,14 @@
 """Rule tile_scene: one tile's cloud-free composite (written block by block) + scene provenance."""
 
-from garimpo.geo.vector import read_region
 from garimpo.imagery.composite import tile_scene_grid, write_composite
 from garimpo.imagery.stac import ImageryRequest, Source, provenance
-from garimpo.smk import setup_logging, write_json
+from garimpo.smk import rule_region, setup_logging, write_json
 
 
 def main(smk):
     log = setup_logging(smk)
-    reg, det = smk.params.region, smk.params.detection
-    region = read_region(
-        smk.input.region,
-        reg.get("field"),
-        reg.get("value"),
-        reg.get("layer"),
-        f"regions.{smk.wildcards.region}",
-        reg.get("encoding"),
-    )
+    det = smk.params.detection
+    region = rule_region(smk)
     grid = tile_scene_grid(smk.wildcards.tile, region, det["tile_size_m"], det["margin_m"])
     log.info(
         "tile %s of %s: %d x %d px in %s", smk.wildcards.tile, smk.wildcards.region, grid.width, grid.height, grid.crs

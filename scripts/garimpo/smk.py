@@ -50,3 +50,20 @@ def write_csv(path: str | Path, frame) -> Path:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
     return path
+
+
+def rule_region(snakemake):
+    """The polygon (lon/lat) of the rule's ``{region}``: ``snakemake.input.region`` read with the entry
+    ``regions.NAME`` of the config (``snakemake.params.region``: field/value selection, layer, encoding).
+    Raises InputDataError naming the file and ``regions.NAME`` (see :func:`garimpo.geo.vector.read_region`)."""
+    from garimpo.geo.vector import read_region  # here: rules of the ml environment (no pyogrio) import smk too
+
+    reg = snakemake.params.region
+    return read_region(
+        snakemake.input.region,
+        reg.get("field"),
+        reg.get("value"),
+        reg.get("layer"),
+        f"regions.{snakemake.wildcards.region}",
+        reg.get("encoding"),
+    )
