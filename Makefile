@@ -25,9 +25,9 @@ demo: install
 test: install
 	HF_HUB_OFFLINE=1 PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
 
-# Unit tests only: no Snakemake run, no training run (the `workflow` and `slow` markers).
+# Unit tests only: no Snakemake run, no training run (the `workflow` and `slow` markers), on every core.
 test-fast: install
-	HF_HUB_OFFLINE=1 PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m "not workflow and not slow"
+	HF_HUB_OFFLINE=1 PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -n auto -m "not workflow and not slow"
 
 # Brute-force vs two-stage streaming scan of a synthetic 10980 px granule (cached in results/bench/).
 # Quick run: make bench BENCH_ARGS="--size 2048". The last output line is the JSON result.
@@ -49,5 +49,5 @@ format: install
 	$(BIN)/snakefmt Snakefile rules/
 
 clean-demo:
-	rm -rf results/demo_world results/points results/tiles results/stats results/split.csv results/models \
+	rm -rf results/demo_world results/points results/training_images results/stats results/split.csv results/models \
 		results/regions results/heldout results/detections results/eval results/cache .snakemake/metadata

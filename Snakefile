@@ -12,6 +12,7 @@ from garimpo.config import (
     config_error,
     config_order_error,
     non_finite_error,
+    renamed_key_error,
     text_encoding_error,
 )
 
@@ -21,6 +22,10 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+# A key renamed since (tiles.size_m -> chips.size_m, ...): named with its new name, before the schema
+# would only call it unexpected.
+if renamed_key_error(config):
+    raise WorkflowError(renamed_key_error(config))
 # Nested --config values arrive as strings ('3', 'false'): typed where the schema says.
 coerce_config(config, Path(workflow.basedir) / "config/schema.yaml")
 # NaN and inf pass every range of the schema (each comparison with NaN is false): refused first, by key.
@@ -41,7 +46,7 @@ if config_order_error(config):
 wildcard_constraints:
     region="[A-Za-z0-9][A-Za-z0-9_-]*",  # as the schema's region names
     cls="positive|negative",
-    tile="[EW][0-9]+[NS][0-9]+",
+    cell="[EW][0-9]+[NS][0-9]+",  # a grid cell id (garimpo.geo.cells)
 
 
 include: "rules/common.smk"

@@ -1,12 +1,12 @@
-# The stage-two classifier: ResNet fine-tuned on the matched, augmented tiles.
+# The stage-two classifier: ResNet fine-tuned on the matched, augmented training images.
 
 
 rule train_classifier:
     input:
         split="results/split.csv",
         stats="results/stats/positive.json",
-        pos_aug="results/tiles/pos_augmented",
-        neg_aug="results/tiles/neg_augmented",
+        pos_aug="results/training_images/pos_augmented",
+        neg_aug="results/training_images/neg_augmented",
         weights=imagenet_weights,
     output:
         best="results/models/classifier/best_model.pth",

@@ -83,22 +83,22 @@ def chip_set_inputs(wildcards):
     return [f"{path}/manifest.csv"] if path.startswith("results/") else [path]
 
 
-def region_tile_ids(wildcards):
-    """Tile ids of a region, from the region_tiles checkpoint (re-evaluated once it has run)."""
-    path = checkpoints.region_tiles.get(region=wildcards.region).output[0]
+def region_cell_ids(wildcards):
+    """Grid cell ids of a region, from the region_cells checkpoint (re-evaluated once it has run)."""
+    path = checkpoints.region_cells.get(region=wildcards.region).output[0]
     with open(path) as fh:
-        return json.load(fh)["tiles"]
+        return json.load(fh)["cells"]
 
 
-def region_tile_chips(wildcards):
+def region_chip_scores(wildcards):
     return [
-        f"results/regions/{wildcards.region}/chips/{tile}.npz"
-        for tile in region_tile_ids(wildcards)
+        f"results/regions/{wildcards.region}/chip_scores/{cell}.npz"
+        for cell in region_cell_ids(wildcards)
     ]
 
 
 # The scan and the merge read different detection keys, so changing a threshold re-merges
-# without rescanning every tile.
+# without rescanning every cell.
 SCAN_KEYS = (
     "mode",
     "stride_px",
@@ -120,10 +120,10 @@ def merge_params():
     return {k: config["detection"][k] for k in MERGE_KEYS}
 
 
-def region_tile_scenes(wildcards):
+def region_composites(wildcards):
     return [
-        f"results/regions/{wildcards.region}/scenes/{tile}.tif"
-        for tile in region_tile_ids(wildcards)
+        f"results/regions/{wildcards.region}/composites/{cell}.tif"
+        for cell in region_cell_ids(wildcards)
     ]
 
 

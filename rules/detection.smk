@@ -1,16 +1,17 @@
-# Detection per region, fanned out over fixed-grid tiles: tile list (checkpoint) -> per tile a scene and a
-# scan (proposer + classifier, or brute force) -> merged detections -> overview map and encroachment stats.
+# Detection per region, fanned out over the cells of a fixed grid: cell list (checkpoint) -> per cell a
+# composite and a scan (proposer + classifier, or brute force) -> merged detections -> overview map and
+# encroachment stats.
 
 
-checkpoint region_tiles:
+checkpoint region_cells:
     input:
         region=region_file,
     output:
-        "results/regions/{region}/tiles.json",
+        "results/regions/{region}/cells.json",
     log:
-        "logs/region_tiles_{region}.log",
+        "logs/region_cells_{region}.log",
     benchmark:
-        "benchmarks/region_tiles_{region}.tsv"
+        "benchmarks/region_cells_{region}.tsv"
     conda:
         "../envs/geo.yaml"
     threads: 1
@@ -19,23 +20,23 @@ checkpoint region_tiles:
         runtime=10,
     params:
         region=lambda w: config["regions"][w.region],
-        tile_size_m=config["detection"]["tile_size_m"],
+        cell_size_m=config["detection"]["cell_size_m"],
     script:
-        "../scripts/region_tiles.py"
+        "../scripts/region_cells.py"
 
 
-rule tile_scene:
+rule composite_cell:
     input:
         region=region_file,
-        tiles="results/regions/{region}/tiles.json",
+        cells="results/regions/{region}/cells.json",
         catalog=imagery_inputs,
     output:
-        scene="results/regions/{region}/scenes/{tile}.tif",
-        meta="results/regions/{region}/scenes/{tile}.json",
+        composite="results/regions/{region}/composites/{cell}.tif",
+        meta="results/regions/{region}/composites/{cell}.json",
     log:
-        "logs/tile_scene_{region}_{tile}.log",
+        "logs/composite_cell_{region}_{cell}.log",
     benchmark:
-        "benchmarks/tile_scene_{region}_{tile}.tsv"
+        "benchmarks/composite_cell_{region}_{cell}.tsv"
     conda:
         "../envs/geo.yaml"
     threads: 2
@@ -46,25 +47,25 @@ rule tile_scene:
         imagery=config["imagery"],
         region=lambda w: config["regions"][w.region],
         detection={
-            k: config["detection"][k] for k in ("tile_size_m", "margin_m", "block_px")
+            k: config["detection"][k] for k in ("cell_size_m", "margin_m", "block_px")
         },
     script:
-        "../scripts/tile_scene.py"
+        "../scripts/composite_cell.py"
 
 
-rule detect_tile:
+rule detect_cell:
     input:
-        scene="results/regions/{region}/scenes/{tile}.tif",
-        meta="results/regions/{region}/scenes/{tile}.json",
+        composite="results/regions/{region}/composites/{cell}.tif",
+        meta="results/regions/{region}/composites/{cell}.json",
         model="results/models/classifier/best_model.pth",
         stats="results/stats/positive.json",
         segformer=segformer_inputs,
     output:
-        "results/regions/{region}/chips/{tile}.npz",
+        "results/regions/{region}/chip_scores/{cell}.npz",
     log:
-        "logs/detect_tile_{region}_{tile}.log",
+        "logs/detect_cell_{region}_{cell}.log",
     benchmark:
-        "benchmarks/detect_tile_{region}_{tile}.tsv"
+        "benchmarks/detect_cell_{region}_{cell}.tsv"
     conda:
         "../envs/ml.yaml"
     threads: 2
@@ -75,15 +76,15 @@ rule detect_tile:
     params:
         scan=scan_params(),
         proposer=config["proposer"],
-        tile_size_m=config["tiles"]["size_m"],
+        chip_size_m=config["chips"]["size_m"],
     script:
-        "../scripts/detect_tile.py"
+        "../scripts/detect_cell.py"
 
 
 rule merge_detections:
     input:
-        tiles="results/regions/{region}/tiles.json",
-        chips=region_tile_chips,
+        cells="results/regions/{region}/cells.json",
+        chip_scores=region_chip_scores,
         region=region_file,
         model="results/models/classifier/config.json",
     output:
@@ -109,7 +110,7 @@ rule merge_detections:
 rule overview_map:
     input:
         detections="results/detections/{region}.geojson",
-        scenes=region_tile_scenes,
+        composites=region_composites,
         region=region_file,
     output:
         "results/detections/{region}_overview.png",

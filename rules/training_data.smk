@@ -1,4 +1,5 @@
-# Training data: positive and negative points -> tiles -> statistics -> matching -> split + augmentation.
+# Training data: positive and negative points -> training images -> statistics -> matching -> split +
+# augmentation.
 
 
 rule positive_points:
@@ -57,17 +58,17 @@ rule negative_points:
         "../scripts/negative_points.py"
 
 
-rule fetch_tiles:
+rule fetch_training_images:
     input:
         points="results/points/{cls}.csv",
         catalog=imagery_inputs,
     output:
-        tiles=directory("results/tiles/{cls}"),
-        index="results/tiles/{cls}_index.csv",
+        images=directory("results/training_images/{cls}"),
+        index="results/training_images/{cls}_index.csv",
     log:
-        "logs/fetch_tiles_{cls}.log",
+        "logs/fetch_training_images_{cls}.log",
     benchmark:
-        "benchmarks/fetch_tiles_{cls}.tsv"
+        "benchmarks/fetch_training_images_{cls}.tsv"
     conda:
         "../envs/geo.yaml"
     threads: 2
@@ -76,18 +77,18 @@ rule fetch_tiles:
         runtime=240,
     params:
         imagery=config["imagery"],
-        tile_size_m=config["tiles"]["size_m"],
+        chip_size_m=config["chips"]["size_m"],
         local_dirs=lambda w: config[f"{w.cls}s"]["local_dirs"],
         bands=config["classifier"]["bands"],
-        cache_dir="results/cache/tiles",
+        cache_dir="results/cache/training_images",
     script:
-        "../scripts/fetch_tiles.py"
+        "../scripts/fetch_training_images.py"
 
 
 rule positive_stats:
     input:
-        index="results/tiles/positive_index.csv",
-        tiles="results/tiles/positive",
+        index="results/training_images/positive_index.csv",
+        images="results/training_images/positive",
     output:
         "results/stats/positive.json",
     log:
@@ -107,18 +108,18 @@ rule positive_stats:
         "../scripts/positive_stats.py"
 
 
-rule match_tiles:
+rule match_training_images:
     input:
-        index="results/tiles/{cls}_index.csv",
-        tiles="results/tiles/{cls}",
+        index="results/training_images/{cls}_index.csv",
+        images="results/training_images/{cls}",
         stats="results/stats/positive.json",
     output:
-        tiles=directory("results/tiles/matched/{cls}"),
-        index="results/tiles/matched/{cls}_index.csv",
+        images=directory("results/training_images/matched/{cls}"),
+        index="results/training_images/matched/{cls}_index.csv",
     log:
-        "logs/match_tiles_{cls}.log",
+        "logs/match_training_images_{cls}.log",
     benchmark:
-        "benchmarks/match_tiles_{cls}.tsv"
+        "benchmarks/match_training_images_{cls}.tsv"
     conda:
         "../envs/geo.yaml"
     threads: 1
@@ -128,20 +129,20 @@ rule match_tiles:
     params:
         matching=config["matching"],
     script:
-        "../scripts/match_tiles.py"
+        "../scripts/match_training_images.py"
 
 
 rule split_and_augment:
     input:
-        positive="results/tiles/matched/positive_index.csv",
-        negative="results/tiles/matched/negative_index.csv",
-        pos_tiles="results/tiles/matched/positive",
-        neg_tiles="results/tiles/matched/negative",
+        positive="results/training_images/matched/positive_index.csv",
+        negative="results/training_images/matched/negative_index.csv",
+        pos_images="results/training_images/matched/positive",
+        neg_images="results/training_images/matched/negative",
         stats="results/stats/positive.json",
     output:
         split="results/split.csv",
-        pos_aug=directory("results/tiles/pos_augmented"),
-        neg_aug=directory("results/tiles/neg_augmented"),
+        pos_aug=directory("results/training_images/pos_augmented"),
+        neg_aug=directory("results/training_images/neg_augmented"),
         heldout="results/heldout/manifest.csv",
     log:
         "logs/split_and_augment.log",

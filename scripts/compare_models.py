@@ -18,6 +18,7 @@ from garimpo.classifier.compare import compare_runs
 
 
 def main(argv=None) -> int:
+    """Parse ``argv``, print the comparison as JSON, return the exit status (0)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_a", help="results/eval/NAME folder of model A")
     ap.add_argument("run_b", help="results/eval/NAME folder of model B")

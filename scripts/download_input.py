@@ -31,4 +31,8 @@ def main(smk):
     )
 
 
-main(snakemake)  # noqa: F821
+if "snakemake" not in globals():  # standalone: python scripts/download_input.py name=FILE
+    from garimpo.smk import mock_snakemake, script_args
+
+    snakemake = mock_snakemake("download_input", **script_args())
+main(snakemake)

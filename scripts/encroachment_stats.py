@@ -39,4 +39,8 @@ def main(smk):
     )
 
 
-main(snakemake)  # noqa: F821
+if "snakemake" not in globals():  # standalone: python scripts/encroachment_stats.py region=NAME
+    from garimpo.smk import mock_snakemake, script_args
+
+    snakemake = mock_snakemake("encroachment_stats", **script_args())
+main(snakemake)

@@ -93,4 +93,8 @@ def main(smk):
     plot_gallery(chips, smk.output.gallery, n=16, threshold=report["threshold"])
 
 
-main(snakemake)  # noqa: F821
+if "snakemake" not in globals():  # standalone: python scripts/evaluate_chip_set.py name=NAME
+    from garimpo.smk import mock_snakemake, script_args
+
+    snakemake = mock_snakemake("evaluate_chip_set", **script_args())
+main(snakemake)

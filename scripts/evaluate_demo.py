@@ -22,4 +22,8 @@ def main(smk):
     write_json(smk.output[0], result)
 
 
-main(snakemake)  # noqa: F821
+if "snakemake" not in globals():  # standalone: python scripts/evaluate_demo.py
+    from garimpo.smk import mock_snakemake, script_args
+
+    snakemake = mock_snakemake("evaluate_demo", **script_args())
+main(snakemake)

@@ -22,4 +22,8 @@ def main(smk) -> None:
     log.info("saved ImageNet weights for %s to %s", arch, path)
 
 
-main(snakemake)  # noqa: F821 (injected by Snakemake)
+if "snakemake" not in globals():  # standalone: python scripts/fetch_imagenet_weights.py arch=resnet34
+    from garimpo.smk import mock_snakemake, script_args
+
+    snakemake = mock_snakemake("fetch_imagenet_weights", **script_args())
+main(snakemake)

@@ -1,19 +1,24 @@
-"""Snakemake rule script: build the offline demo world (synthetic Sentinel-2 L2A STAC catalog + truth).
+"""Rule make_demo_world: build the offline demo world (synthetic Sentinel-2 L2A STAC catalog + truth).
 
-Standalone: python scripts/make_demo_world.py OUT_DIR [--seed 7] [--scale 1.0]
+Standalone, as the rule: python scripts/make_demo_world.py [--configfile config/demo.yaml]
+Or anywhere: python scripts/make_demo_world.py OUT_DIR [--seed 7] [--scale 1.0]
 """
 
 import argparse
 import json
 import logging
+import sys
 
-from garimpo.smk import setup_logging
+from garimpo.smk import mock_snakemake, script_args, setup_logging
 from garimpo.synthetic.demo_world import generate_demo_world
 
 
 def main() -> None:
-    if "snakemake" in globals():
-        smk = globals()["snakemake"]
+    argv = sys.argv[1:]
+    smk = globals().get("snakemake")
+    if smk is None and (not argv or argv[0].startswith("--configfile")):  # no OUT_DIR: as the rule would run
+        smk = mock_snakemake("make_demo_world", **script_args())
+    if smk is not None:
         log = setup_logging(smk)
         params = smk.params
         out_dir = params.out_dir

@@ -1,13 +1,13 @@
-"""Rule merge_detections: every tile's chip scores -> the region's detections (chips over the threshold,
-clipped to their cells, dissolved across tile edges, dual threshold, geodesic areas) as RFC 7946 GeoJSON.
-Tiles are read one at a time (``garimpo.detection.merge``), so memory does not grow with the region."""
+"""Rule merge_detections: every cell's chip scores -> the region's detections (chips over the threshold,
+clipped to their cells, dissolved across cell edges, dual threshold, geodesic areas) as RFC 7946 GeoJSON.
+Cells are read one at a time (``garimpo.detection.merge``), so memory does not grow with the region."""
 
 import json
 
 from garimpo.classifier.metrics import decision_threshold
 from garimpo.detection.merge import merge_region
 from garimpo.detection.polygons import detection_thresholds, to_geojson
-from garimpo.geo.cells import read_tile_list
+from garimpo.geo.cells import read_cell_list
 from garimpo.geo.geojson import write_geojson
 from garimpo.smk import rule_region, setup_logging
 
@@ -15,7 +15,7 @@ from garimpo.smk import rule_region, setup_logging
 def main(smk):
     setup_logging(smk)
     det = smk.params.detection
-    tiles = read_tile_list(smk.input.tiles)
+    cells = read_cell_list(smk.input.cells)
     with open(smk.input.model) as fh:
         model = json.load(fh)  # the training summary: model id and the threshold chosen on validation
     # The model's own threshold is the one chosen on validation scores made as the scan made them.
@@ -23,10 +23,10 @@ def main(smk):
     low, high = detection_thresholds(det["threshold"], det["isolated_threshold"], chosen)
     region = rule_region(smk)
     detections, metadata = merge_region(
-        smk.input.chips,
+        smk.input.chip_scores,
         region,
         smk.wildcards.region,
-        tiles["size_m"],
+        cells["size_m"],
         model["model_id"],
         low,
         high,
@@ -40,4 +40,8 @@ def main(smk):
     )
 
 
-main(snakemake)  # noqa: F821
+if "snakemake" not in globals():  # standalone: python scripts/merge_detections.py region=NAME
+    from garimpo.smk import mock_snakemake, script_args
+
+    snakemake = mock_snakemake("merge_detections", **script_args())
+main(snakemake)

@@ -1,4 +1,4 @@
-"""Rule overview_map: the region's tile scenes with its detections."""
+"""Rule overview_map: the composites of the region's cells with its detections."""
 
 from garimpo.outputs.plots import overview_map
 from garimpo.smk import rule_region, setup_logging
@@ -9,7 +9,7 @@ def main(smk):
     region = rule_region(smk)
     overview_map(
         smk.input.detections,
-        smk.input.scenes,
+        smk.input.composites,
         region,
         smk.output[0],
         title=f"garimpo detections: {smk.wildcards.region}",
@@ -17,4 +17,8 @@ def main(smk):
     )
 
 
-main(snakemake)  # noqa: F821
+if "snakemake" not in globals():  # standalone: python scripts/overview_map.py region=NAME
+    from garimpo.smk import mock_snakemake, script_args
+
+    snakemake = mock_snakemake("overview_map", **script_args())
+main(snakemake)

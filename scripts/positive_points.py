@@ -15,4 +15,8 @@ def main(smk):
     write_csv(smk.output.rejected, rejected)
 
 
-main(snakemake)  # noqa: F821
+if "snakemake" not in globals():  # standalone: python scripts/positive_points.py
+    from garimpo.smk import mock_snakemake, script_args
+
+    snakemake = mock_snakemake("positive_points", **script_args())
+main(snakemake)

@@ -1,4 +1,4 @@
-"""Rule split_and_augment: split first (held-out sources, spatial blocks), then augment training tiles only."""
+"""Rule split_and_augment: split first (held-out sources, spatial blocks), then augment training images only."""
 
 import json
 import os
@@ -16,7 +16,7 @@ def main(smk):
     read = lambda p: pd.read_csv(p, keep_default_na=False, na_values=[""])  # noqa: E731
     positives, negatives = read(smk.input.positive), read(smk.input.negative)
     # Both classes must show the same ground in the same values (the contract); checked before anything is written.
-    index_contract(pd.concat([positives, negatives]).to_dict("records"), "the positive and negative tiles")
+    index_contract(pd.concat([positives, negatives]).to_dict("records"), "the positive and negative training images")
     stats = json.loads(open(smk.input.stats).read())
     cfg = smk.params.split
     table = split_and_augment(
@@ -34,7 +34,7 @@ def main(smk):
         smk.threads,
     )
     counts = table.groupby(["split", "label", "augmented"]).size()
-    log.info("split (split, label, augmented -> tiles):\n%s", counts.to_string())
+    log.info("split (split, label, augmented -> training images):\n%s", counts.to_string())
     test = table[table["split"] == "test"]
     if len(test):
         log.info("held-out test sources (never trained or validated on): %s", sorted(test["source"].unique()))
@@ -42,4 +42,8 @@ def main(smk):
     write_csv(smk.output.split, table)
 
 
-main(snakemake)  # noqa: F821
+if "snakemake" not in globals():  # standalone: python scripts/split_and_augment.py
+    from garimpo.smk import mock_snakemake, script_args
+
+    snakemake = mock_snakemake("split_and_augment", **script_args())
+main(snakemake)

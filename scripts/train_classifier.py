@@ -43,4 +43,8 @@ def main(smk) -> None:
         raise
 
 
-main(snakemake)  # noqa: F821 (injected by Snakemake)
+if "snakemake" not in globals():  # standalone: python scripts/train_classifier.py
+    from garimpo.smk import mock_snakemake, script_args
+
+    snakemake = mock_snakemake("train_classifier", **script_args())
+main(snakemake)

@@ -41,7 +41,7 @@ def test_every_atomic_writer_gives_a_plain_open_mode(tmp_path, umask):
 
     from garimpo.classifier.model import atomic_torch_save
     from garimpo.classifier.train import _write_json
-    from garimpo.geo.cells import write_tile_list
+    from garimpo.geo.cells import write_cell_list
     from garimpo.geo.geojson import write_geojson
     from garimpo.geo.raster import Grid, write_raster
     from garimpo.imagery.cache import SearchCache
@@ -69,7 +69,7 @@ def test_every_atomic_writer_gives_a_plain_open_mode(tmp_path, umask):
             ["B04"],
             cog=True,
         ),
-        "tile list": write_tile_list(tmp_path / "tiles.json", "demo", 10000, ["E1N1"]),
+        "cell list": write_cell_list(tmp_path / "cells.json", "demo", 10000, ["E1N1"]),
         "stac cache": SearchCache(tmp_path / "cache").put("k", []),
     }
     atomic_torch_save({"w": torch.zeros(2)}, tmp_path / "best_model.pth")
@@ -78,14 +78,14 @@ def test_every_atomic_writer_gives_a_plain_open_mode(tmp_path, umask):
     written["training json"] = tmp_path / "history.json"
     grid = Grid(EPSG, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), 16, 16)
     write_composite(
-        tmp_path / "scene.tif",
+        tmp_path / "composite.tif",
         Source.from_config({"kind": "local", "url": str(tmp_path / "none.json")}),
         ImageryRequest(("B04",), ("2021-01-01", "2021-12-31"), 20),
         grid,
         items=[],
         allow_empty=True,
     )
-    written["scene"] = tmp_path / "scene.tif"
+    written["composite"] = tmp_path / "composite.tif"
     src = tmp_path / "src.bin"
     src.write_bytes(b"pinned")
     os.chmod(src, 0o600)  # the source's own mode must not leak into the download

@@ -1,4 +1,4 @@
-"""Proposer figures on a labelled scene (garimpo.synthetic.proposer_bench): streaming counts against a
+"""Proposer figures on a labelled granule (garimpo.synthetic.proposer_bench): streaming counts against a
 whole-image reference, mine-level recall, union >= its parts, the stand-in SegFormer's training."""
 
 import numpy as np
@@ -8,9 +8,10 @@ import torch
 from rasterio.features import rasterize
 from shapely.geometry import Point
 
+from garimpo.detection.candidates import block_mean_nan, candidate_mask
 from garimpo.detection.proposers import proposer_recall, valid_mask
-from garimpo.detection.scan import band_indexes, block_mean_nan, candidate_mask, read_reflectance
 from garimpo.detection.segformer import SegformerProposer
+from garimpo.geo.raster import band_indexes, read_bands
 from garimpo.synthetic import bench_world as bw
 from garimpo.synthetic.proposer_bench import (
     MINE_LABEL,
@@ -25,16 +26,14 @@ from garimpo.synthetic.proposer_bench import (
 def labelled(tmp_path_factory):
     d = tmp_path_factory.mktemp("bench_prop")
     lay = bw.make_layout(640, 11, mined_fraction=0.02)
-    path = bw.write_tile(d / "tile.tif", lay, block=640)
+    path = bw.write_granule(d / "granule.tif", lay, block=640)
     mines = [m.footprint for m in lay.mines]
     return path, lay, mines
 
 
 def _whole_image_reference(path, mines, decimate):
     with rasterio.open(path) as src:
-        arr = read_reflectance(
-            src, band_indexes(src, PROPOSER_BANDS), rasterio.windows.Window(0, 0, src.width, src.height)
-        )
+        arr = read_bands(src, band_indexes(src, PROPOSER_BANDS), rasterio.windows.Window(0, 0, src.width, src.height))
         transform = src.transform
     cand = candidate_mask(arr, PROPOSER_BANDS, None, decimate)
     truth = rasterize([(m, 1) for m in mines], out_shape=arr.shape[1:], transform=transform, dtype="uint8") > 0
@@ -65,7 +64,7 @@ def test_a_mine_without_candidates_lowers_mine_recall(labelled):
     base = evaluate_proposers(path, mines, ["spectral"], decimate=1, block_px=4096)["spectral"]
     # a "mine" drawn on pixels the proposer does not flag (found by searching the mask)
     with rasterio.open(path) as src:
-        arr = read_reflectance(src, band_indexes(src, PROPOSER_BANDS), rasterio.windows.Window(0, 0, 640, 640))
+        arr = read_bands(src, band_indexes(src, PROPOSER_BANDS), rasterio.windows.Window(0, 0, 640, 640))
     cand = candidate_mask(arr, PROPOSER_BANDS, None, 1)
     free = np.argwhere(~cand[20:-20, 20:-20]) + 20
     r, c = free[len(free) // 2]
@@ -103,7 +102,7 @@ def test_stand_in_segformer_trains_saves_and_loads(tmp_path, labelled):
     torch.set_num_threads(1)
     path, _, mines = labelled
     with rasterio.open(path) as src:
-        arr = read_reflectance(src, band_indexes(src, PROPOSER_BANDS), rasterio.windows.Window(0, 0, 640, 640))
+        arr = read_bands(src, band_indexes(src, PROPOSER_BANDS), rasterio.windows.Window(0, 0, 640, 640))
         transform = src.transform
     truth = rasterize([(m, 1) for m in mines], out_shape=(640, 640), transform=transform, dtype="uint8") > 0
     small = {b: block_mean_nan(arr[i], 2) for i, b in enumerate(PROPOSER_BANDS)}

@@ -15,9 +15,8 @@ from torch import nn
 
 from garimpo.classifier.averaging import WeightAverage
 from garimpo.classifier.data import (
-    TileDataset,
+    ChipDataset,
     normalisation_stats,
-    read_tile,
     rgb_first,
     scale_to_unit,
 )
@@ -33,6 +32,7 @@ from garimpo.classifier.sampling import epoch_sampler, source_balanced_weights
 from garimpo.classifier.train import train_classifier
 from garimpo.classifier.weights import load_imagenet_state_dict
 from garimpo.errors import ModelLoadError
+from garimpo.geo.raster import read_bands_by_name
 
 BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
 SIZE = 32
@@ -178,7 +178,7 @@ def test_choose_threshold_unreachable_precision_falls_back(caplog):
 # ---------------------------------------------------------------- data
 
 
-def _write_tile(path, arr: np.ndarray, bands=BANDS) -> None:
+def _write_image(path, arr: np.ndarray, bands=BANDS) -> None:
     profile = {
         "driver": "GTiff",
         "width": arr.shape[2],
@@ -192,7 +192,7 @@ def _write_tile(path, arr: np.ndarray, bands=BANDS) -> None:
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(arr.astype(np.float32))
         dst.descriptions = tuple(bands)
-        # the contract fetch_tiles tags a tile with (garimpo.contract)
+        # the contract fetch_training_images tags a training image with (garimpo.contract)
         dst.update_tags(footprint_m=str(10 * arr.shape[2]), pixel_size_m="10", units="surface_reflectance")
 
 
@@ -206,15 +206,15 @@ def _chip(rng: np.random.Generator, positive: bool) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def test_read_tile_and_scaling(tmp_path):
+def test_read_training_image_and_scaling(tmp_path):
     arr = np.stack([np.full((4, 5), i, np.float32) for i in range(len(BANDS))])
     arr[0, 0, 0] = np.nan
-    _write_tile(tmp_path / "t.tif", arr)
-    out = read_tile(tmp_path / "t.tif", ["B04", "B02"])
+    _write_image(tmp_path / "t.tif", arr)
+    out = read_bands_by_name(tmp_path / "t.tif", ["B04", "B02"])
     assert out.dtype == np.float32 and out.shape == (2, 4, 5)
     assert np.all(out[0] == 2) and np.isnan(out[1, 0, 0])
     with pytest.raises(ValueError, match="B8A.*B02"):
-        read_tile(tmp_path / "t.tif", ["B8A"])
+        read_bands_by_name(tmp_path / "t.tif", ["B8A"])
     scaled = scale_to_unit(out, low=[1.0, -1.0], high=[3.0, 1.0])
     assert np.allclose(scaled[0], 0.5)
     assert scaled[1, 0, 0] == 0.0  # NaN -> band low -> 0
@@ -230,8 +230,8 @@ def test_normalisation_and_band_order():
 
 
 def test_dataset_resizes_and_normalises(tmp_path):
-    _write_tile(tmp_path / "t.tif", np.full((len(BANDS), 20, 20), 0.2, np.float32))
-    ds = TileDataset([tmp_path / "t.tif"], [1], ["B04", "B08"], [0.0, 0.0], [0.4, 0.4], 48, [0.5, 0.5], [0.25, 0.25])
+    _write_image(tmp_path / "t.tif", np.full((len(BANDS), 20, 20), 0.2, np.float32))
+    ds = ChipDataset([tmp_path / "t.tif"], [1], ["B04", "B08"], [0.0, 0.0], [0.4, 0.4], 48, [0.5, 0.5], [0.25, 0.25])
     x, y = ds[0]
     assert x.shape == (2, 48, 48) and y.item() == 1.0
     assert torch.allclose(x, torch.zeros_like(x), atol=1e-5)  # 0.2 -> 0.5 -> 0
@@ -242,9 +242,9 @@ def test_dataset_resizes_and_normalises(tmp_path):
 
 @pytest.fixture
 def tiny_dataset(tmp_path, monkeypatch):
-    """28 tiles in tmp_path, referenced by paths relative to the working dir."""
+    """28 training images in tmp_path, referenced by paths relative to the working dir."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "tiles").mkdir()
+    (tmp_path / "images").mkdir()
     rng = np.random.default_rng(0)
     rows = []
     plan = [("train", 6), ("val", 4), ("test", 2)]
@@ -252,17 +252,17 @@ def tiny_dataset(tmp_path, monkeypatch):
         for label in (1, 0):
             for i in range(n):
                 arr = _chip(rng, bool(label))
-                path = f"tiles/{split}_{label}_{i}.tif"
-                _write_tile(path, arr)
+                path = f"images/{split}_{label}_{i}.tif"
+                _write_image(path, arr)
                 rows.append((path, label, split, f"g{i}", "synthetic", False))
                 if split == "train" and label == 1 and i < 2:  # augmented copies: train only
-                    _write_tile(f"tiles/aug_{i}.tif", arr[:, ::-1, :].copy())
-                    rows.append((f"tiles/aug_{i}.tif", 1, "train", f"g{i}", "synthetic", True))
+                    _write_image(f"images/aug_{i}.tif", arr[:, ::-1, :].copy())
+                    rows.append((f"images/aug_{i}.tif", 1, "train", f"g{i}", "synthetic", True))
     split = pd.DataFrame(rows, columns=["path", "label", "split", "group", "source", "augmented"])
     split.to_csv("split.csv", index=False)
     stats = {
         "bands": {b: {"p2": 0.03, "p98": 0.38, "mean": 0.15, "std": 0.1, "n_samples": 100} for b in BANDS},
-        "n_tiles": 8,
+        "n_images": 8,
         "sample_size": 100,
     }
     (tmp_path / "positive.json").write_text(json.dumps(stats))
@@ -303,14 +303,14 @@ def test_tiny_training_end_to_end(tiny_dataset):
     assert meta["threshold"] == pytest.approx(res["threshold"]) and "threshold" in final_meta
     assert "threshold_tta" in final_meta and conf["threshold_tta"] == pytest.approx(meta["threshold_tta"])
     assert meta["bands"] == CFG["bands"] and meta["epoch"] == res["best_epoch"]
-    # What ground and values the model learnt travel with it (garimpo.contract): 32 px tiles at 10 m.
+    # What ground and values the model learnt travel with it (garimpo.contract): 32 px images at 10 m.
     from garimpo.contract import RESIZE
 
     assert (meta["footprint_m"], meta["pixel_size_m"], meta["chip_px"]) == (320.0, 10.0, 32)
     assert meta["units"] == "surface_reflectance" and meta["encoding"] is None and meta["resize"] == RESIZE
     assert conf["contract"]["footprint_m"] == 320.0
     held_out = split[split["split"] != "train"]
-    chips = np.stack([read_tile(p, meta["bands"]) for p in held_out["path"]])
+    chips = np.stack([read_bands_by_name(p, meta["bands"]) for p in held_out["path"]])
     prob = predict_proba(model, meta, chips, batch_size=5)
     assert prob.shape == (len(held_out),) and np.all((prob >= 0) & (prob <= 1))
     labels = held_out["label"].to_numpy()
@@ -320,7 +320,7 @@ def test_tiny_training_end_to_end(tiny_dataset):
     # Both thresholds are the max-F1 ones of the validation scores made the same way: single view,
     # and the mean over the 8 rotations/flips (what detection and evaluation use with tta).
     val = split[split["split"] == "val"]
-    val_chips = np.stack([read_tile(p, meta["bands"]) for p in val["path"]])
+    val_chips = np.stack([read_bands_by_name(p, meta["bands"]) for p in val["path"]])
     for key, tta in (("threshold", False), ("threshold_tta", True)):
         probs = predict_proba(model, meta, val_chips, tta=tta)
         assert meta[key] == pytest.approx(choose_threshold(val["label"], probs, "max_f1"), abs=1e-4), key

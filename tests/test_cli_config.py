@@ -204,7 +204,7 @@ def test_values_out_of_their_range_are_refused_by_key(key, value, where):
         ),
         ("matching", {"p_low": 98, "p_high": 2}, "matching.p_low: 98 is not below matching.p_high 2"),
         ("augmentation.haze_strength", [0.4, 0.1], "augmentation.haze_strength: [0.4, 0.1] is not a [low, high]"),
-        ("detection.stride_px", 80, "detection.stride_px: 80 px (10 m) is more than a chip of tiles.size_m 640"),
+        ("detection.stride_px", 80, "detection.stride_px: 80 px (10 m) is more than a chip of chips.size_m 640"),
     ],
 )
 def test_keys_valid_alone_but_out_of_order_together_are_refused(key, value, where):
@@ -245,3 +245,58 @@ def test_a_reversed_period_stops_the_workflow_before_any_job(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
     assert "config imagery.period: the start 2025-12-31 is after the end 2021-01-01" in out, out
+
+
+@pytest.mark.parametrize(
+    "old, value, new",
+    [
+        ("tiles.size_m", 640, "chips.size_m"),
+        ("detection.tile_size_m", 10000, "detection.cell_size_m"),
+        ("matching.per_tile", False, "matching.per_chip"),
+    ],
+)
+def test_a_renamed_key_is_refused_with_its_new_name(old, value, new):
+    from garimpo.config import RENAMED_KEYS, renamed_key_error
+
+    assert RENAMED_KEYS[old] == new
+    config = _merged("config.yaml", "demo.yaml")
+    assert renamed_key_error(config) is None  # the shipped configs use the new names
+    _set(config, old, value)
+    shown = "false" if value is False else str(value)
+    assert renamed_key_error(config) == (
+        f"config {old}: this key was renamed {new}; write {new}: {shown} instead (in the config file or --config); "
+        f"see the description of {new} in config/schema.yaml"
+    )
+    # and the new name is a key of the schema, with a description
+    node = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    for part in new.split("."):
+        node = node["properties"][part]
+    assert node["description"]
+
+
+def test_a_renamed_section_alone_is_named():
+    from garimpo.config import renamed_key_error
+
+    assert renamed_key_error({"tiles": {}}).startswith("config tiles: this key was renamed chips; write chips instead")
+
+
+def test_an_old_config_file_stops_the_workflow_naming_old_and_new_key(tmp_path):
+    """A user config from before the renames fails when it is read, with both names, not 'unexpected key'."""
+    import shutil
+    import subprocess
+    import sys
+
+    for name in ("Snakefile", "rules", "scripts", "config", "envs"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    (tmp_path / "old.yaml").write_text("tiles:\n  size_m: 640\ndetection:\n  tile_size_m: 10000\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", "config/demo.yaml", "old.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "config tiles.size_m: this key was renamed chips.size_m; write chips.size_m: 640" in out, out

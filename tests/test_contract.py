@@ -21,18 +21,19 @@ from garimpo.contract import (
     RESIZE,
     ImageContract,
     check_chips,
-    check_scene,
+    check_composite,
     checkpoint_record,
     common_contract,
     image_folder,
-    read_tile_contract,
+    read_training_image_contract,
 )
-from garimpo.detection.chip_scores import chip_features, prepare_chips, scene_chip_px
+from garimpo.detection.chip_scores import chip_features, chip_polygons
+from garimpo.detection.chips import composite_chip_px, prepare_chips
 from garimpo.detection.polygons import area_ha
-from garimpo.detection.scan import brute_force_scan, chip_polygons
+from garimpo.detection.scan import brute_force_scan
 from garimpo.errors import ContractError, InputDataError
 from garimpo.geo.raster import read_raster, write_raster
-from garimpo.training.images import fetch_point_tiles, import_local_images
+from garimpo.training.images import fetch_training_images, import_local_images
 
 ROOT = Path(__file__).resolve().parents[1]
 RGB = ["B04", "B03", "B02"]
@@ -62,8 +63,8 @@ def _meta(footprint_m=480.0, pixel_size_m=10.0, units="surface_reflectance", inp
     }
 
 
-def _scene(path, size=144, res=10.0, seed=0):
-    """A float reflectance scene (bands B04, B03, B02) on a real UTM grid at ``res`` metres."""
+def _composite(path, size=144, res=10.0, seed=0):
+    """A float reflectance composite (bands B04, B03, B02) on a real UTM grid at ``res`` metres."""
     arr = np.random.default_rng(seed).uniform(0.01, 0.25, (3, size, size)).astype(np.float32)
     return write_raster(path, arr, EPSG, Affine(res, 0, ORIGIN[0], 0, -res, ORIGIN[1]), RGB)
 
@@ -105,20 +106,20 @@ def _real_chips(shared_dir, tmp_path, n=3):
 def test_real_amw_chips_import_as_toa_reflectance(shared_dir, tmp_path):
     folder = _real_chips(shared_dir, tmp_path)
     spec = {"path": str(folder), "encoding": "amw_l1c_rgb", "pixel_size_m": 10}
-    idx = import_local_images([spec], tmp_path / "tiles", key="positives.local_dirs")
+    idx = import_local_images([spec], tmp_path / "images", key="positives.local_dirs")
     assert len(idx) == 3 and (idx.units == "toa_reflectance").all() and (idx.footprint_m == "480").all()
     for rec in idx.to_dict("records"):
-        tile = read_raster(rec["path"])
-        png = np.asarray(Image.open(folder / (rec["tile_id"].split("-positive-")[1] + ".png")).convert("RGB"))
-        assert tile.band_names == ("B04", "B03", "B02") and tile.array.shape == (3, 48, 48)
+        image = read_raster(rec["path"])
+        png = np.asarray(Image.open(folder / (rec["image_id"].split("-positive-")[1] + ".png")).convert("RGB"))
+        assert image.band_names == ("B04", "B03", "B02") and image.array.shape == (3, 48, 48)
         # TOA reflectance = value / 255 * 0.3, in float32
-        np.testing.assert_allclose(tile.array, png.transpose(2, 0, 1) / 255 * 0.3, rtol=1e-6)
-        assert 0 < tile.array.max() <= 0.3 + 1e-7
-        assert tile.tags["units"] == "toa_reflectance" and tile.tags["encoding"] == "amw_l1c_rgb"
-        assert read_tile_contract(rec["path"]) == ImageContract(480.0, 10.0, "toa_reflectance", "amw_l1c_rgb")
+        np.testing.assert_allclose(image.array, png.transpose(2, 0, 1) / 255 * 0.3, rtol=1e-6)
+        assert 0 < image.array.max() <= 0.3 + 1e-7
+        assert image.tags["units"] == "toa_reflectance" and image.tags["encoding"] == "amw_l1c_rgb"
+        assert read_training_image_contract(rec["path"]) == ImageContract(480.0, 10.0, "toa_reflectance", "amw_l1c_rgb")
     # Without a declared encoding the 8-bit chips are refused, naming the folder and the key to set.
     with pytest.raises(InputDataError, match=rf"{folder}.*8-bit.*positives\.local_dirs.*encoding: amw_l1c_rgb"):
-        import_local_images([str(folder)], tmp_path / "tiles2", key="positives.local_dirs")
+        import_local_images([str(folder)], tmp_path / "images2", key="positives.local_dirs")
     # Without a pixel size there is no footprint: refused too.
     with pytest.raises(InputDataError, match=r"no georeferencing in metres.*positives\.local_dirs"):
         import_local_images(
@@ -131,12 +132,12 @@ def test_local_geotiffs_take_their_pixel_size_from_the_georeferencing(tmp_path):
     arr = np.full((3, 32, 32), 0.1, np.float32)
     write_raster(folder / "a.tif", arr, EPSG, Affine(20, 0, ORIGIN[0], 0, -20, ORIGIN[1]), RGB)
     idx = import_local_images([folder], tmp_path / "out")  # a plain path of GeoTIFFs keeps working
-    assert read_tile_contract(idx.path[0]) == ImageContract(640.0, 20.0, "surface_reflectance")
+    assert read_training_image_contract(idx.path[0]) == ImageContract(640.0, 20.0, "surface_reflectance")
     with pytest.raises(InputDataError, match="declares pixel_size_m 10"):
         import_local_images([{"path": folder, "pixel_size_m": 10}], tmp_path / "out2")
 
 
-def test_fetched_tiles_record_footprint_pixel_size_and_units(tiny_catalog, tmp_path):
+def test_fetched_training_images_record_footprint_pixel_size_and_units(tiny_catalog, tmp_path):
     from garimpo.geo.raster import Grid
     from garimpo.imagery.stac import ImageryRequest, Source
 
@@ -144,7 +145,7 @@ def test_fetched_tiles_record_footprint_pixel_size_and_units(tiny_catalog, tmp_p
     g = Grid(EPSG, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), 64, 64)
     lon, lat = (g.bbox_lonlat()[0] + g.bbox_lonlat()[2]) / 2, (g.bbox_lonlat()[1] + g.bbox_lonlat()[3]) / 2
     pts = pd.DataFrame({"point_id": ["p1"], "lon": [lon], "lat": [lat], "source": ["t"], "name": [""]})
-    idx = fetch_point_tiles(
+    idx = fetch_training_images(
         pts,
         Source.from_config({"kind": "local", "url": str(path)}),
         ImageryRequest(("B04",), ("2021-01-01", "2025-12-31"), 20),
@@ -152,7 +153,7 @@ def test_fetched_tiles_record_footprint_pixel_size_and_units(tiny_catalog, tmp_p
         tmp_path / "out",
         tmp_path / "cache",
     )
-    assert read_tile_contract(idx.path[0]) == ImageContract(320.0, 10.0, "surface_reflectance")
+    assert read_training_image_contract(idx.path[0]) == ImageContract(320.0, 10.0, "surface_reflectance")
     assert (idx.footprint_m[0], idx.pixel_size_m[0], idx.units[0]) == ("320", "10", "surface_reflectance")
 
 
@@ -161,16 +162,16 @@ def test_fetched_tiles_record_footprint_pixel_size_and_units(tiny_catalog, tmp_p
 
 def test_images_of_other_footprints_are_refused_unless_within_half_a_pixel():
     a = ImageContract(480.0, 10.0, "surface_reflectance")
-    assert common_contract([("x", a), ("y", ImageContract(484.0, 10.0, "surface_reflectance"))], "tiles") == a
+    assert common_contract([("x", a), ("y", ImageContract(484.0, 10.0, "surface_reflectance"))], "images") == a
     with pytest.raises(InputDataError, match=r"2 kinds.*480 m chips at 10 m.*\['x'\].*640 m chips.*\['z'\]"):
-        common_contract([("x", a), ("z", ImageContract(640.0, 10.0, "surface_reflectance"))], "tiles")
+        common_contract([("x", a), ("z", ImageContract(640.0, 10.0, "surface_reflectance"))], "images")
     with pytest.raises(InputDataError, match="at 20 m"):  # same ground, other pixel size
-        common_contract([("x", a), ("z", ImageContract(480.0, 20.0, "surface_reflectance"))], "tiles")
+        common_contract([("x", a), ("z", ImageContract(480.0, 20.0, "surface_reflectance"))], "images")
     with pytest.raises(InputDataError, match="toa_reflectance"):  # same ground, other kind of values
-        common_contract([("x", a), ("z", ImageContract(480.0, 10.0, "toa_reflectance", "amw_l1c_rgb"))], "tiles")
+        common_contract([("x", a), ("z", ImageContract(480.0, 10.0, "toa_reflectance", "amw_l1c_rgb"))], "images")
 
 
-def test_training_refuses_tiles_of_two_footprints(tmp_path, monkeypatch):
+def test_training_refuses_images_of_two_footprints(tmp_path, monkeypatch):
     from garimpo.classifier.train import train_classifier
 
     monkeypatch.chdir(tmp_path)
@@ -187,16 +188,17 @@ def test_training_refuses_tiles_of_two_footprints(tmp_path, monkeypatch):
         rows.append({"path": str(p), "label": label, "split": split, "augmented": False})
     pd.DataFrame(rows).to_csv("split.csv", index=False)
     (tmp_path / "stats.json").write_text(pd.Series(STATS).to_json())
-    with pytest.raises(InputDataError, match=r"training tiles of split.csv are of 2 kinds.*480 m.*t0.tif.*640 m.*t1"):
+    with pytest.raises(InputDataError, match=r"training images of split.csv are of 2 kinds.*480 m.*t0.tif.*640 m.*t1"):
         train_classifier("split.csv", "stats.json", "model", {"arch": "resnet18", "weights": "none", "bands": RGB})
 
 
 # ---------------------------------------------------------------- detection: refused before any scan
 
 
-def test_tiles_of_two_kinds_stop_where_the_tiles_are_made(tmp_path):
-    """Fetched L2A tiles plus declared TOA chips in one class (the user test's case): refused by fetch_tiles
-    and split_and_augment, before statistics mix them and before training would replace an existing model."""
+def test_images_of_two_kinds_stop_where_the_training_images_are_made(tmp_path):
+    """Fetched L2A training images plus declared TOA chips in one class (the user test's case): refused by
+    fetch_training_images and split_and_augment, before statistics mix them and before training would replace an
+    existing model."""
     from garimpo.contract import index_contract
 
     csv = tmp_path / "positive_index.csv"
@@ -229,7 +231,7 @@ def test_tiles_of_two_kinds_stop_where_the_tiles_are_made(tmp_path):
         ]
     ).to_csv(csv, index=False)
     rows = pd.read_csv(csv, keep_default_na=False, na_values=[""]).to_dict("records")  # as the rules read it
-    assert index_contract(rows, "the positive tiles") == ImageContract(640.0, 10.0, "surface_reflectance")
+    assert index_contract(rows, "the positive training images") == ImageContract(640.0, 10.0, "surface_reflectance")
     chip = {
         "path": "png.tif",
         "status": "ok",
@@ -238,41 +240,41 @@ def test_tiles_of_two_kinds_stop_where_the_tiles_are_made(tmp_path):
         "units": "toa_reflectance",
         "encoding": "amw_l1c_rgb",
     }
-    with pytest.raises(InputDataError, match=r"the positive tiles are of 2 kinds: 2 x 640 m.*1 x 480 m.*amw_l1c_rgb"):
-        index_contract([*rows, chip], "the positive tiles")
-    with pytest.raises(InputDataError, match="a.tif records no footprint_m.*snakemake -R fetch_tiles"):
-        index_contract([{"path": "a.tif", "status": "ok"}], "the negative tiles")
+    with pytest.raises(InputDataError, match=r"images are of 2 kinds: 2 x 640 m.*1 x 480 m.*amw_l1c_rgb"):
+        index_contract([*rows, chip], "the positive training images")
+    with pytest.raises(InputDataError, match="a.tif records no footprint_m.*snakemake -R fetch_training_images"):
+        index_contract([{"path": "a.tif", "status": "ok"}], "the negative training images")
 
 
-def test_detection_refuses_a_model_that_does_not_fit_the_config_or_scene(tmp_path):
-    scene = _scene(tmp_path / "scene.tif")
-    assert scene_chip_px(_meta(), scene, L2A, 480) == 48
-    assert scene_chip_px(_meta(), scene, L2A, 484) == 48  # within half a pixel
+def test_detection_refuses_a_model_that_does_not_fit_the_config_or_composite(tmp_path):
+    composite = _composite(tmp_path / "composite.tif")
+    assert composite_chip_px(_meta(), composite, L2A, 480) == 48
+    assert composite_chip_px(_meta(), composite, L2A, 484) == 48  # within half a pixel
     with pytest.raises(
         ContractError,
-        match="model trained on 480 m chips at 10 m; config tiles.size_m is 5000: set tiles.size_m: 480 or retrain",
+        match="model trained on 480 m chips at 10 m; config chips.size_m is 5000: set chips.size_m: 480 or retrain",
     ):
-        scene_chip_px(_meta(), scene, L2A, 5000)
-    coarse = _scene(tmp_path / "coarse.tif", size=24, res=20.0)
-    with pytest.raises(ContractError, match=r"10 m pixels; scene .*coarse.tif.* has 20 m pixels"):
-        scene_chip_px(_meta(), coarse, L2A, 480)
+        composite_chip_px(_meta(), composite, L2A, 5000)
+    coarse = _composite(tmp_path / "coarse.tif", size=24, res=20.0)
+    with pytest.raises(ContractError, match=r"10 m pixels; composite .*coarse.tif.* has 20 m pixels"):
+        composite_chip_px(_meta(), coarse, L2A, 480)
     toa = _meta(units="toa_reflectance", encoding=ENCODINGS["amw_l1c_rgb"].record())
     with pytest.raises(
         ContractError,
-        match=r"expects toa_reflectance \(decoded from amw_l1c_rgb\) but scene .*"
+        match=r"expects toa_reflectance \(decoded from amw_l1c_rgb\) but composite .*"
         r"sentinel-2-l2a.* is surface_reflectance; no conversion",
     ):
-        scene_chip_px(toa, scene, L2A, 480)
-    with pytest.raises(ContractError, match="expects surface_reflectance"):  # the reverse: an L1C scene
-        scene_chip_px(_meta(), scene, {"source": {"collection": "sentinel-2-l1c"}}, 480)
+        composite_chip_px(toa, composite, L2A, 480)
+    with pytest.raises(ContractError, match="expects surface_reflectance"):  # the reverse: an L1C composite
+        composite_chip_px(_meta(), composite, {"source": {"collection": "sentinel-2-l1c"}}, 480)
     old = {k: v for k, v in _meta().items() if k not in ("footprint_m", "units")}
     with pytest.raises(ContractError, match="trained before the footprint and units contract.*retrain"):
-        scene_chip_px(old, scene, L2A, 480)
+        composite_chip_px(old, composite, L2A, 480)
     with pytest.raises(ContractError, match="resized with"):
-        scene_chip_px(_meta(resize={**RESIZE, "method": "nearest"}), scene, L2A, 480)
+        composite_chip_px(_meta(resize={**RESIZE, "method": "nearest"}), composite, L2A, 480)
     # Every disagreement is named at once.
-    with pytest.raises(ContractError, match="tiles.size_m is 640.*expects toa_reflectance"):
-        check_scene(toa, 640, 10.0, "surface_reflectance")
+    with pytest.raises(ContractError, match="chips.size_m is 640.*expects toa_reflectance"):
+        check_composite(toa, 640, 10.0, "surface_reflectance")
 
 
 class _SizeRecorder(nn.Module):
@@ -292,20 +294,20 @@ class _SizeRecorder(nn.Module):
 
 
 def test_detection_chips_cover_the_training_footprint(tmp_path):
-    """A model trained on 480 m chips scans a 10 m scene with 48 px chips, resized to its 96 px input as
+    """A model trained on 480 m chips scans a 10 m composite with 48 px chips, resized to its 96 px input as
     in training; each chip's polygon is 480 m x 480 m: 23.04 ha."""
-    scene = _scene(tmp_path / "scene.tif")
+    composite = _composite(tmp_path / "composite.tif")
     meta, model = _meta(input_size=96), _SizeRecorder().eval()
-    chip = scene_chip_px(meta, scene, L2A, 480)
-    result = brute_force_scan(scene, model, meta, chip_px=chip, stats=STATS, channels_last=False, exact_match=True)
+    chip = composite_chip_px(meta, composite, L2A, 480)
+    result = brute_force_scan(composite, model, meta, chip_px=chip, stats=STATS, channels_last=False, exact_match=True)
     assert result.chip_px == 48 and result.stride == 24 and model.sizes == {(96, 96)}
-    assert brute_force_scan(scene, model, meta, stats=STATS).chip_px == 48  # the scan's own default agrees
-    # Scores are those of the 48 px chips matched and resized by preprocess, as training tiles were.
-    chips = prepare_chips(read_raster(scene), list(zip(result.rows, result.cols)), 48, STATS, RGB)
+    assert brute_force_scan(composite, model, meta, stats=STATS).chip_px == 48  # the scan's own default agrees
+    # Scores are those of the 48 px chips matched and resized by preprocess, as training images were.
+    chips = prepare_chips(read_raster(composite), list(zip(result.rows, result.cols)), 48, STATS, RGB)
     np.testing.assert_allclose(result.scores, predict_proba(model, meta, chips), atol=1e-5)
 
     result.scores[:] = 0.0
-    result.scores[0] = 1.0  # one positive chip, at the scene's top-left corner
+    result.scores[0] = 1.0  # one positive chip, at the composite's top-left corner
     (square,) = chip_features(result, 0.5, {"model_id": "m0"})
     from garimpo.geo.geojson import reproject
 
@@ -317,19 +319,19 @@ def test_detection_chips_cover_the_training_footprint(tmp_path):
 
 
 def test_merged_detection_area_follows_the_footprint(tmp_path):
-    from garimpo.detection.polygons import merge_tiles
-    from garimpo.geo.cells import region_tiles
+    from garimpo.detection.polygons import merge_cells
+    from garimpo.geo.cells import region_cells
 
-    scene = _scene(tmp_path / "scene.tif")
+    composite = _composite(tmp_path / "composite.tif")
     meta = _meta()
-    result = brute_force_scan(scene, _SizeRecorder().eval(), meta, stats=STATS)
+    result = brute_force_scan(composite, _SizeRecorder().eval(), meta, stats=STATS)
     result.scores[:] = 0.0
     result.scores[0] = result.scores[1] = 0.9  # overlapping neighbours, half a chip apart: 480 m x 720 m
     feats = chip_features(
         result, 0.5, {"model_id": "m0", "scene_ids": ["s"], "dates": ["2024-01-01"], "config_hash": "c"}
     )
-    (tile,) = region_tiles(feats[0]["geometry"].union(feats[1]["geometry"]), 100_000)
-    (det,) = merge_tiles({tile: feats}, 100_000, 0.5, 0.95)
+    (cell,) = region_cells(feats[0]["geometry"].union(feats[1]["geometry"]), 100_000)
+    (det,) = merge_cells({cell: feats}, 100_000, 0.5, 0.95)
     assert det["properties"]["area_ha"] == pytest.approx(480 * 720 / 1e4, rel=2e-3)
 
 
@@ -359,7 +361,7 @@ def test_chip_set_of_real_amw_chips_fits_only_a_model_of_its_kind(shared_dir, tm
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_workflow_built_chip_sets_carry_their_contract_in_tags(tmp_path):
-    """results/heldout lists matched tiles: un-georeferenced decoded chips still say 480 m at 10 m."""
+    """results/heldout lists matched training images: un-georeferenced decoded chips still say 480 m at 10 m."""
     tags = ImageContract(480.0, 10.0, "toa_reflectance", "amw_l1c_rgb").tags()
     for label in ("positive", "negative"):
         write_raster(
@@ -377,13 +379,13 @@ def test_workflow_built_chip_sets_carry_their_contract_in_tags(tmp_path):
     [(), ("demo.yaml",), ("amw.yaml",), ("amw.yaml", "amw_transfer_check.yaml"), ("amw.yaml", "amw_all.yaml")],
 )
 def test_shipped_configs_keep_the_contract(overlays):
-    """Training tiles, detection chips and declared local chips show the same ground in every shipped config."""
+    """Training images, detection chips and declared local chips show the same ground in every shipped config."""
     from snakemake.utils import validate
 
     config = _merged("config.yaml", *overlays)
     validate(config, str(ROOT / "config" / "schema.yaml"))
-    size_m, det = config["tiles"]["size_m"], config["detection"]
-    chip_px = size_m / 10  # fetched tiles and detection scenes are 10 m
+    size_m, det = config["chips"]["size_m"], config["detection"]
+    chip_px = size_m / 10  # fetched training images and detection composites are 10 m
     assert chip_px == int(chip_px) and (det["stride_px"] or chip_px / 2) <= chip_px
     for cls in ("positives", "negatives"):
         for item in config[cls]["local_dirs"]:

@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from garimpo.classifier.train import DEFAULT_CONFIG
-from garimpo.detection import scan
+from garimpo.detection import batching, lattice, scan
 from garimpo.detection.proposers import DEFAULT_SMOOTHING, DEFAULT_SPECTRAL
-from garimpo.imagery.stac import ImageryRequest, read_item
+from garimpo.imagery.read import read_item
+from garimpo.imagery.stac import ImageryRequest
 from garimpo.schema import SCHEMA_PATH, default
 
 PARAMETERS = [
@@ -27,6 +28,10 @@ PARAMETERS = [
     (scan.brute_force_scan, "batch_size", "detection.batch_size"),
     (scan.brute_force_scan, "precision", "detection.precision"),
     (scan.brute_force_scan, "tta", "detection.tta"),
+    (lattice.iter_blocks, "block_px", "detection.block_px"),
+    (batching.ChipScorer, "batch_size", "detection.batch_size"),
+    (batching.ChipScorer, "precision", "detection.precision"),
+    (batching.ChipScorer, "tta", "detection.tta"),
     (read_item, "cloud_buffer_m", "imagery.cloud_buffer_m"),
 ]
 

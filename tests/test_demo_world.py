@@ -35,6 +35,8 @@ from garimpo.synthetic.demo_world import (
     cloud_cover_percent,
     generate_demo_world,
     mgrs_tile,
+    rowcol,
+    size_m,
     to_dn,
 )
 
@@ -354,7 +356,7 @@ def test_hard_negatives_are_lookalikes_in_training_area(world_dir, items):
     with rasterio.open(items[0].assets["B02"].get_absolute_href()) as src:
         for row in rows:
             x, y = TO_UTM.transform(float(row["longitude"]), float(row["latitude"]))
-            assert train.contains(Point(x, y)) and mines.distance(Point(x, y)) > 490  # a 640 m tile holds no mine
+            assert train.contains(Point(x, y)) and mines.distance(Point(x, y)) > 490  # no mine in its 640 m image
             i, j = src.index(x, y)
             if r["SCL"][i, j] in (3, 8, 9, 10):
                 continue
@@ -365,22 +367,22 @@ def test_hard_negatives_are_lookalikes_in_training_area(world_dir, items):
 def test_layout_at_full_scale():
     """The full-size world (no rendering): counts and placement rules of the specification."""
     w = build_world(SEED, 1.0)
-    xmid = w.grid.x0 + w.grid.size_m[0] / 2
+    xmid = w.grid.transform.c + size_m(w.grid)[0] / 2
     train = [m for m in w.mines if m.area == "train"]
     demo = [m for m in w.mines if m.area == "demo"]
     assert (len(train), len(demo)) == (40, 10)
     assert sum(m.first_seen == 2024 for m in train) == 3 and sum(m.first_seen == 2024 for m in demo) == 2
     assert all(m.centre[0] < xmid for m in train) and all(m.centre[0] > xmid for m in demo)
     # pure forest control area
-    r0, c0 = (int(v) for v in w.grid.rowcol(np.array([w.control.bounds[0], w.control.bounds[3]])))
-    r1, c1 = (int(v) for v in w.grid.rowcol(np.array([w.control.bounds[2], w.control.bounds[1]])))
+    r0, c0 = (int(v) for v in rowcol(w.grid, np.array([w.control.bounds[0], w.control.bounds[3]])))
+    r1, c1 = (int(v) for v in rowcol(w.grid, np.array([w.control.bounds[2], w.control.bounds[1]])))
     assert np.all(w.lc[r0:r1, c0:c1] == LC["forest"])
     assert not any(m.footprint.intersects(w.control) for m in w.mines)
     # look-alikes on both sides of the train/demo boundary
     for kind in ("pasture", "bare", "farm_pond"):
         xs = [f.geom.centroid.x for f in w.fields if f.kind == kind]
         assert min(xs) < xmid < max(xs), kind
-    bar_x = [(win[1].start + win[1].stop) / 2 * 10 + w.grid.x0 for win, _ in w.sandbars]
+    bar_x = [(win[1].start + win[1].stop) / 2 * 10 + w.grid.transform.c for win, _ in w.sandbars]
     assert min(bar_x) < xmid < max(bar_x)
     tminx, _, tmaxx, _ = w.town.bounds
     assert tminx < xmid < tmaxx

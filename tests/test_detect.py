@@ -6,7 +6,7 @@ from affine import Affine
 from conftest import EPSG, ORIGIN
 from shapely.geometry import box
 
-from garimpo.detection.chip_scores import extract_chip
+from garimpo.detection.chips import extract_chip
 from garimpo.geo.geojson import feature, feature_collection, write_geojson
 from garimpo.outputs.evaluation import evaluate_detections
 
@@ -44,19 +44,20 @@ def test_evaluation_against_truth(tmp_path):
 
 
 def _scan_result(rows, cols, scores, transform, chip=48):
-    from types import SimpleNamespace
+    from garimpo.detection.chip_scores import ChipScores
 
-    return SimpleNamespace(
-        rows=np.array(rows),
-        cols=np.array(cols),
-        scores=np.array(scores, np.float32),
-        chip_px=chip,
-        stride=chip // 2,
-        height=1000,
-        width=1000,
-        crs=EPSG,
-        transform=transform,
-        summary=lambda: {"mode": "two_stage", "chips_classified": len(rows)},
+    return ChipScores(
+        np.array(rows),
+        np.array(cols),
+        np.array(scores, np.float32),
+        chip,
+        chip // 2,
+        1000,
+        1000,
+        EPSG,
+        transform,
+        mode="two_stage",
+        candidate_pixels=1234,
     )
 
 
@@ -71,25 +72,26 @@ def test_chip_features_are_chip_squares_in_lonlat_and_round_trip(tmp_path):
     square = reproject(feats[1]["geometry"], "EPSG:4326", EPSG)
     x0, y1 = ORIGIN[0] + 2000, ORIGIN[1] - 1000  # col 200, row 100 at 10 m
     assert square.bounds == pytest.approx((x0, y1 - 480, x0 + 480, y1), abs=0.01)
-    path = save_chip_scores(tmp_path / "t.npz", result, {"tile": "E0001N0001", "model_id": "m"})
+    path = save_chip_scores(tmp_path / "t.npz", result, {"cell": "E0001N0001", "model_id": "m"})
     back = load_chip_scores(path)
     assert back.transform == t and back.chip_px == 48 and back.crs == EPSG
     np.testing.assert_array_equal(back.scores, result.scores)
-    assert back.provenance["tile"] == "E0001N0001" and back.summary["chips_classified"] == 3
+    assert back.provenance["cell"] == "E0001N0001" and back.summary()["chips_classified"] == 3
+    assert back.summary() == result.summary() and back.candidate_pixels == 1234 and back.stride == 24
     assert len(chip_features(back, 0.5, {})) == 2
 
 
-def test_tile_scene_grid_is_cut_to_the_region():
-    from garimpo.geo.cells import region_tiles, tile_processing_grid
-    from garimpo.imagery.composite import tile_scene_grid
+def test_composite_grid_is_cut_to_the_region():
+    from garimpo.geo.cells import cell_processing_grid, region_cells
+    from garimpo.imagery.composite import composite_grid
 
     region = box(-56.30, -6.15, -56.25, -6.10)  # about 5.5 km square
-    (tile,) = region_tiles(region, 100_000)
-    grid = tile_scene_grid(tile, region, 100_000, 1920)
-    full = tile_processing_grid(tile, 100_000, 10.0, 1920)
+    (cell,) = region_cells(region, 100_000)
+    grid = composite_grid(cell, region, 100_000, 1920)
+    full = cell_processing_grid(cell, 100_000, 10.0, 1920)
     assert grid.crs == full.crs and grid.resolution == 10
     # the region (~5.5 km) plus 1.92 km each side, not the 100 km cell
     assert 9_000 < grid.width * 10 < 9_600 and 9_000 < grid.height * 10 < 9_600
     assert grid.transform.c % 10 == 0 and grid.transform.f % 10 == 0
     with pytest.raises(ValueError, match="does not intersect"):
-        tile_scene_grid(tile, box(10, 10, 10.1, 10.1), 100_000, 1920)
+        composite_grid(cell, box(10, 10, 10.1, 10.1), 100_000, 1920)

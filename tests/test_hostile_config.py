@@ -69,7 +69,7 @@ def test_shipped_configs_pass_every_new_check(overlays):
         ("detection.isolated_threshold", ".nan", "detection.isolated_threshold: nan"),
         ("detection.threshold", ".nan", "detection.threshold: nan"),
         ("imagery.max_cloud_cover", ".NaN", "imagery.max_cloud_cover: nan"),
-        ("tiles.size_m", ".inf", "tiles.size_m: inf"),
+        ("chips.size_m", ".inf", "chips.size_m: inf"),
         ("augmentation.noise_sigma", "-.inf", "augmentation.noise_sigma: -inf"),
         ("classifier.ema_decay", ".nan", "classifier.ema_decay: nan"),
         ("study_bounds", "[-75.0, .nan, -35.0, 5.0]", "study_bounds[1]: nan"),
@@ -97,9 +97,9 @@ def test_a_non_finite_number_from_the_command_line_is_refused_by_key():
     coerce_config(config, SCHEMA)  # '--config' strings typed by the schema: 'nan' becomes a float there
     assert non_finite_error(config).startswith("config imagery.max_cloud_cover: nan is not a finite number")
     config = _demo()
-    update_config(config, parse_config(["tiles={size_m: inf}"]))
+    update_config(config, parse_config(["chips={size_m: inf}"]))
     coerce_config(config, SCHEMA)
-    assert non_finite_error(config).startswith("config tiles.size_m: inf is not a finite number")
+    assert non_finite_error(config).startswith("config chips.size_m: inf is not a finite number")
 
 
 def test_finite_numbers_and_other_values_pass():
@@ -312,8 +312,8 @@ def test_points_of_an_oddly_named_file_get_a_plain_label_said_in_the_log(tmp_pat
     [
         ("classifier.bands", ["B99", "B03"], "config classifier.bands[0]: 'B99' is not one of ['B01', "),
         ("classifier.bands", ["b04"], "config classifier.bands[0]: 'b04' is not one of "),
-        ("tiles.size_m", 485, "config tiles.size_m: 485 is not a multiple of 10"),
-        ("tiles.size_m", 480.5, "config tiles.size_m: 480.5 is not a multiple of 10"),
+        ("chips.size_m", 485, "config chips.size_m: 485 is not a multiple of 10"),
+        ("chips.size_m", 480.5, "config chips.size_m: 480.5 is not a multiple of 10"),
         ("augmentation.noise_sigma", 50, "config augmentation.noise_sigma: 50 is greater than the maximum of 0.5"),
         (
             "study_bounds",
@@ -333,8 +333,8 @@ def test_values_no_sentinel2_data_can_have_are_refused_by_the_schema(key, value,
     "key, value",
     [
         ("classifier.bands", ["B08", "B04", "B03"]),
-        ("tiles.size_m", 640),
-        ("tiles.size_m", 480.0),
+        ("chips.size_m", 640),
+        ("chips.size_m", 480.0),
         ("augmentation.noise_sigma", 0.5),
         ("imagery.period", ["2015-01-01", "2015-06-23"]),
     ],
@@ -349,11 +349,11 @@ def test_classifier_bands_are_the_imagery_bands_names_and_among_them():
     names = props["imagery"]["properties"]["bands"]["items"]["enum"]
     assert props["classifier"]["properties"]["bands"]["items"]["enum"] == names
     config = _demo("classifier.bands", ["B05", "B03"])
-    assert config_error(config, SCHEMA) is None  # a Sentinel-2 band, but no tile holds it
+    assert config_error(config, SCHEMA) is None  # a Sentinel-2 band, but no image holds it
     assert config_order_error(config) == (
         "config classifier.bands: has ['B05'], not among imagery.bands ['B02', 'B03', 'B04', 'B08', 'B11', 'B12'] "
-        "(the bands every tile and scene holds), so no tile could feed them to the network; add them to "
-        "imagery.bands or choose among those"
+        "(the bands every training image and composite holds), so no chip could feed them to the network; add them "
+        "to imagery.bands or choose among those"
     )
 
 

@@ -33,7 +33,7 @@ from garimpo.errors import InputDataError
 from garimpo.geo.raster import Grid, read_image, read_raster, write_raster
 from garimpo.imagery.cache import SearchCache
 from garimpo.imagery.stac import ImageryRequest, Source
-from garimpo.training.images import fetch_point_tiles, import_local_images
+from garimpo.training.images import fetch_training_images, import_local_images
 
 KEY = "positives.local_dirs"
 AMW = {"encoding": "amw_l1c_rgb", "pixel_size_m": 10}
@@ -57,7 +57,7 @@ def amw_rgb(amw_png):
 
 
 def _import(folder, tmp_path, bands=(), **spec):
-    return import_local_images([{"path": str(folder), **(spec or AMW)}], tmp_path / "tiles", key=KEY, bands=bands)
+    return import_local_images([{"path": str(folder), **(spec or AMW)}], tmp_path / "images", key=KEY, bands=bands)
 
 
 def _refused(folder, tmp_path, *words, bands=(), **spec):
@@ -350,10 +350,10 @@ def test_chip_sets_name_their_key_for_unreadable_and_refused_chips(amw_png, tmp_
         read_chip(tmp_path / "cut.png", ["B04"], stats, encoding="amw_l1c_rgb", key=key)
 
 
-# ---------------------------------------------------------------- kind 5: the tile cache
+# ---------------------------------------------------------------- kind 5: the training image cache
 
 
-def _tile_cache_corruptions():
+def _image_cache_corruptions():
     def rewrite(path, names, size):
         write_raster(
             path,
@@ -364,7 +364,7 @@ def _tile_cache_corruptions():
         )
 
     def pixels_cut(path):
-        """The same tile as a COG (header first), cut short in its pixels: it opens, and fails when read."""
+        """The same image as a COG (header first), cut short in its pixels: it opens, and fails when read."""
         r = read_raster(path)
         write_raster(path, r.array, r.crs, r.transform, r.band_names, tags=r.tags, cog=True)
         path.write_bytes(path.read_bytes()[:-100])
@@ -375,33 +375,34 @@ def _tile_cache_corruptions():
         "truncated": lambda p: p.write_bytes(_cut(p.read_bytes())),
         "pixels cut short": pixels_cut,
         "empty": lambda p: p.write_bytes(b""),
-        "not a GeoTIFF": lambda p: p.write_text('{"not": "a tile"}'),
+        "not a GeoTIFF": lambda p: p.write_text('{"not": "an image"}'),
         "other bands": lambda p: rewrite(p, ["B08"], 20),
         "other size": lambda p: rewrite(p, ["B04"], 7),
     }
 
 
-@pytest.mark.parametrize("corruption", list(_tile_cache_corruptions()))
-def test_an_unusable_cached_tile_is_deleted_and_fetched_again(tiny_catalog, tmp_path, caplog, corruption):
+@pytest.mark.parametrize("corruption", list(_image_cache_corruptions()))
+def test_an_unusable_cached_training_image_is_deleted_and_fetched_again(tiny_catalog, tmp_path, caplog, corruption):
     path, _ = tiny_catalog
     src = Source.from_config({"kind": "local", "url": str(path)})
     req = ImageryRequest(("B04",), ("2021-01-01", "2025-12-31"), 20)
     g = Grid(EPSG, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), 64, 64)
     lon, lat = (g.bbox_lonlat()[0] + g.bbox_lonlat()[2]) / 2, (g.bbox_lonlat()[1] + g.bbox_lonlat()[3]) / 2
     pts = pd.DataFrame({"point_id": ["p1"], "lon": [lon], "lat": [lat], "source": ["t"], "name": [""]})
-    first = read_raster(fetch_point_tiles(pts, src, req, 200, tmp_path / "out", tmp_path / "cache").path[0])
+    first = read_raster(fetch_training_images(pts, src, req, 200, tmp_path / "out", tmp_path / "cache").path[0])
     (cached,) = (tmp_path / "cache").glob("*.tif")
     (tmp_path / "out" / "p1.tif").unlink()  # the output is a hard link of the cache entry: break it first
-    _tile_cache_corruptions()[corruption](cached)
+    _image_cache_corruptions()[corruption](cached)
     with caplog.at_level(logging.WARNING, logger="garimpo"):
-        idx = fetch_point_tiles(pts, src, req, 200, tmp_path / "out", tmp_path / "cache")
+        idx = fetch_training_images(pts, src, req, 200, tmp_path / "out", tmp_path / "cache")
     warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
-    assert f"tile cache file {cached} cannot be used" in warning and "deleted, fetching the tile again" in warning
+    assert f"cached training image {cached} cannot be used" in warning
+    assert "deleted, fetching the image again" in warning
     assert idx.status.tolist() == ["ok"]
     again = read_raster(idx.path[0])
     assert again.band_names == first.band_names and again.tags["scene_ids"] == first.tags["scene_ids"]
     np.testing.assert_array_equal(again.array, first.array)
-    np.testing.assert_array_equal(read_raster(cached).array, first.array)  # the cache holds a good tile again
+    np.testing.assert_array_equal(read_raster(cached).array, first.array)  # the cache holds a good image again
 
 
 # ---------------------------------------------------------------- kind 5: the STAC search cache
@@ -484,7 +485,8 @@ def test_search_runs_again_after_a_bad_cache_entry(tmp_path, caplog):
     from conftest import make_item
     from stac_server import StacServer
 
-    from garimpo.imagery.stac import RetryPolicy, search_items
+    from garimpo.imagery.retry import RetryPolicy
+    from garimpo.imagery.stac import search_items
 
     dn = {"B04": np.full((16, 16), 1250, np.uint16)}
     items = [
@@ -534,31 +536,31 @@ def test_every_unusable_image_of_a_folder_is_named_at_once(amw_png, tmp_path):
     assert "good.png" not in msg
 
 
-# ---------------------------------------------------------------- review: one tile per local file
+# ---------------------------------------------------------------- review: one training image per local file
 
 
 def _tif(path, value):
     return _geotiff(path, np.full((3, 16, 16), value, np.float32), names=["B04", "B03", "B02"])
 
 
-def test_files_of_one_name_in_subfolders_make_one_tile_each(tmp_path):
-    """chips/a/x.tif and chips/b/x.tif were both tile local-chips-x (one file, two index rows)."""
+def test_files_of_one_name_in_subfolders_make_one_image_each(tmp_path):
+    """chips/a/x.tif and chips/b/x.tif were both training image local-chips-x (one file, two index rows)."""
     folder = tmp_path / "dups"
     _tif(folder / "x.tif", 0.1)
     _tif(folder / "a" / "x.tif", 0.2)
     _tif(folder / "b" / "x.tif", 0.3)
-    idx = import_local_images([folder], tmp_path / "tiles", key=KEY)
+    idx = import_local_images([folder], tmp_path / "images", key=KEY)
     # Files at the top of the folder keep the ids they always had.
-    assert sorted(idx.tile_id) == ["local-dups-a__x", "local-dups-b__x", "local-dups-x"]
+    assert sorted(idx.image_id) == ["local-dups-a__x", "local-dups-b__x", "local-dups-x"]
     assert idx.path.nunique() == 3
-    values = {rec.tile_id: float(read_raster(rec.path).array.mean()) for rec in idx.itertuples()}
+    values = {rec.image_id: float(read_raster(rec.path).array.mean()) for rec in idx.itertuples()}
     assert values == pytest.approx({"local-dups-x": 0.1, "local-dups-a__x": 0.2, "local-dups-b__x": 0.3})
 
 
-def test_files_that_would_make_one_tile_are_refused_naming_both(tmp_path):
+def test_files_that_would_make_one_image_are_refused_naming_both(tmp_path):
     one, other = _tif(tmp_path / "dups" / "a__x.tif", 0.1), _tif(tmp_path / "dups" / "a" / "x.tif", 0.2)
     msg = _refused(tmp_path / "dups", tmp_path / "o1", str(one), str(other), "local-dups-a__x", "rename one")
-    assert "would both become tile" in msg
+    assert "would both become training image" in msg
     # Two folders of one name in the same key: their files would overwrite each other too.
     first, second = _tif(tmp_path / "d1" / "chips" / "x.tif", 0.1), _tif(tmp_path / "d2" / "chips" / "x.tif", 0.2)
     with pytest.raises(InputDataError) as exc:
@@ -697,7 +699,7 @@ def _api_scenes(root, n=2):
 
 
 def _api_source(url, tmp_path):
-    from garimpo.imagery.stac import RetryPolicy
+    from garimpo.imagery.retry import RetryPolicy
 
     retry = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02, timeout=5.0)
     return Source("planetary_computer", url, retry=retry, cache_dir=str(tmp_path / "cache"), signer=lambda h: h)
@@ -721,7 +723,7 @@ WRONG_ENTRIES = {
 
 @pytest.mark.parametrize("wrong", list(WRONG_ENTRIES))
 def test_a_cached_search_whose_every_item_is_unusable_is_searched_again(tmp_path, caplog, wrong):
-    """Was: "cache hit", every item skipped, an all-NaN scene written, and the entry kept for every rerun."""
+    """Was: "cache hit", every item skipped, an all-NaN composite written, and the entry kept for every rerun."""
     from stac_server import StacServer
 
     from garimpo.imagery.composite import write_composite
@@ -733,13 +735,13 @@ def test_a_cached_search_whose_every_item_is_unusable_is_searched_again(tmp_path
         _edit_entry(entry, WRONG_ENTRIES[wrong])
         n = srv.count_path("/search")
         with caplog.at_level(logging.WARNING, logger="garimpo"):
-            used = write_composite(tmp_path / "scene.tif", src, REQ, GRID16, allow_empty=True)
+            used = write_composite(tmp_path / "composite.tif", src, REQ, GRID16, allow_empty=True)
         assert srv.count_path("/search") > n  # searched again
     warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert f"STAC search cache file {entry} cannot be used (none of its 2 items can be read for ['B04']" in warning
     assert "deleted, searching again" in warning and "writing an empty" not in warning
     assert [it.id for it in used] == ["S2_0", "S2_1"]
-    np.testing.assert_allclose(read_raster(tmp_path / "scene.tif").array, 0.025, rtol=1e-5)
+    np.testing.assert_allclose(read_raster(tmp_path / "composite.tif").array, 0.025, rtol=1e-5)
     assert json.loads(entry.read_text())["features"][0]["properties"]["s2:processing_baseline"] == "05.09"
 
 
@@ -747,8 +749,9 @@ def test_cached_items_whose_assets_are_gone_are_searched_again(tmp_path, caplog)
     """A catalog reprocessed since the search: the cached hrefs no longer resolve (ImageryAccessError)."""
     from stac_server import StacServer
 
-    from garimpo.geo.raster import tile_grid
-    from garimpo.imagery.stac import ImageryAccessError, search_items
+    from garimpo.errors import ImageryAccessError
+    from garimpo.geo.raster import point_grid
+    from garimpo.imagery.stac import search_items
 
     root = tmp_path / "assets"
     pts = pd.DataFrame(
@@ -762,13 +765,13 @@ def test_cached_items_whose_assets_are_gone_are_searched_again(tmp_path, caplog)
     )
     with StacServer(_api_scenes(root), page_size=5, asset_root=root) as srv:
         src = _api_source(srv.url, tmp_path)
-        first = fetch_point_tiles(pts, src, REQ, 160, tmp_path / "o1", tmp_path / "tiles1")
+        first = fetch_training_images(pts, src, REQ, 160, tmp_path / "o1", tmp_path / "tiles1")
         (entry,) = (tmp_path / "cache").iterdir()
         gone = f"{srv.url}/assets/moved/B04.tif"
         _edit_entry(entry, lambda f: f["assets"]["B04"].update(href=gone))
         n = srv.count_path("/search")
         with caplog.at_level(logging.WARNING, logger="garimpo"):
-            again = fetch_point_tiles(pts, src, REQ, 160, tmp_path / "o2", tmp_path / "tiles2")
+            again = fetch_training_images(pts, src, REQ, 160, tmp_path / "o2", tmp_path / "tiles2")
         assert srv.count_path("/search") == n + 1
     warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert f"STAC search cache file {entry} cannot be used (reading its items failed" in warning
@@ -777,15 +780,15 @@ def test_cached_items_whose_assets_are_gone_are_searched_again(tmp_path, caplog)
     # A fresh answer that fails the same way is the error it always was (searched once more, not forever).
     with StacServer(_api_scenes(tmp_path / "assets2"), page_size=5, asset_root=tmp_path / "assets2") as srv:
         src = _api_source(srv.url, tmp_path)
-        search_items(src, tile_grid(pts.lon[0], pts.lat[0], 160).bbox_lonlat(), REQ.period, REQ.max_cloud)  # cached
+        search_items(src, point_grid(pts.lon[0], pts.lat[0], 160).bbox_lonlat(), REQ.period, REQ.max_cloud)  # cached
         shutil.rmtree(tmp_path / "assets2")  # never read yet (GDAL keeps what it read of a URL in memory)
         with pytest.raises(ImageryAccessError, match="HTTP response code: 404"):
-            fetch_point_tiles(pts, src, REQ, 160, tmp_path / "o4", tmp_path / "tiles4")
+            fetch_training_images(pts, src, REQ, 160, tmp_path / "o4", tmp_path / "tiles4")
         assert srv.count_path("/search") == 2
 
 
 def test_a_folder_where_a_cache_file_goes_is_refused_naming_it(tiny_catalog, tmp_path):
-    """Was: "deleted, fetching the tile again", then IsADirectoryError."""
+    """Was: "deleted, fetching the image again", then IsADirectoryError."""
     path, _ = tiny_catalog
     src = Source.from_config({"kind": "local", "url": str(path)})
     req = ImageryRequest(("B04",), ("2021-01-01", "2025-12-31"), 20)
@@ -794,14 +797,14 @@ def test_a_folder_where_a_cache_file_goes_is_refused_naming_it(tiny_catalog, tmp
         (GRID16.bbox_lonlat()[1] + GRID16.bbox_lonlat()[3]) / 2,
     )
     pts = pd.DataFrame({"point_id": ["p1"], "lon": [lon], "lat": [lat], "source": ["t"], "name": [""]})
-    fetch_point_tiles(pts, src, req, 200, tmp_path / "out", tmp_path / "cache")
+    fetch_training_images(pts, src, req, 200, tmp_path / "out", tmp_path / "cache")
     (cached,) = (tmp_path / "cache").glob("*.tif")
     cached.unlink()
     (cached / "keep").mkdir(parents=True)
     with pytest.raises(
-        IsADirectoryError, match=rf"tile cache path {cached}: a folder sits where a cache file goes; remove it"
+        IsADirectoryError, match=rf"training image cache path {cached}: a folder sits where a cache file goes; remove"
     ):
-        fetch_point_tiles(pts, src, req, 200, tmp_path / "out2", tmp_path / "cache")
+        fetch_training_images(pts, src, req, 200, tmp_path / "out2", tmp_path / "cache")
     assert (cached / "keep").is_dir()  # never deleted: it may hold anything
     search = SearchCache(tmp_path / "search")
     search.path("k").mkdir(parents=True)

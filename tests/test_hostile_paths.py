@@ -136,8 +136,8 @@ def test_the_region_pattern_is_the_wildcard_constraint():
 
 
 @pytest.mark.parametrize("section", ["positives.points", "negatives.hard_negative_points"])
-def test_a_point_source_label_that_would_lead_out_of_the_tiles_folder_is_refused(section, tmp_path):
-    """The label starts each point id, the file name of its tile (results/tiles/positive/ID.tif)."""
+def test_a_point_source_label_that_would_lead_out_of_the_training_images_folder_is_refused(section, tmp_path):
+    """The label starts each point id, the file name of its training image (results/training_images/positive/ID.tif)."""
     from garimpo.errors import InputDataError
     from garimpo.training.points import load_point_sources
 
@@ -267,8 +267,8 @@ def test_the_next_download_removes_what_a_killed_one_left_and_nothing_live(serve
 
 def test_a_pid_taken_by_a_newer_process_does_not_keep_a_temp_forever(tmp_path, live):
     """The PID is alive, but its process started after the file's last write: it is not the writer."""
-    old = temp(tmp_path, "scene.tif", live, suffix=".tif", age_s=3600)
-    fresh = temp(tmp_path, "scene.tif", live, suffix=".tif", rand="fresh001")
+    old = temp(tmp_path, "composite.tif", live, suffix=".tif", age_s=3600)
+    fresh = temp(tmp_path, "composite.tif", live, suffix=".tif", rand="fresh001")
     removed = sweep_temps(tmp_path)
     assert [p for p, _ in removed] == [old] and fresh.exists()
 
@@ -277,17 +277,19 @@ def test_a_job_start_sweeps_beside_its_outputs_with_a_warning_in_its_log(tmp_pat
     from garimpo.smk import setup_logging
 
     monkeypatch.chdir(tmp_path)
-    scenes = tmp_path / "results" / "regions" / "demo" / "scenes"
-    scenes.mkdir(parents=True)
+    composites = tmp_path / "results" / "regions" / "demo" / "composites"
+    composites.mkdir(parents=True)
     gone = dead_pid()
-    litter = temp(scenes, "E1N1.tif", gone, suffix=".tif", size=2 * MIB)
+    litter = temp(composites, "E1N1.tif", gone, suffix=".tif", size=2 * MIB)
     outside = temp(tmp_path.parent, "x.tif", gone)  # an output path leading out: not swept
-    smk = SimpleNamespace(output=["results/regions/demo/scenes/E1N1.tif", "../x.tif"], log=["logs/tile.log"])
+    smk = SimpleNamespace(
+        output=["results/regions/demo/composites/E1N1.tif", "../x.tif"], log=["logs/composite_cell.log"]
+    )
     try:
         setup_logging(smk)
         for handler in logging.getLogger().handlers:
             handler.flush()
-        text = (tmp_path / "logs" / "tile.log").read_text()
+        text = (tmp_path / "logs" / "composite_cell.log").read_text()
         assert not litter.exists() and outside.exists()
         assert "WARNING garimpo.atomic: removed" in text and litter.name in text and "(2.0 MiB)" in text
         assert f"process {gone} on this host, is gone" in text

@@ -318,7 +318,7 @@ def test_smaller_regions_plan_from_an_empty_folder(tmp_path):
     assert planned_downloads(out) == sorted(
         DEFAULT_TRAINING_INPUTS + [pinned("tapajos_basin.geojson"), pinned("yanomami_and_munduruku.geojson")]
     )
-    assert re.search(r"^region_tiles\s+3\s*$", out, re.M), out[-3000:]  # one tile list per region
+    assert re.search(r"^region_cells\s+3\s*$", out, re.M), out[-3000:]  # one cell list per region
 
 
 def test_the_download_rule_fetches_checks_and_refuses(served, tmp_path):

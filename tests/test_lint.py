@@ -60,7 +60,7 @@ def test_default_config_plans_the_amazon_dag(tmp_path):
         "positive_points",
         "negative_points",
         "train_classifier",
-        "region_tiles",
+        "region_cells",
         "merge_detections",
     ):
         assert re.search(rf"^{rule}\s+\d+\s*$", out, re.M), (rule, out[-3000:])

@@ -1,5 +1,5 @@
-"""Rule merge_detections (garimpo.detection.merge): the streamed merge gives what merging every tile in memory gave,
-holds one tile's scores at a time, and tells a region never seen (no clear pixel) from one with no mining."""
+"""Rule merge_detections (garimpo.detection.merge): the streamed merge gives what merging every cell in memory gave,
+holds one cell's scores at a time, and tells a region never seen (no clear pixel) from one with no mining."""
 
 import json
 import logging
@@ -16,11 +16,11 @@ from garimpo.detection.chip_scores import chip_features, load_chip_scores
 from garimpo.detection.merge import merge_region
 from garimpo.detection.polygons import area_ha, clip_to_cell, dissolve, dual_threshold
 from garimpo.errors import NoImageryError
-from garimpo.geo.cells import region_tiles, tile_cell, write_tile_list
+from garimpo.geo.cells import cell_polygons, region_cells, write_cell_list
 from garimpo.geo.geojson import feature, feature_collection, write_geojson
 from garimpo.synthetic.merge_bench import MODEL_ID, region_box, write_region
 
-SIZE = 5000.0  # 5 km cells: 6 tiles of ~1,250 chips each (48 px chips, 24 px stride)
+SIZE = 5000.0  # 5 km cells: 6 cells of ~1,250 chips each (48 px chips, 24 px stride)
 LOW, HIGH = 0.55, 0.775
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "merge_detections.py"
 
@@ -38,14 +38,14 @@ def chips(region, tmp_path_factory):
 # ------------------------------------------------ the merge as it was before issue 17, kept as the reference
 
 
-def _reference_merge_tiles(per_tile_features, size_m, low, high, gap_m=0.0, id_prefix="det", require_seed=False):
+def _reference_merge_cells(per_cell_features, size_m, low, high, gap_m=0.0, id_prefix="det", require_seed=False):
     pieces = []
-    for tid in sorted(per_tile_features):
-        positives = [f for f in per_tile_features[tid] if float(f["properties"]["score"]) >= low]
+    for cid in sorted(per_cell_features):
+        positives = [f for f in per_cell_features[cid] if float(f["properties"]["score"]) >= low]
         if not positives:
             continue
-        _, cell_ll = tile_cell(tid, size_m)
-        pieces += clip_to_cell(dissolve(positives, gap_m), cell_ll, tid)
+        _, cell_ll = cell_polygons(cid, size_m)
+        pieces += clip_to_cell(dissolve(positives, gap_m), cell_ll, cid)
     kept = dual_threshold(dissolve(pieces, gap_m), low, high, require_seed)
     for f in kept:
         f["properties"]["area_ha"] = round(area_ha(f["geometry"]), 4)
@@ -61,15 +61,15 @@ def _reference_merge_tiles(per_tile_features, size_m, low, high, gap_m=0.0, id_p
 
 
 def _reference_merge_region(paths, region, name, size_m, model_id, low, high, gap_m, require_seed):
-    """scripts/merge_detections.py before issue 17: every tile's scores loaded, then merged."""
+    """scripts/merge_detections.py before issue 17: every cell's scores loaded, then merged."""
     scans = [load_chip_scores(p) for p in paths]
-    per_tile = {
-        s.provenance["tile"]: chip_features(
+    per_cell = {
+        s.provenance["cell"]: chip_features(
             s, low, {k: s.provenance[k] for k in ("scene_ids", "dates", "model_id", "config_hash")}
         )
         for s in scans
     }
-    merged = _reference_merge_tiles(per_tile, size_m, low, high, gap_m, require_seed=require_seed)
+    merged = _reference_merge_cells(per_cell, size_m, low, high, gap_m, require_seed=require_seed)
     inside = []
     for f in merged:
         geom = f["geometry"].intersection(region)
@@ -82,8 +82,8 @@ def _reference_merge_region(paths, region, name, size_m, model_id, low, high, ga
             )
     metadata = {
         "region": name,
-        "tiles": len(scans),
-        "tile_size_m": size_m,
+        "cells": len(scans),
+        "cell_size_m": size_m,
         "scene_ids": sorted({i for s in scans for i in s.provenance["scene_ids"]}),
         "dates": sorted({d for s in scans for d in s.provenance["dates"]}),
         "threshold": low,
@@ -96,20 +96,20 @@ def _reference_merge_region(paths, region, name, size_m, model_id, low, high, ga
 
 
 @pytest.mark.parametrize("gap_m, require_seed", [(0.0, False), (200.0, True)])
-def test_streamed_merge_equals_merging_every_tile_in_memory(chips, region, gap_m, require_seed):
+def test_streamed_merge_equals_merging_every_cell_in_memory(chips, region, gap_m, require_seed):
     want, want_meta = _reference_merge_region(chips, region, "synth", SIZE, MODEL_ID, LOW, HIGH, gap_m, require_seed)
     got, meta = merge_region(chips[::-1], region, "synth", SIZE, MODEL_ID, LOW, HIGH, gap_m, require_seed)
     assert [f["properties"] for f in got] == [f["properties"] for f in want]
     assert [shapely.to_wkb(f["geometry"]) for f in got] == [shapely.to_wkb(f["geometry"]) for f in want]
-    assert meta.pop("tiles_without_data") == [] and meta.pop("tiles_with_data") == 6
+    assert meta.pop("cells_without_data") == [] and meta.pop("cells_with_data") == 6
     assert meta == want_meta and list(meta) == list(want_meta)
     # The set is one worth comparing on: mines across cell edges, lone chips kept and dropped.
-    assert any(len(f["properties"]["tiles"]) > 1 for f in got)
+    assert any(len(f["properties"]["cells"]) > 1 for f in got)
     assert any(f["properties"]["n_parts"] == 1 for f in got)
     assert len(got) >= 5 and meta["chips_classified"] > 6000
 
 
-def test_merge_holds_one_tile_of_scores_at_a_time(chips, region):
+def test_merge_holds_one_cell_of_scores_at_a_time(chips, region):
     loaded, alive_at_load = [], []
 
     def counting_load(path):
@@ -119,43 +119,43 @@ def test_merge_holds_one_tile_of_scores_at_a_time(chips, region):
         return scan
 
     feats, meta = merge_region(chips, region, "synth", SIZE, MODEL_ID, LOW, HIGH, load=counting_load)
-    assert len(alive_at_load) == len(chips) == meta["tiles"]
-    assert alive_at_load == [0] * len(chips)  # the previous tile's arrays are gone before the next is read
+    assert len(alive_at_load) == len(chips) == meta["cells"]
+    assert alive_at_load == [0] * len(chips)  # the previous cell's arrays are gone before the next is read
     assert all(ref() is None for ref in loaded) and feats  # and none is kept with the detections
 
 
-def test_a_stale_model_is_refused_by_tile_before_any_scores_are_read(chips, region):
+def test_a_stale_model_is_refused_by_cell_before_any_scores_are_read(chips, region):
     def no_load(path):
         raise AssertionError(f"{path} read before the model check")
 
-    with pytest.raises(ValueError, match=r"tiles \['W1089S0152', .*of synth .*another model than m2.*rescan"):
+    with pytest.raises(ValueError, match=r"cells \['W1089S0152', .*of synth .*another model than m2.*rescan"):
         merge_region(chips, region, "synth", SIZE, "m2", LOW, HIGH, load=no_load)
 
 
-def test_some_tiles_without_a_clear_pixel_are_warned_about_and_listed(region, tmp_path, caplog):
-    tiles = region_tiles(region, SIZE)
-    empty = [tiles[0], tiles[4]]
-    # Brute force classifies a blank scene's chips too, all alike: here over the threshold.
-    paths = write_region(tmp_path, region, SIZE, mines=12, seed=3, empty_tiles=empty, blank_score=0.9)
+def test_some_cells_without_a_clear_pixel_are_warned_about_and_listed(region, tmp_path, caplog):
+    cells = region_cells(region, SIZE)
+    empty = [cells[0], cells[4]]
+    # Brute force classifies a blank composite's chips too, all alike: here over the threshold.
+    paths = write_region(tmp_path, region, SIZE, mines=12, seed=3, empty_cells=empty, blank_score=0.9)
     with caplog.at_level(logging.WARNING, logger="garimpo.detection.merge"):
         feats, meta = merge_region(paths, region, "synth", SIZE, MODEL_ID, LOW, HIGH)
-    assert meta["tiles_without_data"] == sorted(empty) and meta["tiles_with_data"] == 4 and meta["tiles"] == 6
-    assert feats and not any(set(f["properties"]["tiles"]) & set(empty) for f in feats)  # no blank "mines"
+    assert meta["cells_without_data"] == sorted(empty) and meta["cells_with_data"] == 4 and meta["cells"] == 6
+    assert feats and not any(set(f["properties"]["cells"]) & set(empty) for f in feats)  # no blank "mines"
     assert meta["chips_classified"] > 6000  # the blank chips were classified all the same
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert "region synth: 2 of 6 tiles had no clear pixel in their scene" in warning
-    assert all(t in warning for t in empty) and "'not seen'" in warning
+    assert "region synth: 2 of 6 cells had no clear pixel in their composite" in warning
+    assert all(c in warning for c in empty) and "'not seen'" in warning
     assert "imagery.period" in warning and "imagery.max_cloud_cover" in warning
 
 
 def _fake_snakemake(tmp_path, region, paths):
-    write_tile_list(tmp_path / "tiles.json", "synth", SIZE, region_tiles(region, SIZE))
+    write_cell_list(tmp_path / "cells.json", "synth", SIZE, region_cells(region, SIZE))
     write_geojson(tmp_path / "region.geojson", feature_collection([feature(region, {"name": "synth"})]))
     (tmp_path / "config.json").write_text(json.dumps({"model_id": MODEL_ID, "threshold": LOW}))
     return SimpleNamespace(
         input=SimpleNamespace(
-            tiles=str(tmp_path / "tiles.json"),
-            chips=[str(p) for p in paths],
+            cells=str(tmp_path / "cells.json"),
+            chip_scores=[str(p) for p in paths],
             region=str(tmp_path / "region.geojson"),
             model=str(tmp_path / "config.json"),
         ),
@@ -177,24 +177,24 @@ def _fake_snakemake(tmp_path, region, paths):
 
 
 def test_rule_fails_on_a_region_without_any_clear_pixel_naming_it_and_what_to_do(region, tmp_path):
-    paths = write_region(tmp_path / "chips", region, SIZE, empty_tiles=region_tiles(region, SIZE))
+    paths = write_region(tmp_path / "chips", region, SIZE, empty_cells=region_cells(region, SIZE))
     smk = _fake_snakemake(tmp_path, region, paths)
     with pytest.raises(NoImageryError) as err:
         runpy.run_path(str(SCRIPT), init_globals={"snakemake": smk})
     msg = str(err.value)
-    assert msg.startswith("region synth: none of its 6 tiles had a clear pixel in its scene")
-    for what in ("imagery.period", "imagery.max_cloud_cover", "regions.synth", "logs/tile_scene_synth_*.log"):
+    assert msg.startswith("region synth: none of its 6 cells had a clear pixel in its composite")
+    for what in ("imagery.period", "imagery.max_cloud_cover", "regions.synth", "logs/composite_cell_synth_*.log"):
         assert what in msg
     assert not Path(smk.output[0]).exists()  # no empty "no mining" file for the next rules to publish
 
 
-def test_rule_writes_detections_with_the_tiles_without_data_in_metadata(region, tmp_path):
-    tiles = region_tiles(region, SIZE)
-    paths = write_region(tmp_path / "chips", region, SIZE, mines=12, seed=3, empty_tiles=tiles[:1])
+def test_rule_writes_detections_with_the_cells_without_data_in_metadata(region, tmp_path):
+    cells = region_cells(region, SIZE)
+    paths = write_region(tmp_path / "chips", region, SIZE, mines=12, seed=3, empty_cells=cells[:1])
     smk = _fake_snakemake(tmp_path, region, paths)
     runpy.run_path(str(SCRIPT), init_globals={"snakemake": smk})
     doc = json.loads(Path(smk.output[0]).read_text())
     meta = doc["metadata"]
-    assert meta["tiles_without_data"] == tiles[:1] and meta["tiles_with_data"] == 5
+    assert meta["cells_without_data"] == cells[:1] and meta["cells_with_data"] == 5
     assert meta["attribution"] == "test" and meta["generator"] == "garimpo detection" and doc["features"]
     assert np.isclose(meta["threshold"], LOW) and "no clear pixel" in Path(smk.log[0]).read_text()

@@ -1,4 +1,4 @@
-"""Point ids are unique within each rule's table: each point's tiles are written to a file named by its id.
+"""Point ids are unique within each rule's table: each point's training image is written to a file named by its id.
 
 Two files of the same name (2022/mines.csv, 2023/mines.csv), stems that all become ``points``, two equal
 ``source`` labels and a hard-negatives file named like the random negatives' prefix would otherwise give two

@@ -14,10 +14,10 @@ from garimpo.detection.polygons import (
     dissolve,
     dual_threshold,
     from_geojson,
-    merge_tiles,
+    merge_cells,
     to_geojson,
 )
-from garimpo.geo.cells import region_tiles, tile_cell
+from garimpo.geo.cells import cell_polygons, region_cells
 from garimpo.geo.geojson import reproject
 
 SIZE = 100_000.0
@@ -35,11 +35,11 @@ def feat(geom, score, scene="S2A_T21MXN_20240715", date="2024-07-15", model="seg
 
 def corner():
     """Lon/lat of the corner shared by the four test cells (cells are lon/lat rectangles)."""
-    return tile_cell(WEST, SIZE)[1].bounds[2], tile_cell(WEST, SIZE)[1].bounds[3]
+    return cell_polygons(WEST, SIZE)[1].bounds[2], cell_polygons(WEST, SIZE)[1].bounds[3]
 
 
 def test_clip_keeps_only_the_part_inside_the_cell():
-    _, west = tile_cell(WEST, SIZE)
+    _, west = cell_polygons(WEST, SIZE)
     lon, lat = corner()
     mine = box(lon - 0.01, lat - 0.05, lon + 0.03, lat - 0.04)  # 1/4 in the west cell, 3/4 east
     inside = box(lon - 0.5, lat - 0.5, lon - 0.4, lat - 0.4)
@@ -48,18 +48,18 @@ def test_clip_keeps_only_the_part_inside_the_cell():
     assert [f["properties"]["score"] for f in out] == [0.9, 0.7]
     assert out[0]["geometry"].bounds == pytest.approx((lon - 0.01, lat - 0.05, lon, lat - 0.04))
     assert out[0]["geometry"].area == pytest.approx(mine.area / 4, rel=1e-9)
-    assert out[1]["geometry"].equals(inside) and out[1]["properties"]["tile"] == WEST
+    assert out[1]["geometry"].equals(inside) and out[1]["properties"]["cell"] == WEST
 
 
-def test_mine_straddling_a_tile_edge_becomes_one_polygon_with_its_own_area():
+def test_mine_straddling_a_cell_edge_becomes_one_polygon_with_its_own_area():
     lon, lat = corner()
     mine = box(lon - 0.004, lat - 0.30, lon + 0.006, lat - 0.293)  # ~1.1 km x 0.8 km across the W/E edge
-    # Each tile saw it whole (margin), on its own pixel grid: the east copy has extra vertices.
-    per_tile = {
+    # Each cell's scan saw it whole (margin), on its own pixel grid: the east copy has extra vertices.
+    per_cell = {
         WEST: [feat(mine, 0.9, scene="S2A_west")],
         EAST: [feat(shapely.segmentize(mine, 0.0007), 0.85, scene="S2B_east", date="2024-08-01")],
     }
-    out = merge_tiles(per_tile, SIZE, LOW, HIGH)
+    out = merge_cells(per_cell, SIZE, LOW, HIGH)
     assert len(out) == 1
     f = out[0]
     assert f["geometry"].geom_type == "Polygon" and not f["geometry"].interiors
@@ -67,17 +67,17 @@ def test_mine_straddling_a_tile_edge_becomes_one_polygon_with_its_own_area():
     assert f["geometry"].symmetric_difference(mine).area < 1e-6 * mine.area  # snapped to a 1e-9° grid
     p = f["properties"]
     assert p["id"] == "det-00001" and p["score"] == 0.9 and p["n_parts"] == 1
-    assert p["tiles"] == sorted([WEST, EAST])
+    assert p["cells"] == sorted([WEST, EAST])
     assert p["scene_ids"] == ["S2A_west", "S2B_east"]
     assert (p["date_start"], p["date_end"]) == ("2024-07-15", "2024-08-01")
     assert p["model_id"] == "segformer-b0" and p["config_hash"] == "abc123"
 
 
-def test_each_tile_contributes_only_its_own_cells_view_of_a_straddling_mine():
+def test_each_cell_contributes_only_its_own_view_of_a_straddling_mine():
     lon, lat = corner()
     west_view = box(lon - 0.004, lat - 0.300, lon + 0.006, lat - 0.293)
     east_view = box(lon - 0.003, lat - 0.301, lon + 0.006, lat - 0.293)  # resampled differently: 0.001° taller
-    out = merge_tiles({WEST: [feat(west_view, 0.9)], EAST: [feat(east_view, 0.9)]}, SIZE, LOW, HIGH)
+    out = merge_cells({WEST: [feat(west_view, 0.9)], EAST: [feat(east_view, 0.9)]}, SIZE, LOW, HIGH)
     expected = shapely.union_all(
         [box(lon - 0.004, lat - 0.300, lon, lat - 0.293), box(lon, lat - 0.301, lon + 0.006, lat - 0.293)]
     )
@@ -87,14 +87,14 @@ def test_each_tile_contributes_only_its_own_cells_view_of_a_straddling_mine():
     assert area_ha(shapely.union_all([west_view, east_view])) > 1.005 * area_ha(expected)
 
 
-def test_mine_on_a_four_tile_corner_becomes_one_polygon():
+def test_mine_on_a_four_cell_corner_becomes_one_polygon():
     lon, lat = corner()
     mine = box(lon - 0.005, lat - 0.003, lon + 0.004, lat + 0.006)
-    per_tile = {t: [feat(mine, 0.92)] for t in (WEST, EAST, NORTH_WEST, NORTH_EAST)}
-    out = merge_tiles(per_tile, SIZE, LOW, HIGH)
+    per_cell = {c: [feat(mine, 0.92)] for c in (WEST, EAST, NORTH_WEST, NORTH_EAST)}
+    out = merge_cells(per_cell, SIZE, LOW, HIGH)
     assert len(out) == 1 and out[0]["geometry"].geom_type == "Polygon"
     assert out[0]["properties"]["area_ha"] == pytest.approx(area_ha(mine), rel=1e-6)
-    assert out[0]["properties"]["tiles"] == sorted([WEST, EAST, NORTH_WEST, NORTH_EAST])
+    assert out[0]["properties"]["cells"] == sorted([WEST, EAST, NORTH_WEST, NORTH_EAST])
     assert out[0]["properties"]["n_parts"] == 1
     # Without clipping the four copies would count four times: the merge must not.
     assert out[0]["properties"]["area_ha"] < 1.01 * area_ha(mine)
@@ -106,8 +106,8 @@ def test_dual_threshold_isolated_needs_high_adjacent_parts_need_low():
     lone_strong = box(lon - 0.5, lat - 0.6, lon - 0.496, lat - 0.596)
     pair = [box(lon - 0.4, lat - 0.6, lon - 0.396, lat - 0.596), box(lon - 0.396, lat - 0.6, lon - 0.392, lat - 0.596)]
     below_low = box(lon - 0.3, lat - 0.6, lon - 0.296, lat - 0.596)
-    straddling_weak = box(lon - 0.002, lat - 0.6, lon + 0.002, lat - 0.596)  # one chip seen by both tiles
-    per_tile = {
+    straddling_weak = box(lon - 0.002, lat - 0.6, lon + 0.002, lat - 0.596)  # one chip seen by both cells
+    per_cell = {
         WEST: [
             feat(lone_weak, 0.7),
             feat(lone_strong, 0.85),
@@ -118,7 +118,7 @@ def test_dual_threshold_isolated_needs_high_adjacent_parts_need_low():
         ],
         EAST: [feat(straddling_weak, 0.75)],
     }
-    out = merge_tiles(per_tile, SIZE, LOW, HIGH)
+    out = merge_cells(per_cell, SIZE, LOW, HIGH)
     by_score = {f["properties"]["score"]: f for f in out}
     assert sorted(by_score) == [0.6, 0.85]  # weak lone chip, chip below low and weak straddler dropped
     assert by_score[0.6]["properties"]["n_parts"] == 2
@@ -136,7 +136,7 @@ def test_dual_threshold_isolated_needs_high_adjacent_parts_need_low():
     assert [f["properties"]["score"] for f in dual_threshold(groups, LOW, HIGH)] == [0.8, 0.51]
     # Hysteresis: a group of weak chips with no seed >= HIGH goes too, whatever its size.
     assert [f["properties"]["score"] for f in dual_threshold(groups, LOW, HIGH, require_seed=True)] == [0.8]
-    seeded = merge_tiles(per_tile, SIZE, LOW, HIGH, require_seed=True)
+    seeded = merge_cells(per_cell, SIZE, LOW, HIGH, require_seed=True)
     assert sorted(f["properties"]["score"] for f in seeded) == [0.85]
     with pytest.raises(ValueError):
         dual_threshold(groups, 0.9, 0.5)
@@ -225,27 +225,27 @@ def test_geojson_round_trip_keeps_properties():
 
 
 def test_merge_with_no_detections_is_empty():
-    assert merge_tiles({WEST: [], EAST: [feat(box(-55.5, -4.5, -55.49, -4.49), 0.3)]}, SIZE, LOW, HIGH) == []
+    assert merge_cells({WEST: [], EAST: [feat(box(-55.5, -4.5, -55.49, -4.49), 0.3)]}, SIZE, LOW, HIGH) == []
 
 
 @pytest.mark.shared
-def test_published_outlines_fanned_out_to_tiles_merge_back_without_double_counting(shared_dir):
-    """Amazon Mining Watch's 2024 outlines, handed to every 100 km tile whose cell (+ ~2 km) they touch."""
+def test_published_outlines_fanned_out_to_cells_merge_back_without_double_counting(shared_dir):
+    """Amazon Mining Watch's 2024 outlines, handed to every 100 km cell they touch (with its ~2 km margin)."""
     path = shared_dir / "data/amw/outputs/mining_202400_simplified.geojson"
     outlines = from_geojson(json.loads(path.read_text()))
     for f in outlines:
         f["properties"].update(score=0.9, scene_ids=["amw"], dates=["2024"], model_id="amw", config_hash="-")
     geoms = np.array([f["geometry"] for f in outlines], dtype=object)
-    ids = region_tiles(box(*shapely.total_bounds(geoms)), SIZE)
-    cells = np.array([box(*tile_cell(t, SIZE)[1].buffer(0.02, join_style="mitre").bounds) for t in ids])
+    ids = region_cells(box(*shapely.total_bounds(geoms)), SIZE)
+    cells = np.array([box(*cell_polygons(cid, SIZE)[1].buffer(0.02, join_style="mitre").bounds) for cid in ids])
     cell_idx, geom_idx = shapely.STRtree(geoms).query(cells, predicate="intersects")
-    per_tile: dict = {}
+    per_cell: dict = {}
     for c, g in zip(cell_idx, geom_idx):
-        per_tile.setdefault(ids[c], []).append(outlines[g])
-    n_seen = sum(len(v) for v in per_tile.values())
-    assert n_seen > len(outlines) + 500  # many outlines are seen by two or more tiles
+        per_cell.setdefault(ids[c], []).append(outlines[g])
+    n_seen = sum(len(v) for v in per_cell.values())
+    assert n_seen > len(outlines) + 500  # many outlines are seen by two or more cells
     start = time.perf_counter()
-    merged = merge_tiles(per_tile, SIZE, LOW, HIGH)
+    merged = merge_cells(per_cell, SIZE, LOW, HIGH)
     assert time.perf_counter() - start < 30
     assert len(merged) == len(dissolve(outlines))
     total = sum(f["properties"]["area_ha"] for f in merged)

@@ -18,6 +18,7 @@ from garimpo.detection.proposers import (
 )
 from garimpo.errors import ModelLoadError
 from garimpo.pixels.indices import ndvi
+from garimpo.schema import default
 
 BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
 FOREST = dict(B02=0.02, B03=0.045, B04=0.025, B08=0.30, B11=0.14, B12=0.06)
@@ -221,16 +222,62 @@ class _FakeModel:
 def test_propose_dispatch(scene):
     fake = _FakeModel((128, 128))
     params = {"segformer": {"suspicious_classes": ["barren"], "window": 256}}
-    seg = propose(scene["bands"], "segformer", params, segformer=fake)
+    seg = propose(scene["bands"], "segformer", params, model=fake)
     assert fake.calls[-1] == ((3, 128, 128), ["barren"], {"window": 256})
     assert seg[105:115, 10:20].all() and not seg[scene["mine"]].any()
     spec = propose(scene["bands"], "spectral", params)
-    both = propose(scene["bands"], "union", params, segformer=fake)
+    both = propose(scene["bands"], "union", params, model=fake)
     assert np.array_equal(both, spec | seg)
     with pytest.raises(ValueError, match="method"):
         propose(scene["bands"], "magic", params)
     with pytest.raises(ValueError, match="segformer"):
         propose(scene["bands"], "segformer", {})
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_registered_methods_are_the_schemas_enum():
+    """The schema refuses a method the registry lacks, and the registry holds every method the schema allows."""
+    import yaml
+
+    from garimpo.detection import proposers
+
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "schema.yaml").read_text())
+    enum = schema["properties"]["proposer"]["properties"]["method"]["enum"]
+    assert proposers.METHODS == tuple(enum) == proposers.names()[: len(enum)]
+    for name in proposers.METHODS:
+        p = proposers.get(name)
+        assert p.name == name and p.bands and set(p.bands) <= set(BANDS)
+        # every parameter section is a schema object whose defaults are the schema's
+        if p.section:
+            assert p.defaults() == default(f"proposer.{p.section}")
+    assert proposers.get("union").bands == proposers.SPECTRAL_BANDS and proposers.get("union").needs_model
+
+
+def test_register_refuses_a_taken_name_and_get_an_unknown_one():
+    from garimpo.detection.proposers import Proposer, get, names, register, unregister
+
+    with pytest.raises(ValueError, match="already registered"):
+        register(Proposer("spectral", ("B04",), lambda b, p, m: b["B04"] > 0))
+    with pytest.raises(ValueError, match="unknown proposer method 'nope'.*spectral"):
+        get("nope")
+    toy = register(Proposer("toy", ("B04",), lambda b, p, m: np.asarray(b["B04"]) > 0.1))
+    try:
+        assert "toy" in names() and get("toy") is toy
+    finally:
+        unregister("toy")
+    assert "toy" not in names()
+
+
+def test_decimated_parameters_are_each_proposers_rescale():
+    from garimpo.detection.proposers import scale_params
+
+    assert scale_params({"method": "spectral"}, 1) == {"method": "spectral"}
+    got = scale_params({"spectral": {"bsi_min": 0.1}, "segformer": {"window": 256}}, 2)
+    assert got["spectral"] == {**DEFAULT_SPECTRAL, "bsi_min": 0.1, "forest_context_px": 12}  # round(25 / 2)
+    assert got["segformer"] == {"window": 256}  # the SegFormer runs on what it is given: nothing to rescale
+    assert got["smoothing"] == {"closing_radius_px": 2, "opening_radius_px": 0, "min_area_px": 2, "dilate_px": 1}
 
 
 # ---------------------------------------------------------------- SegFormer
@@ -239,9 +286,8 @@ try:  # torch/transformers are only needed for the model proposer; spectral test
     import torch
 
     from garimpo.detection.segformer import (
-        IMAGENET_MEAN,
-        IMAGENET_STD,
         SegformerProposer,
+        normalise_rgb,
         rgb_from_bands,
         sliding_window_logits,
         suspicious_ids,
@@ -311,11 +357,10 @@ def tiny_segformer_dir(tmp_path_factory):
     )
     model = SegformerForSemanticSegmentation(config)
     opt = torch.optim.Adam(model.parameters(), lr=2e-2)
-    mean, std = IMAGENET_MEAN[:, None, None], IMAGENET_STD[:, None, None]
     model.train()
     for _ in range(20):
         labs = [_blobs(rng, 48) for _ in range(4)]
-        x = torch.tensor(np.stack([(_render(lab, rng) - mean) / std for lab in labs]))
+        x = torch.tensor(np.stack([normalise_rgb(_render(lab, rng)) for lab in labs]))
         y = torch.tensor(np.stack(labs))
         logits = torch.nn.functional.interpolate(model(pixel_values=x).logits, size=(48, 48), mode="bilinear")
         loss = torch.nn.functional.cross_entropy(logits, y)

@@ -23,21 +23,14 @@ from stac_server import StacServer
 from garimpo.errors import InputDataError, NoImageryError
 from garimpo.geo.raster import Grid, read_raster
 from garimpo.imagery import radiometry as R
-from garimpo.imagery.composite import write_composite
-from garimpo.imagery.stac import (
-    ImageryRequest,
-    RetryPolicy,
-    Source,
-    fetch_composite,
-    find_asset,
-    plan_item,
-    provenance,
-    radiometry_record,
-    read_item,
-    select_items,
-    unique_acquisitions,
-)
-from garimpo.training.images import _cache_key, fetch_point_tiles
+from garimpo.imagery.assets import find_asset, plan_item, select_items, unique_acquisitions
+from garimpo.imagery.composite import fetch_composite, write_composite
+from garimpo.imagery.provenance import provenance, radiometry_record
+from garimpo.imagery.read import read_item
+from garimpo.imagery.retry import RetryPolicy
+from garimpo.imagery.sensor import SENTINEL2_L2A
+from garimpo.imagery.stac import ImageryRequest, Source
+from garimpo.training.images import _cache_key, fetch_training_images
 
 BANDS = ("B02", "B03", "B04", "B08")
 RIGHT = {"B02": 0.0200, "B03": 0.0400, "B04": 0.0300, "B08": 0.3000}
@@ -149,8 +142,8 @@ def test_every_recorded_sentinel2_item_gets_its_rule_and_assets(shared_dir):
             asset = item.assets[plan.assets[band]]
             assert "jp2" not in (asset.media_type or "") and not plan.assets[band].endswith("-jp2")
         if "_raster_ext" in path.name:
-            assert plan.radiometry["B04"].nodata == 0 and plan.scl_nodata == 0  # from its raster:bands
-        assert plan.scl in ("SCL", "scl") and find_asset(item, "B8A") in ("B8A", "nir08")
+            assert plan.radiometry["B04"].nodata == 0 and plan.mask_nodata == 0  # from its raster:bands
+        assert plan.mask in ("SCL", "scl") and find_asset(item, "B8A") in ("B8A", "nir08")
         seen.add((feature["collection"], rule))
     assert seen == {
         ("sentinel-2-l2a", "earthsearch:boa_offset_applied"),
@@ -182,7 +175,7 @@ def test_band_names_wavelengths_and_keys():
     """By name (any spelling), by spectrum (nearest centre, common name agreeing), never a multi-band asset."""
     from pystac.extensions.eo import Band
 
-    from garimpo.imagery.stac import band_of
+    from garimpo.imagery.assets import band_of
 
     assert band_of(Band({"name": "B8A"})) == ("B8A", 0) and band_of(Band({"name": "b4"})) == ("B04", 0)
     assert band_of(Band({"name": "nir08", "common_name": "nir08", "center_wavelength": 0.865})) == ("B8A", 1)
@@ -247,22 +240,23 @@ def _assert_right(image: np.ndarray, b04=RIGHT["B04"]):
 
 
 def _all_paths(src: Source, tmp_path: Path) -> dict:
-    """Training tile (fetch_point_tiles), composite (fetch_composite), detection scene (write_composite)."""
-    index = fetch_point_tiles(_centre_point(), src, REQ, 200, tmp_path / "tiles", tmp_path / "cache")
+    """Training image (fetch_training_images), composite in memory (fetch_composite), cell composite
+    (write_composite)."""
+    index = fetch_training_images(_centre_point(), src, REQ, 200, tmp_path / "images", tmp_path / "cache")
     assert index.status.tolist() == ["ok"]
-    tile = read_raster(index.path[0])
+    training_image = read_raster(index.path[0])
     image, used = fetch_composite(src, REQ, CASE_GRID)
-    scene_used = write_composite(tmp_path / "scene.tif", src, REQ, CASE_GRID, block_px=16)
-    with rasterio.open(tmp_path / "scene.tif") as ds:
-        scene, scene_tags = ds.read(), ds.tags()
+    written_used = write_composite(tmp_path / "composite.tif", src, REQ, CASE_GRID, block_px=16)
+    with rasterio.open(tmp_path / "composite.tif") as ds:
+        written, written_tags = ds.read(), ds.tags()
     return {
-        "tile": tile,
+        "training_image": training_image,
         "index": index,
         "image": image,
         "used": used,
-        "scene": scene,
-        "scene_tags": scene_tags,
-        "scene_used": scene_used,
+        "written": written,
+        "written_tags": written_tags,
+        "written_used": written_used,
     }
 
 
@@ -270,12 +264,12 @@ def _all_paths(src: Source, tmp_path: Path) -> dict:
 def test_cases_01_02_as_local_catalog(shared_dir, tmp_path, caplog, name, rule):
     cat, collection = _case(shared_dir, name)
     out = _all_paths(Source.from_config({"kind": "local", "url": str(cat), "collection": collection}), tmp_path)
-    for image in (out["tile"].array, out["image"], out["scene"]):
+    for image in (out["training_image"].array, out["image"], out["written"]):
         _assert_right(image)
-    (record,) = json.loads(out["tile"].tags["radiometry"])
+    (record,) = json.loads(out["training_image"].tags["radiometry"])
     assert record["rule"] == rule and record["item"] == out["used"][0].id
-    assert json.loads(out["scene_tags"]["radiometry"]) == [record]
-    assert provenance(out["used"])["radiometry"][0]["rule"] == rule  # what tile_scene writes into its JSON
+    assert json.loads(out["written_tags"]["radiometry"]) == [record]
+    assert provenance(out["used"])["radiometry"][0]["rule"] == rule  # what composite_cell writes into its JSON
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
@@ -300,13 +294,13 @@ def test_cases_01_02_served_as_earth_search(shared_dir, tmp_path, caplog, name, 
     cat, collection = _case(shared_dir, name)
     with _served(cat, collection) as srv:
         src = Source("earth_search", srv.url, collection, retry=FAST)
-        index = fetch_point_tiles(_centre_point(), src, REQ, 200, tmp_path / "tiles", tmp_path / "cache")
+        index = fetch_training_images(_centre_point(), src, REQ, 200, tmp_path / "images", tmp_path / "cache")
         image, used = fetch_composite(src, REQ, CASE_GRID)
         assert srv.count_path("/assets/") > 0  # read over HTTP, not from the disk
-    tile = read_raster(index.path[0])
-    _assert_right(tile.array)
+    training_image = read_raster(index.path[0])
+    _assert_right(training_image.array)
     _assert_right(image)
-    assert [r["rule"] for r in json.loads(tile.tags["radiometry"])] == [rule]
+    assert [r["rule"] for r in json.loads(training_image.tags["radiometry"])] == [rule]
     assert not [r for r in caplog.records if "implausible" in r.getMessage()]
 
 
@@ -315,14 +309,14 @@ def test_case_03_item_without_scl_is_skipped_and_named(shared_dir, tmp_path, cap
     cat, collection = _case(shared_dir, "03")
     out = _all_paths(Source.from_config({"kind": "local", "url": str(cat), "collection": collection}), tmp_path)
     good, bad = "S2A_MSIL2A_20230710T140000_GOOD", "S2B_MSIL2A_20230705T140000_NOSCL"
-    for image in (out["tile"].array, out["image"], out["scene"]):
+    for image in (out["training_image"].array, out["image"], out["written"]):
         _assert_right(image)  # B04 0.0300: the good item alone (the skipped one has 0.0900)
     skipped = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and bad in r.getMessage()]
     assert skipped and all("SCL" in m for m in skipped)
     assert out["index"].scene_ids[0] == good and [i.id for i in out["used"]] == [good]
-    assert [r["item"] for r in json.loads(out["tile"].tags["radiometry"])] == [good]
-    assert out["scene_tags"]["scene_ids"] == good and [i.id for i in out["scene_used"]] == [good]
-    prov = provenance(out["scene_used"])
+    assert [r["item"] for r in json.loads(out["training_image"].tags["radiometry"])] == [good]
+    assert out["written_tags"]["scene_ids"] == good and [i.id for i in out["written_used"]] == [good]
+    prov = provenance(out["written_used"])
     assert bad not in json.dumps(prov)
 
 
@@ -338,12 +332,12 @@ def test_case_04_one_acquisition_listed_twice_counts_once(shared_dir, tmp_path, 
     caplog.set_level(logging.INFO)
     cat, collection = _case(shared_dir, "04")
     out = _all_paths(Source.from_config({"kind": "local", "url": str(cat), "collection": collection}), tmp_path)
-    for image in (out["tile"].array, out["image"], out["scene"]):
+    for image in (out["training_image"].array, out["image"], out["written"]):
         _assert_right(image, b04=0.0500)  # median of 1300, 1500, 1700 DN less 1000
     kept = {"S2A_21MXN_20230710_1_L2A", "S2B_21MXN_20230720_0_L2A", "S2A_21MXN_20230730_0_L2A"}
     assert set(out["index"].scene_ids[0].split(";")) == kept
-    assert {i.id for i in out["used"]} == kept and {i.id for i in out["scene_used"]} == kept
-    assert len(json.loads(out["tile"].tags["radiometry"])) == 3
+    assert {i.id for i in out["used"]} == kept and {i.id for i in out["written_used"]} == kept
+    assert len(json.loads(out["training_image"].tags["radiometry"])) == 3
     assert any(
         "S2A_21MXN_20230710_0_L2A" in r.getMessage() and "S2A_21MXN_20230710_1_L2A" in r.getMessage()
         for r in caplog.records
@@ -384,7 +378,7 @@ def test_implausible_composite_is_logged_with_its_items(shared_dir, tmp_path, ca
     warned = [r.getMessage() for r in caplog.records if "implausible" in r.getMessage()]
     assert len(warned) == 1 and "S2B_21MXN_20230715_0_L2A (raster:bands)" in warned[0] and "NDVI" in warned[0]
     caplog.clear()
-    write_composite(tmp_path / "scene.tif", src, REQ, CASE_GRID, block_px=8)  # 16 blocks, one warning
+    write_composite(tmp_path / "composite.tif", src, REQ, CASE_GRID, block_px=8)  # 16 blocks, one warning
     assert len([r for r in caplog.records if "implausible" in r.getMessage()]) == 1
 
 
@@ -422,7 +416,7 @@ def test_real_earth_search_cogs_29RKH(shared_dir, tmp_path):
     src = Source.from_config({"kind": "local", "url": str(_catalog_of(item, tmp_path / "cat"))})
     grid = Grid("EPSG:32629", Affine(100, 0, 199980, 0, -100, 2800020), 1098, 1098)  # the stored 100 m grid
     (plan,) = select_items([item], ("B02", "B04", "B08"))
-    assert plan.assets == {"B02": "blue", "B04": "red", "B08": "nir"} and plan.scl == "scl"  # COGs, not -jp2
+    assert plan.assets == {"B02": "blue", "B04": "red", "B08": "nir"} and plan.mask == "scl"  # COGs, not -jp2
     assert {r.rule for r in plan.radiometry.values()} == {"raster:bands"}
     refl, clear = read_item(item, src, ("B02", "B04", "B08"), grid, plan=plan)
     for i, (p1, p50, p99) in enumerate(((1012, 1666, 2639), (2108, 3414, 4424), (2403, 3906, 5072))):
@@ -440,7 +434,7 @@ def _safe_item(granule: Path) -> pystac.Item:
     offsets = {int(e.get("band_id")): float(e.text) for e in mtd.iter("BOA_ADD_OFFSET")}
     quantification = float(next(mtd.iter("BOA_QUANTIFICATION_VALUE")).text)
     # The rule this item will get must be the one ESA's file states.
-    assert set(offsets.values()) == {R.BOA_ADD_OFFSET_DN} and quantification * R.DN_SCALE == 1.0
+    assert set(offsets.values()) == {SENTINEL2_L2A.offset_dn} and quantification * SENTINEL2_L2A.dn_scale == 1.0
     w, n, px, size = 499980, 5900040, 60, 1830
     lon, lat = Transformer.from_crs("EPSG:32629", "EPSG:4326", always_xy=True).transform(
         [w, w + px * size, w + px * size, w], [n - px * size, n - px * size, n, n]
@@ -482,17 +476,20 @@ def test_real_safe_granule_T29UNU_baseline_04_00(shared_dir, tmp_path):
     grid = Grid("EPSG:32629", Affine(60, 0, 499980, 0, -60, 5900040), 1830, 1830)
     bands = ("B02", "B04", "B8A")
     used = write_composite(
-        tmp_path / "scene.tif", src, ImageryRequest(bands, ("2022-10-01", "2022-10-31"), 80.0, cloud_buffer_m=0), grid
+        tmp_path / "composite.tif",
+        src,
+        ImageryRequest(bands, ("2022-10-01", "2022-10-31"), 80.0, cloud_buffer_m=0),
+        grid,
     )  # the detection path, block by block
     assert [u.id for u in used] == [item.id]
-    with rasterio.open(tmp_path / "scene.tif") as ds:
-        scene = ds.read()
+    with rasterio.open(tmp_path / "composite.tif") as ds:
+        written = ds.read()
         assert json.loads(ds.tags()["radiometry"])[0]["rule"] == "processing_baseline>=04.00"
     with rasterio.open(granule / "T29UNU_20221005T115411_SCL_60m.jp2") as ds:
         scl = ds.read(1)
     with rasterio.open(granule / "T29UNU_20221005T115411_B04_60m.jp2") as ds:
         dn04 = ds.read(1)
-    b04, b8a = scene[1], scene[2]
+    b04, b8a = written[1], written[2]
     assert float(np.median(b8a[scl == 4])) == pytest.approx(0.4082, abs=1e-6)
     assert float(np.median(b04[scl == 6])) == pytest.approx(0.0119, abs=1e-6)
     assert np.isnan(b04[dn04 == 0]).all() and (dn04 == 0).mean() == pytest.approx(0.404, abs=0.001)

@@ -6,8 +6,10 @@ from affine import Affine
 from conftest import EPSG, ORIGIN
 
 from garimpo.errors import NoImageryError
-from garimpo.geo.raster import Grid, read_raster, tile_grid, utm_epsg, write_raster
-from garimpo.imagery.stac import ImageryRequest, Source, composite, fetch_composite, plan_item, search_items
+from garimpo.geo.raster import Grid, point_grid, read_raster, utm_epsg, write_raster
+from garimpo.imagery.assets import plan_item
+from garimpo.imagery.composite import composite, fetch_composite
+from garimpo.imagery.stac import ImageryRequest, Source, search_items
 
 
 def test_utm_epsg_for_amazon_points():
@@ -17,8 +19,8 @@ def test_utm_epsg_for_amazon_points():
     assert utm_epsg(-72.5, -9.0) == 32718  # Acre
 
 
-def test_tile_grid_is_centred_and_snapped():
-    g = tile_grid(-56.3, -6.2, 5000, 10)
+def test_point_grid_is_centred_and_snapped():
+    g = point_grid(-56.3, -6.2, 5000, 10)
     assert (g.width, g.height) == (500, 500)
     assert g.crs == "EPSG:32721"
     assert g.transform.c % 10 == 0 and g.transform.f % 10 == 0
@@ -49,7 +51,7 @@ def test_static_search_filters_cloud_and_period(tiny_catalog):
     assert [i.id for i in items] == ["S2A_OLD", "S2B_NEW"]  # sorted by cloud cover
     assert [i.id for i in search_items(src, [-180, -90, 180, 90], ["2021-01-01", "2025-12-31"], 6)] == ["S2A_OLD"]
     assert [i.id for i in search_items(src, [-180, -90, 180, 90], ["2023-01-01", "2025-12-31"], 20)] == ["S2B_NEW"]
-    acre = tile_grid(-72.5, -9.0, 1000).bbox_lonlat()  # far from the items
+    acre = point_grid(-72.5, -9.0, 1000).bbox_lonlat()  # far from the items
     assert search_items(src, acre, ["2021-01-01", "2025-12-31"], 20) == []
 
 
@@ -102,7 +104,7 @@ def test_earth_search_asset_keys_found_and_no_collection_name_rule():
     import pystac
 
     from garimpo.errors import InputDataError
-    from garimpo.imagery.stac import find_asset
+    from garimpo.imagery.assets import find_asset
 
     item = pystac.Item("x", None, None, datetime(2023, 7, 1, tzinfo=UTC), {})
     for key in ("blue", "red", "nir", "nir08", "scl"):
@@ -124,26 +126,26 @@ def test_earth_search_asset_keys_found_and_no_collection_name_rule():
 
 
 def test_clear_mask_buffers_clouds_not_nodata():
-    from garimpo.imagery.stac import clear_mask
+    from garimpo.imagery.sensor import SENTINEL2_L2A
 
     scl = np.full((9, 9), 4, np.uint8)
     scl[4, 4] = 9  # one cloudy pixel
     scl[0, 0] = 0  # no data
-    m0 = clear_mask(scl, 0)
+    m0 = SENTINEL2_L2A.clear_mask(scl, 0)
     assert m0.sum() == 79 and not m0[4, 4] and not m0[0, 0]
-    m1 = clear_mask(scl, 1)
+    m1 = SENTINEL2_L2A.clear_mask(scl, 1)
     assert m1.sum() == 81 - 5 - 1  # the cross of radius 1 around the cloud, plus the nodata pixel
     assert m1[0, 1] and not m1[3, 4] and m1[3, 3]
 
 
-def test_tile_cache_resumes_and_is_not_stale(tiny_catalog, tmp_path):
-    """A second fetch reuses the cached tile; a rewritten catalog is fetched afresh."""
+def test_training_image_cache_resumes_and_is_not_stale(tiny_catalog, tmp_path):
+    """A second fetch reuses the cached training image; a rewritten catalog is fetched afresh."""
     import os
     import time
 
     import pandas as pd
 
-    from garimpo.training.images import fetch_point_tiles
+    from garimpo.training.images import fetch_training_images
 
     path, _ = tiny_catalog
     src = Source.from_config({"kind": "local", "url": str(path)})
@@ -152,21 +154,21 @@ def test_tile_cache_resumes_and_is_not_stale(tiny_catalog, tmp_path):
     lon = (g.bbox_lonlat()[0] + g.bbox_lonlat()[2]) / 2
     lat = (g.bbox_lonlat()[1] + g.bbox_lonlat()[3]) / 2
     pts = pd.DataFrame({"point_id": ["p1"], "lon": [lon], "lat": [lat], "source": ["t"], "name": [""]})
-    idx = fetch_point_tiles(pts, src, req, 200, tmp_path / "out", tmp_path / "cache")
+    idx = fetch_training_images(pts, src, req, 200, tmp_path / "out", tmp_path / "cache")
     assert idx.status.tolist() == ["ok"] and idx.scene_ids[0] == "S2A_OLD;S2B_NEW"
     cached = list((tmp_path / "cache").glob("*.tif"))
     assert len(cached) == 1
-    fetch_point_tiles(pts, src, req, 200, tmp_path / "out", tmp_path / "cache")
+    fetch_training_images(pts, src, req, 200, tmp_path / "out", tmp_path / "cache")
     assert list((tmp_path / "cache").glob("*.tif")) == cached  # reused, nothing refetched
     time.sleep(0.01)
     for item_json in path.parent.rglob("S2B_NEW.json"):
         os.utime(item_json)  # the scene was reprocessed
-    fetch_point_tiles(pts, src, req, 200, tmp_path / "out", tmp_path / "cache")
+    fetch_training_images(pts, src, req, 200, tmp_path / "out", tmp_path / "cache")
     assert len(list((tmp_path / "cache").glob("*.tif"))) == 2
 
 
 def test_window_across_utm_zones_is_seamless(tmp_path):
-    """Two granules in zones 21S and 22S, pixel values a smooth function of longitude: a tile across the
+    """Two granules in zones 21S and 22S, pixel values a smooth function of longitude: an image across the
     zone edge (-54 degrees) read through the warped path shows no seam, gap or jump."""
     from datetime import datetime
 
@@ -198,7 +200,7 @@ def test_window_across_utm_zones_is_seamless(tmp_path):
     catalog.normalize_hrefs(str(tmp_path / "cat"))
     catalog.save(pystac.CatalogType.SELF_CONTAINED)
     src = Source.from_config({"kind": "local", "url": str(tmp_path / "cat" / "catalog.json")})
-    grid = tile_grid(-54.0, -6.0, 1000)  # centred on the zone edge, in zone 22 (the edge belongs to the east)
+    grid = point_grid(-54.0, -6.0, 1000)  # centred on the zone edge, in zone 22 (the edge belongs to the east)
     image, used = fetch_composite(src, ImageryRequest(("B04",), ("2023-01-01", "2023-12-31"), 20), grid)
     assert {u.id for u in used} == {"T21", "T22"}
     band = image[0]
@@ -211,7 +213,7 @@ def test_window_across_utm_zones_is_seamless(tmp_path):
 
 
 def test_blockwise_composite_equals_whole_grid_composite(tiny_catalog, tmp_path):
-    """Written block by block (bounded memory), the scene is the same as composited at once."""
+    """Written block by block (bounded memory), the composite is the same as composited at once."""
     import rasterio
 
     from garimpo.imagery.composite import write_composite
@@ -224,7 +226,7 @@ def test_blockwise_composite_equals_whole_grid_composite(tiny_catalog, tmp_path)
     req = ImageryRequest(("B04", "B08"), ("2021-01-01", "2025-12-31"), 20, "median")
     assert req.cloud_buffer_m == 100
     whole, used = fetch_composite(src, req, grid)
-    out = tmp_path / "scene.tif"
+    out = tmp_path / "composite.tif"
     blocks_used = write_composite(out, src, req, grid, block_px=24)
     with rasterio.open(out) as ds:
         assert [d for d in ds.descriptions] == ["B04", "B08"]
@@ -232,7 +234,7 @@ def test_blockwise_composite_equals_whole_grid_composite(tiny_catalog, tmp_path)
         assert ds.tags()["scene_ids"] == ";".join(i.id for i in used)
         assert ds.compression.name.lower() == "zstd"  # the detect stage decodes every pixel: the faster codec
     assert [i.id for i in blocks_used] == [i.id for i in used]
-    # No scene in the period: an error, or an all-NaN scene when a region-wide run must go on.
+    # No scene in the period: an error, or an all-NaN composite when a region-wide run must go on.
     empty = ImageryRequest(("B04",), ("2019-01-01", "2019-12-31"), 20)
     with pytest.raises(NoImageryError):
         write_composite(tmp_path / "none.tif", src, empty, grid)

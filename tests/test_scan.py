@@ -1,4 +1,4 @@
-"""Streaming two-stage scan (garimpo.detection.scan), the bench tile generator and the bench's JSON line."""
+"""Streaming two-stage scan (garimpo.detection.scan), the bench granule generator and the bench's JSON line."""
 
 import json
 import sys
@@ -12,27 +12,14 @@ import torch
 from torch import nn
 
 from garimpo.classifier.infer import predict_proba
-from garimpo.detection.chip_scores import extract_chip, prepare_chips
+from garimpo.detection.batching import Batch, prefetch, rebatch
+from garimpo.detection.candidates import block_mean_nan
+from garimpo.detection.chip_scores import ChipScores, chip_polygons
+from garimpo.detection.chips import extract_chip, match_chips, prepare_chips
+from garimpo.detection.lattice import Lattice, boxes_touching, chips_touching, count_in_box, iter_blocks
 from garimpo.detection.proposers import propose
-from garimpo.detection.scan import (
-    Lattice,
-    ScanResult,
-    _Batch,
-    band_indexes,
-    block_mean_nan,
-    boxes_touching,
-    brute_force_scan,
-    chip_polygons,
-    chips_touching,
-    count_in_box,
-    iter_blocks,
-    match_chips,
-    prefetch,
-    read_reflectance,
-    rebatch,
-    two_stage_scan,
-)
-from garimpo.geo.raster import read_raster, write_raster
+from garimpo.detection.scan import brute_force_scan, two_stage_scan
+from garimpo.geo.raster import band_indexes, read_bands, read_raster, write_raster
 from garimpo.synthetic import bench_world as bw
 
 BANDS = ["B02", "B03", "B04", "B08", "B11", "B12"]
@@ -75,13 +62,13 @@ def _render(size, seed=3, mined=0.03):
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    """A 700 x 620 px float reflectance scene (like the scene rule writes) with mines and look-alikes."""
+def composite(tmp_path_factory):
+    """A 700 x 620 px float reflectance composite (as composite_cell writes) with mines and look-alikes."""
     d = tmp_path_factory.mktemp("scan")
     lay, refl = _render(720)
     refl = refl[:, :700, :620].copy()
     refl[:, :3, :40] = np.nan  # a little nodata
-    path = write_raster(d / "scene.tif", refl, bw.CRS, lay.transform, BANDS)
+    path = write_raster(d / "composite.tif", refl, bw.CRS, lay.transform, BANDS)
     return path, lay
 
 
@@ -119,8 +106,8 @@ def test_blocks_cover_every_lattice_chip_exactly_once(shape, block, halo):
     assert cols.max() + 48 >= shape[1] > cols.max() + 48 - 24 or shape[1] <= 48
 
 
-def test_match_chips_equals_prepare_chips(scene):
-    path, _ = scene
+def test_match_chips_equals_prepare_chips(composite):
+    path, _ = composite
     r = read_raster(path)
     windows = [(0, 0), (-10, 600), (24, 48), (300, 200), (680, 610), (500, 24)]  # edges: NaN outside
     ref = prepare_chips(r, windows, 48, STATS, BANDS)
@@ -131,8 +118,8 @@ def test_match_chips_equals_prepare_chips(scene):
     np.testing.assert_allclose(fast, ref, rtol=1e-5, atol=1e-6)
 
 
-def test_streaming_scan_equals_scoring_the_whole_image(scene, model):
-    path, _ = scene
+def test_streaming_scan_equals_scoring_the_whole_image(composite, model):
+    path, _ = composite
     res = brute_force_scan(
         path, model, META, block_px=200, halo=40, channels_last=False, exact_match=True, batch_size=97
     )
@@ -151,8 +138,8 @@ def test_streaming_scan_equals_scoring_the_whole_image(scene, model):
     np.testing.assert_allclose([got_fast[k] for k in want], list(want.values()), atol=1e-4)
 
 
-def test_two_stage_scores_the_candidate_subset_of_brute_force(scene, model):
-    path, _ = scene
+def test_two_stage_scores_the_candidate_subset_of_brute_force(composite, model):
+    path, _ = composite
     brute = brute_force_scan(path, model, META, block_px=480)
     # At 10 m, every chip touching a candidate: the reference the whole-image proposer gives.
     two = two_stage_scan(path, model, META, block_px=192, select="any", decimate=1)
@@ -171,10 +158,10 @@ def test_two_stage_scores_the_candidate_subset_of_brute_force(scene, model):
     assert two.candidate_pixels == int(mask.sum())
 
 
-def test_two_stage_centre_selection_sees_every_candidate_pixel_once(scene, model):
-    from garimpo.detection.scan import centre_boxes
+def test_two_stage_centre_selection_sees_every_candidate_pixel_once(composite, model):
+    from garimpo.detection.lattice import centre_boxes
 
-    path, _ = scene
+    path, _ = composite
     anyc = two_stage_scan(path, model, META, block_px=192, select="any", decimate=1)
     cen = two_stage_scan(path, model, META, block_px=192, select="centre", decimate=1)
     a, c = set(_key(anyc.rows, anyc.cols)), set(_key(cen.rows, cen.cols))
@@ -196,8 +183,42 @@ def test_two_stage_centre_selection_sees_every_candidate_pixel_once(scene, model
     assert sel == c
 
 
-def test_two_stage_decimated_proposer_runs_and_keeps_most_chips(scene, model):
-    path, _ = scene
+def test_a_proposer_registered_at_run_time_drives_the_scan(composite, model):
+    """A new proposer is one ``register`` call: the scan finds it by name, reads its bands, selects its chips."""
+    from garimpo.detection.proposers import Proposer, register, unregister
+
+    def bright_red(bands, params, proposer_model):
+        return np.asarray(bands["B04"]) > 0.1
+
+    path, _ = composite
+    r = read_raster(path)
+    register(Proposer("toy_bright_red", ("B04",), bright_red))
+    try:
+        got = two_stage_scan(
+            path, model, META, proposer={"method": "toy_bright_red"}, block_px=192, select="any", decimate=1
+        )
+        mask = propose({"B04": r.array[r.band_names.index("B04")]}, "toy_bright_red")
+    finally:
+        unregister("toy_bright_red")
+    lat = Lattice(700, 620, 48, 24)
+    rows, cols = lat.origins()
+    keep = chips_touching(mask, rows, cols, 48)
+    assert 0 < got.chips_classified < lat.size
+    assert set(_key(got.rows, got.cols)) == set(_key(rows[keep], cols[keep]))
+    assert got.candidate_pixels == int(mask.sum())
+    spectral = two_stage_scan(path, model, META, block_px=192, select="any", decimate=1)
+    assert set(_key(spectral.rows, spectral.cols)) != set(_key(got.rows, got.cols))
+    with pytest.raises(ValueError, match="toy_bright_red"):  # gone with unregister
+        two_stage_scan(path, model, META, proposer={"method": "toy_bright_red"})
+
+
+def test_a_proposer_that_needs_a_model_is_refused_without_one_before_reading(tmp_path, model):
+    with pytest.raises(ValueError, match="proposer_model"):
+        two_stage_scan(tmp_path / "absent.tif", model, META, proposer={"method": "union"})
+
+
+def test_two_stage_decimated_proposer_runs_and_keeps_most_chips(composite, model):
+    path, _ = composite
     full = two_stage_scan(path, model, META)
     dec = two_stage_scan(path, model, META, decimate=2)
     a, b = set(_key(full.rows, full.cols)), set(_key(dec.rows, dec.cols))
@@ -208,9 +229,9 @@ def test_integer_dn_raster_reads_as_reflectance(tmp_path):
     lay, refl = _render(256, seed=5)
     path = tmp_path / "dn.tif"
     lay.size = 256
-    bw.write_tile(path, lay, block=256)  # one block: the same per-block noise as the render above
+    bw.write_granule(path, lay, block=256)  # one block: the same per-block noise as the render above
     with rasterio.open(path) as src:
-        got = read_reflectance(src, band_indexes(src, BANDS), rasterio.windows.Window(0, 0, 256, 256))
+        got = read_bands(src, band_indexes(src, BANDS), rasterio.windows.Window(0, 0, 256, 256))
         assert src.dtypes[0] == "uint16" and src.nodata == 0
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, np.clip(refl, 1e-4, None), atol=0.6e-4)
@@ -230,7 +251,7 @@ def test_bench_tile_blocks_join_without_seams():
 def test_scan_memory_is_bounded_by_the_block_not_the_raster(tmp_path, model):
     size = 1920
     lay = bw.make_layout(size, 4)
-    path = bw.write_tile(tmp_path / "big.tif", lay, block=960)
+    path = bw.write_granule(tmp_path / "big.tif", lay, block=960)
     raster_bytes = size * size * 6 * 4  # float32 reflectance of the whole raster: ~88 MB
     tracemalloc.start()
     # batches are the same size in every block (rebatch), so they are small here like the blocks
@@ -248,8 +269,7 @@ def test_chip_polygons_union_of_positive_chips_clipped_to_the_raster():
     from affine import Affine
 
     tr = Affine(10, 0, 1000, 0, -10, 5000)
-    res = ScanResult(
-        "t",
+    res = ChipScores(
         np.array([0, 0, 24, 192, 96]),
         np.array([0, 24, 24, 192, 96]),
         np.array([0.9, 0.8, 0.7, 0.95, 0.1], np.float32),
@@ -259,9 +279,6 @@ def test_chip_polygons_union_of_positive_chips_clipped_to_the_raster():
         230,
         "EPSG:32721",
         tr,
-        5,
-        5,
-        1.0,
     )
     polys = chip_polygons(res, 0.5)
     assert len(polys) == 2
@@ -274,6 +291,7 @@ def test_chip_polygons_union_of_positive_chips_clipped_to_the_raster():
     assert chip_polygons(res, 0.99) == []
 
 
+@pytest.mark.slow  # the bench end to end: trains its model, runs both scans in subprocesses (~2 min)
 def test_bench_prints_a_json_line_with_the_keys(tmp_path):
     import subprocess
 
@@ -312,8 +330,8 @@ def test_bench_prints_a_json_line_with_the_keys(tmp_path):
         "two_stage_classifier_calls",
         "relative_recall",
         "peak_rss_mb",
-        "tile_px",
-        "tile_km2",
+        "granule_px",
+        "granule_km2",
         "threads",
         "brute_recall",
         "two_stage_recall",
@@ -325,7 +343,7 @@ def test_bench_prints_a_json_line_with_the_keys(tmp_path):
     assert got["two_stage_classifier_calls"] <= got["brute_classifier_calls"]
     assert 0 < got["peak_rss_mb"] < 2048
     assert got["two_stage_chips_in_brute"]
-    assert (tmp_path / "tile_480_seed7.tif").exists() and (tmp_path / "bench_resnet34_48px.pth").exists()
+    assert (tmp_path / "granule_480_seed7.tif").exists() and (tmp_path / "bench_resnet34_48px.pth").exists()
     # the proposers, the stand-in SegFormer included (trained for 2 s here)
     assert set(got["proposers"]) == {"spectral", "segformer", "union"}
     for m in got["proposers"].values():
@@ -377,7 +395,7 @@ def _batches(sizes, cand=1):
         r = np.arange(start, start + n)
         start += n
         chips = np.broadcast_to(r[:, None, None, None].astype(np.float32), (n, 2, 3, 3)).copy()
-        yield _Batch(r, -r, chips if n else None, cand, 1)
+        yield Batch(r, -r, chips if n else None, cand, 1)
 
 
 def test_rebatch_keeps_every_chip_in_order_in_fixed_size_batches():

@@ -9,17 +9,13 @@ import pytest
 from conftest import EPSG, ORIGIN, make_item
 from stac_server import StacServer
 
+from garimpo.errors import ImageryAccessError
 from garimpo.geo.raster import Grid
-from garimpo.imagery.stac import (
-    ImageryAccessError,
-    ImageryRequest,
-    RetryPolicy,
-    Source,
-    fetch_composite,
-    provenance,
-    redact,
-    search_items,
-)
+from garimpo.imagery.composite import fetch_composite
+from garimpo.imagery.provenance import provenance
+from garimpo.imagery.redact import redact
+from garimpo.imagery.retry import RetryPolicy
+from garimpo.imagery.stac import ImageryRequest, Source, search_items
 
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, timeout=5.0)
 REFL = {"B02": 0.02, "B03": 0.045, "B04": 0.025, "B08": 0.30, "B11": 0.14, "B12": 0.06}
@@ -211,8 +207,8 @@ def test_window_read_fetches_a_small_fraction_of_a_granule(tmp_path):
     from conftest import write_band_cog
     from rasterio.enums import Resampling
 
-    from garimpo.geo.raster import tile_grid
-    from garimpo.imagery.stac import read_asset
+    from garimpo.geo.raster import point_grid
+    from garimpo.imagery.read import read_asset
 
     n = 10980
     rng = np.random.default_rng(0)
@@ -223,7 +219,7 @@ def test_window_read_fetches_a_small_fraction_of_a_granule(tmp_path):
     del band
     size = path.stat().st_size
     lon, lat = grid().bbox_lonlat()[:2]  # a point inside the granule, near its north-west corner
-    window = tile_grid(lon + 0.2, lat - 0.2, 5000)
+    window = point_grid(lon + 0.2, lat - 0.2, 5000)
     with StacServer([], asset_root=tmp_path / "assets") as srv:
         arr, nodata = read_asset(f"{srv.url}/assets/B04.tif", window, Resampling.bilinear)
         sent = srv.asset_bytes_sent

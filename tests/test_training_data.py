@@ -12,10 +12,10 @@ from garimpo.classifier.evaluation import load_chip_set
 from garimpo.errors import EmptyRegionError, InputDataError
 from garimpo.geo.geojson import EARTH_RADIUS_M, geodesic_area_ha
 from garimpo.geo.raster import read_raster, write_raster
-from garimpo.pixels.matching import stretch_to_reference, tile_percentiles
+from garimpo.pixels.matching import image_percentiles, stretch_to_reference
 from garimpo.pixels.stats import BandReservoir, band_statistics
 from garimpo.training.augment import AugmentParams, augment
-from garimpo.training.images import import_local_images, match_tiles, split_and_augment, write_chip_manifest
+from garimpo.training.images import import_local_images, match_training_images, split_and_augment, write_chip_manifest
 from garimpo.training.negatives import sample_negative_points, sampling_area
 from garimpo.training.points import check_coordinates, load_points
 from garimpo.training.split import assign_split, held_out, spatial_groups
@@ -90,7 +90,7 @@ def test_band_statistics_small_stream_exact():
     b[0, 0, 0] = np.nan
     stats = band_statistics([(a, ["B04"]), (b, ["B04"])], sample_size=1000)
     s = stats["bands"]["B04"]
-    assert stats["n_tiles"] == 2 and s["n_samples"] == 199  # NaN ignored, everything fits the reservoir
+    assert stats["n_images"] == 2 and s["n_samples"] == 199  # NaN ignored, everything fits the reservoir
     assert s["p2"] == pytest.approx(np.percentile(np.concatenate([a.ravel(), b.ravel()[1:]]), 2))
 
 
@@ -98,7 +98,7 @@ def test_stretch_maps_percentiles_onto_reference():
     rng = np.random.default_rng(0)
     arr = rng.uniform(0.1, 0.5, (2, 50, 50)).astype(np.float32)
     out = stretch_to_reference(arr, np.array([0.0, 1.0]), np.array([1.0, 3.0]))
-    lo, hi = tile_percentiles(out)
+    lo, hi = image_percentiles(out)
     np.testing.assert_allclose(lo, [0.0, 1.0], atol=1e-5)
     np.testing.assert_allclose(hi, [1.0, 3.0], atol=1e-5)
     flat = np.full((1, 5, 5), 0.3, np.float32)
@@ -147,7 +147,7 @@ def test_augment_colour_balance():
         grey = np.nanmean(arr[:, 1:, :], axis=0)
         np.testing.assert_allclose(np.nanmean(out[:, 1:, :], axis=0), grey, atol=1e-6)  # brightness kept
         factor = (out[:, 1:, :] - grey) / (arr[:, 1:, :] - grey)
-        assert 0.7 <= factor.min() and factor.max() <= 1.3 and np.ptp(factor) < 1e-3  # one factor a tile
+        assert 0.7 <= factor.min() and factor.max() <= 1.3 and np.ptp(factor) < 1e-3  # one factor an image
         assert np.isnan(out[:, 0, 0]).all() and np.isnan(out[1, 0, 1]) and not np.isnan(out[[0, 2], 0, 1]).any()
     assert AugmentParams().band_gain == 0 and AugmentParams().saturation == 0  # off in the method
 
@@ -207,7 +207,7 @@ def test_held_out_sources_form_the_test_split():
     for g in groups[split != "test"].unique():  # whole source groups on one side
         assert split[(groups == g) & (split != "test")].nunique() == 1
     assert held_out(["a_bolivar", "amazon", None], ["bolivar", "^ama"]).tolist() == [True, True, False]
-    with pytest.raises(ValueError, match="every tile"):
+    with pytest.raises(ValueError, match="every training image"):
         assign_split(df, 0.3, 20_000, test_sources=["."])
     with pytest.raises(ValueError, match="regular expression"):
         held_out(["a"], ["("])
@@ -279,7 +279,7 @@ def test_match_split_augment_pipeline(tmp_path):
             p = _tile(tmp_path / cls / f"{cls}{i}.tif", 0.1 if cls == "pos" else 0.3)
             rows.append(
                 {
-                    "tile_id": f"{cls}{i}",
+                    "image_id": f"{cls}{i}",
                     "path": str(p),
                     "lon": -56 + i * 0.5,
                     "lat": -6.0,
@@ -292,9 +292,9 @@ def test_match_split_augment_pipeline(tmp_path):
                 }
             )
     idx = pd.DataFrame(rows)
-    pos = match_tiles(idx[idx.cls == "pos"].drop(columns="cls"), stats, tmp_path / "m" / "pos")
-    neg = match_tiles(idx[idx.cls == "neg"].drop(columns="cls"), stats, tmp_path / "m" / "neg")
-    lo, hi = tile_percentiles(read_raster(pos.path[0]).array)
+    pos = match_training_images(idx[idx.cls == "pos"].drop(columns="cls"), stats, tmp_path / "m" / "pos")
+    neg = match_training_images(idx[idx.cls == "neg"].drop(columns="cls"), stats, tmp_path / "m" / "neg")
+    lo, hi = image_percentiles(read_raster(pos.path[0]).array)
     np.testing.assert_allclose(lo, 0.0, atol=1e-5)
     np.testing.assert_allclose(hi, 1.0, atol=1e-5)
     table = split_and_augment(pos, neg, stats, tmp_path / "pa", tmp_path / "na", 0.3, 10_000, AugmentParams(copies=2))
@@ -303,7 +303,7 @@ def test_match_split_augment_pipeline(tmp_path):
     aug = table[table.augmented]
     assert (aug.split == "train").all()
     assert len(aug) == 2 * (originals.split == "train").sum()
-    # No augmented copy of a validation tile exists anywhere.
+    # No augmented copy of a validation image exists anywhere.
     val_stems = {p.split("/")[-1][:-4] for p in originals[originals.split == "val"].path}
     assert not any(p.split("/")[-1].rsplit("_aug", 1)[0] in val_stems for p in aug.path)
     # Several writer threads save the same copies (the random draws stay in table order).
@@ -345,7 +345,7 @@ def test_matching_can_leave_tiles_as_they_are(tmp_path):
     idx = pd.DataFrame(
         [
             {
-                "tile_id": "t",
+                "image_id": "t",
                 "path": str(p),
                 "lon": -56.0,
                 "lat": -6.0,
@@ -357,12 +357,12 @@ def test_matching_can_leave_tiles_as_they_are(tmp_path):
             }
         ]
     )
-    kept = match_tiles(idx, stats, tmp_path / "kept", per_tile=False)
+    kept = match_training_images(idx, stats, tmp_path / "kept", per_chip=False)
     np.testing.assert_array_equal(read_raster(kept.path[0]).array, read_raster(p).array)
-    stretched = match_tiles(idx, stats, tmp_path / "stretched")
+    stretched = match_training_images(idx, stats, tmp_path / "stretched")
     assert not np.allclose(read_raster(stretched.path[0]).array, read_raster(p).array)
     # Evaluation reads chips the way the model was trained.
-    np.testing.assert_allclose(read_chip(p, ["B04"], stats, per_tile=False)[0], read_raster(p).array[2], atol=1e-7)
+    np.testing.assert_allclose(read_chip(p, ["B04"], stats, per_chip=False)[0], read_raster(p).array[2], atol=1e-7)
     np.testing.assert_allclose(read_chip(p, ["B04"], stats)[0], read_raster(stretched.path[0]).array[2], atol=1e-6)
 
 
@@ -405,7 +405,7 @@ def test_local_images_take_their_source_from_a_manifest(tmp_path):
     idx = import_local_images(
         [{"path": root / "positive", "encoding": "amw_l1c_rgb", "pixel_size_m": 10}], tmp_path / "out"
     )
-    assert dict(zip(idx.tile_id.str[-1], idx.source)) == {"a": "listA", "b": "positive"}  # b: not in the manifest
+    assert dict(zip(idx.image_id.str[-1], idx.source)) == {"a": "listA", "b": "positive"}  # b: not in the manifest
 
 
 def test_no_point_files_is_an_empty_table():

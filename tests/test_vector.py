@@ -16,9 +16,9 @@ import shapely
 from shapely.geometry import LinearRing, MultiPolygon, Polygon, box
 
 from garimpo.detection.polygons import to_geojson
-from garimpo.errors import InputDataError
-from garimpo.geo.cells import region_tiles
-from garimpo.geo.coordinates import CoordinateError, parse_coordinate
+from garimpo.errors import CoordinateError, InputDataError
+from garimpo.geo.cells import region_cells
+from garimpo.geo.coordinates import parse_coordinate
 from garimpo.geo.geojson import feature, feature_collection, geodesic_area_ha, reproject, write_geojson
 from garimpo.geo.tables import sniff_delimiter
 from garimpo.geo.vector import (
@@ -98,7 +98,7 @@ def test_sirgas_utm_area_as_a_region(shared_dir):
     region = read_region(shared_dir / CASES / "area_sirgas2000_utm21s.geojson", key="regions.utm")
     assert geodesic_area_ha(region) == pytest.approx(SQUARE_HA, abs=0.1)
     assert region.bounds == pytest.approx((-55.3, -6.6, -55.1, -6.4), abs=1e-6)
-    assert len(region_tiles(region, 100_000)) >= 1  # was an OverflowError
+    assert len(region_cells(region, 100_000)) >= 1  # was an OverflowError
 
 
 @pytest.mark.shared

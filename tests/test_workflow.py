@@ -56,36 +56,36 @@ def test_every_stage_output_exists(demo_run):
     expected = [
         "results/points/positive.csv",
         "results/points/positive_rejected.csv",
-        "results/tiles/positive_index.csv",
+        "results/training_images/positive_index.csv",
         "results/stats/positive.json",
         "results/points/negative.csv",
-        "results/tiles/negative_index.csv",
-        "results/tiles/matched/positive_index.csv",
-        "results/tiles/matched/negative_index.csv",
+        "results/training_images/negative_index.csv",
+        "results/training_images/matched/positive_index.csv",
+        "results/training_images/matched/negative_index.csv",
         "results/split.csv",
         "results/models/classifier/best_model.pth",
         "results/models/classifier/final_model.pth",
         "results/models/classifier/training_history.json",
         "results/models/classifier/config.json",
         "results/models/classifier/training_curves.png",
-        "results/regions/demo/tiles.json",
+        "results/regions/demo/cells.json",
         "results/stats/demo_protected_areas.png",
         *TARGETS,
     ]
     missing = [p for p in expected if not (demo_run / p).is_file()]
     assert not missing
-    # The demo region fans out over several tiles, each with its scene and its chip scores.
-    tiles = json.loads((demo_run / "results/regions/demo/tiles.json").read_text())["tiles"]
-    assert len(tiles) >= 2
-    for tile in tiles:
-        assert (demo_run / f"results/regions/demo/scenes/{tile}.tif").is_file()
-        assert (demo_run / f"results/regions/demo/chips/{tile}.npz").is_file()
-    assert any((demo_run / "results/tiles/pos_augmented").glob("*.tif"))
-    assert any((demo_run / "results/tiles/neg_augmented").glob("*.tif"))
+    # The demo region fans out over several grid cells, each with its composite and its chip scores.
+    cells = json.loads((demo_run / "results/regions/demo/cells.json").read_text())["cells"]
+    assert len(cells) >= 2
+    for cell in cells:
+        assert (demo_run / f"results/regions/demo/composites/{cell}.tif").is_file()
+        assert (demo_run / f"results/regions/demo/chip_scores/{cell}.npz").is_file()
+    assert any((demo_run / "results/training_images/pos_augmented").glob("*.tif"))
+    assert any((demo_run / "results/training_images/neg_augmented").glob("*.tif"))
     stats = json.loads((demo_run / "results/stats/positive.json").read_text())
     assert set(stats["bands"]) == {"B02", "B03", "B04", "B08", "B11", "B12"}
     assert all(b["p2"] < b["p98"] for b in stats["bands"].values())
-    pos = pd.read_csv(demo_run / "results/tiles/positive_index.csv")
+    pos = pd.read_csv(demo_run / "results/training_images/positive_index.csv")
     neg = pd.read_csv(demo_run / "results/points/negative.csv")
     assert len(neg) >= len(pos)  # about as many negatives as positives (plus hard negatives)
     assert pos["scene_ids"].str.len().gt(0).all()
@@ -123,7 +123,7 @@ def test_detections_are_valid_geojson_on_the_truth(demo_run):
 
 def test_demo_scores(demo_run):
     ev = json.loads((demo_run / "results/eval/demo.json").read_text())
-    # A ResNet trained from scratch on a few dozen synthetic tiles, its threshold chosen on a 21-chip
+    # A ResNet trained from scratch on a few dozen synthetic training images, its threshold chosen on a 21-chip
     # validation set. Before hysteresis (detection.require_seed) groups of weak chips (best 0.36-0.52 against
     # a TTA threshold of 0.28) were reported and precision was 0.70-0.75; every true detection has a chip
     # above 0.9. The bar for the demo is 0.8 on both.
@@ -138,10 +138,10 @@ def test_no_rule_above_2gb(demo_run):
 
 
 def test_evaluation_rule_scores_chip_sets_given_on_the_command_line(demo_run):
-    # Two layouts of labelled chips, made of the demo's matched tiles: class subfolders, and a manifest.
+    # Two layouts of labelled chips, made of the demo's matched training images: class subfolders, and a manifest.
     index = pd.concat(
         [
-            pd.read_csv(demo_run / f"results/tiles/matched/{c}_index.csv").head(6).assign(label=c)
+            pd.read_csv(demo_run / f"results/training_images/matched/{c}_index.csv").head(6).assign(label=c)
             for c in ("positive", "negative")
         ]
     )
@@ -211,5 +211,5 @@ def test_rerun_nothing_then_threshold_reruns_only_detection(demo_run):
     assert planned_rules(snakemake(demo_run, *TARGETS, "-n")) == set()
     (demo_run / "threshold.yaml").write_text("detection:\n  threshold: 0.99\n")
     planned = planned_rules(snakemake(demo_run, *TARGETS, "-n", "--configfile", "config/demo.yaml", "threshold.yaml"))
-    # The threshold is applied at the merge: no tile is rescanned.
+    # The threshold is applied at the merge: no cell is rescanned.
     assert planned == {"merge_detections", "overview_map", "encroachment_stats", "evaluate_demo"}

@@ -6,7 +6,7 @@ temporary file is therefore given the mode a plain ``open(path, "w")`` would hav
 (0666 less the umask) before it is renamed.
 
 A writer killed by SIGKILL (or by a SIGTERM that Python does not turn into an exception) cannot remove
-its temporary file, and for a scene of a 100 km cell that is gigabytes. Temporary names therefore say who
+its temporary file, and for the composite of a 100 km cell that is gigabytes. Temporary names therefore say who
 writes them, ``.{target}.{host}-{pid}.{random}{suffix}``, and the next writer in the same folder removes
 those whose writer is gone (:func:`sweep_temps`): on this host, when that process no longer runs (or
 its PID now belongs to a process started after the file was last written); from another host (a shared

@@ -7,10 +7,13 @@ The same holds for a YAML config file's 1e-4, which YAML 1.1 reads as a string.
 Where the schema allows null, YAML's spellings of null (``null``, ``Null``, ``NULL``, ``~`` and the empty
 value) become None even when a string is allowed too (YAML 1.2 core schema, section 10.3.2), so
 ``--config negatives='{protected_areas: null}'`` switches the input off instead of naming a file "null".
+Keys that were renamed (:data:`RENAMED_KEYS`) are refused by their old name before anything else
+(:func:`renamed_key_error`), so an old config fails with the new name rather than "unexpected key".
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterator
@@ -26,6 +29,40 @@ SENTINEL2_LAUNCH = "2015-06-23"
 # YAML 1.2 core schema's null (https://yaml.org/spec/1.2.2/#1032-tag-resolution); '' is `key:` with no value.
 YAML_NULLS = frozenset({"null", "Null", "NULL", "~", ""})
 _PY_TYPES = {"integer": (int,), "number": (int, float), "boolean": (bool,), "null": (type(None),)}
+
+# Old dotted key -> new one, for keys renamed when "tile" stopped meaning three things (a training image,
+# a grid cell, a GeoTIFF block): "chip" is the classifier's input, "cell" the fan-out grid's cell.
+# A section is listed too, so that a config naming only the section is told where it went.
+RENAMED_KEYS = {
+    "tiles.size_m": "chips.size_m",
+    "tiles": "chips",
+    "detection.tile_size_m": "detection.cell_size_m",
+    "matching.per_tile": "matching.per_chip",
+}
+
+
+def renamed_key_error(config: dict, renamed: dict[str, str] = RENAMED_KEYS) -> str | None:
+    """An error naming the first old key of ``renamed`` that ``config`` still sets, and its new name; None
+    when there is none. Deepest keys first, so ``tiles.size_m`` is named rather than its section.
+
+    Checked before schema validation, which would only say the old key is not allowed there.
+    """
+    for old in sorted(renamed, key=lambda k: -k.count(".")):
+        *parents, leaf = old.split(".")
+        node: Any = config
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            new = renamed[old]
+            value = node[leaf]
+            # YAML's spelling of a scalar (false, null, 640); a string by its repr; a section by its name alone.
+            scalar = _shown(value) if isinstance(value, str) else json.dumps(value)
+            written = new if isinstance(value, (dict, list)) else f"{new}: {scalar}"
+            return (
+                f"config {old}: this key was renamed {new}; write {written} instead (in the config file or "
+                f"--config); see the description of {new} in config/schema.yaml"
+            )
+    return None
 
 
 def _allowed(schema: dict) -> list[str]:
@@ -230,7 +267,7 @@ def config_order_error(config: dict) -> str | None:
     Checked: imagery.period (real ISO dates, start not after end, end not before Sentinel-2A's launch);
     study_bounds (west < east, south < north); detection.isolated_threshold >= detection.threshold when
     both are set; matching.p_low < matching.p_high; augmentation.haze_strength low <= high;
-    detection.stride_px at most a chip (tiles.size_m / 10 m px), so no ground is left unscanned;
+    detection.stride_px at most a chip (chips.size_m / 10 m px), so no ground is left unscanned;
     classifier.bands among imagery.bands; each regions.NAME's field and value both set or both null;
     each key of evaluation.sources a chip set of evaluation.chip_sets. Keys that are missing or of
     another type are left to the schema. Raises nothing.
@@ -292,10 +329,10 @@ def config_order_error(config: dict) -> str | None:
     if isinstance(haze, list) and len(haze) == 2 and all(map(_is_number, haze)) and haze[0] > haze[1]:
         return f"config augmentation.haze_strength: {haze} is not a [low, high] range; write [{haze[1]}, {haze[0]}]"
 
-    stride, size_m = _get(config, "detection.stride_px"), _get(config, "tiles.size_m")
+    stride, size_m = _get(config, "detection.stride_px"), _get(config, "chips.size_m")
     if _is_number(stride) and _is_number(size_m) and stride * 10.0 > size_m:
         return (
-            f"config detection.stride_px: {stride} px (10 m) is more than a chip of tiles.size_m "
+            f"config detection.stride_px: {stride} px (10 m) is more than a chip of chips.size_m "
             f"{size_m} m ({size_m / 10:g} px), so strips between chips would never be scanned; set it to at "
             "most the chip, or null (half a chip)"
         )
@@ -305,9 +342,9 @@ def config_order_error(config: dict) -> str | None:
         absent = [b for b in bands if b not in stored]
         if absent:
             return (
-                f"config classifier.bands: has {absent}, not among imagery.bands {stored} (the bands every tile "
-                "and scene holds), so no tile could feed them to the network; add them to imagery.bands or choose "
-                "among those"
+                f"config classifier.bands: has {absent}, not among imagery.bands {stored} (the bands every "
+                "training image and composite holds), so no chip could feed them to the network; add them to "
+                "imagery.bands or choose among those"
             )
 
     for name, region in (_get(config, "regions") or {}).items():

@@ -9,7 +9,7 @@ refuse a model whose contract the imagery or the config does not meet, before sc
 No conversion between surface and top-of-atmosphere reflectance is documented here (it needs an
 atmospheric correction), so a model is never applied to the other kind.
 
-Pure functions and small records; the only I/O is reading a GeoTIFF's header in ``read_tile_contract``.
+Pure functions and small records; the only I/O is reading a GeoTIFF's header in ``read_training_image_contract``.
 """
 
 from __future__ import annotations
@@ -90,7 +90,11 @@ def encoding(name: str, key: str = "encoding") -> Encoding:
 
 
 def collection_units(collection: str) -> str:
-    """Units of a Sentinel-2 STAC collection's pixels: L2A -> surface_reflectance, L1C -> toa_reflectance."""
+    """Units of a Sentinel-2 STAC collection's pixels: L2A -> surface_reflectance, L1C -> toa_reflectance.
+
+    Raises:
+        InputDataError: the collection name says neither L2A nor L1C.
+    """
     name = str(collection).lower()
     if "l2a" in name:
         return SURFACE_REFLECTANCE
@@ -271,7 +275,7 @@ def _no_metres(path, shape: tuple[int, int], crs, transform, folder: ImageFolder
 
 
 def contract_from_tags(tags: Mapping) -> ImageContract | None:
-    """The contract a tile's tags record (None when they record none)."""
+    """The contract a training image's tags record (None when they record none)."""
     if not all(tags.get(k) for k in ("footprint_m", "pixel_size_m", "units")):
         return None
     return ImageContract(
@@ -279,16 +283,16 @@ def contract_from_tags(tags: Mapping) -> ImageContract | None:
     )
 
 
-def read_tile_contract(path: str | os.PathLike) -> ImageContract:
-    """The contract recorded in a tile's GeoTIFF tags; raises InputDataError for a tile that has none."""
+def read_training_image_contract(path: str | os.PathLike) -> ImageContract:
+    """The contract recorded in a training image's GeoTIFF tags; raises InputDataError for an image that has none."""
     import rasterio
 
     with rasterio.open(path) as src:
         found = contract_from_tags(src.tags())
     if found is None:
         raise InputDataError(
-            f"tile {path} records no footprint_m / pixel_size_m / units tags: it was made "
-            "before the footprint contract; rebuild the tiles (snakemake -R fetch_tiles)"
+            f"training image {path} records no footprint_m / pixel_size_m / units tags: it was made "
+            "before the footprint contract; rebuild the training images (snakemake -R fetch_training_images)"
         )
     return found
 
@@ -297,7 +301,7 @@ def common_contract(contracts: Iterable[tuple[object, ImageContract]], what: str
     """The one contract all ``(path, contract)`` pairs share; raises InputDataError naming examples of each kind.
 
     ``path`` is only shown (as ``str(path)``): a str, a PathLike, or whatever a table row holds.
-    ``what`` names the images in the message (e.g. "training tiles of results/split.csv").
+    ``what`` names the images in the message (e.g. "the training images of results/split.csv").
     """
     kinds: list[tuple[ImageContract, list[str]]] = []
     for path, c in contracts:
@@ -313,19 +317,19 @@ def common_contract(contracts: Iterable[tuple[object, ImageContract]], what: str
         lines = "; ".join(f"{len(p)} x {c.describe()}, e.g. {p[:2]}" for c, p in kinds)
         raise InputDataError(
             f"{what} are of {len(kinds)} kinds: {lines}. A model learns one footprint, pixel size "
-            "and kind of values: use images of one kind (tiles.size_m, local_dirs pixel_size_m "
+            "and kind of values: use images of one kind (chips.size_m, local_dirs pixel_size_m "
             "and encoding)"
         )
     return kinds[0][0]
 
 
 def index_contract(rows: Iterable[Mapping], what: str) -> ImageContract:
-    """The one contract of tile-index rows (``results/tiles/*_index.csv``: path, footprint_m, pixel_size_m,
-    units, encoding; rows whose ``status`` is not ``ok`` are ignored).
+    """The one contract of training-image index rows (``results/training_images/*_index.csv``: path, footprint_m,
+    pixel_size_m, units, encoding; rows whose ``status`` is not ``ok`` are ignored).
 
-    Checked where the tiles are made and where both classes meet, so images of two kinds stop the run before
+    Checked where the training images are made and where both classes meet, so images of two kinds stop the run before
     statistics are computed over both and before an existing model is replaced. Raises InputDataError as
-    :func:`common_contract` does, or naming a tile whose row records no contract.
+    :func:`common_contract` does, or naming an image whose row records no contract.
     """
     pairs = []
     for row in rows:
@@ -340,9 +344,9 @@ def index_contract(rows: Iterable[Mapping], what: str) -> ImageContract:
         found = contract_from_tags(tags)
         if found is None:
             raise InputDataError(
-                f"{what}: tile {row.get('path')} records no footprint_m / pixel_size_m / units: "
-                "it was made before the footprint contract; rebuild the tiles "
-                "(snakemake -R fetch_tiles)"
+                f"{what}: training image {row.get('path')} records no footprint_m / pixel_size_m / units: "
+                "it was made before the footprint contract; rebuild the training images "
+                "(snakemake -R fetch_training_images)"
             )
         pairs.append((row.get("path"), found))
     return common_contract(pairs, what)
@@ -388,7 +392,7 @@ def _units_problem(model: ImageContract, units: str, where: str) -> list[str]:
     return [
         f"model expects {model.units}{' (decoded from ' + model.encoding + ')' if model.encoding else ''} "
         f"but {where} is {units}; no conversion between them is documented: train on images of the same "
-        "kind (tiles fetched from this collection for surface_reflectance) or apply the model to imagery "
+        "kind (training images fetched from this collection for surface_reflectance) or apply the model to imagery "
         "of its own kind"
     ]
 
@@ -399,28 +403,31 @@ def _resize_problem(meta: Mapping) -> list[str]:
     return [f"model chips were resized with {meta['resize']}, this code resizes with {RESIZE}; retrain"]
 
 
-def check_scene(meta: Mapping, tile_size_m: float, resolution_m: float, units: str, scene: str = "the scene") -> int:
-    """Chip size (scene pixels) that gives the model the ground it was trained on; refuses a mismatch.
+def check_composite(
+    meta: Mapping, chip_size_m: float, resolution_m: float, units: str, composite: str = "the composite"
+) -> int:
+    """Chip size (composite pixels) that gives the model the ground it was trained on; refuses a mismatch.
 
-    ``tile_size_m``: config tiles.size_m; ``resolution_m``: the scene's pixel size; ``units``: the scene's.
+    ``chip_size_m``: config chips.size_m; ``resolution_m``: the composite's pixel size; ``units``: the
+    composite's; ``composite``: how messages name it.
     Raises ContractError listing every disagreement and the key to change.
     """
     model = model_contract(meta)
     half = 0.5 * model.pixel_size_m
     problems = []
-    if abs(float(tile_size_m) - model.footprint_m) > half:
+    if abs(float(chip_size_m) - model.footprint_m) > half:
         problems.append(
             f"model trained on {model.footprint_m:g} m chips at {model.pixel_size_m:g} m; config "
-            f"tiles.size_m is {float(tile_size_m):g}: set tiles.size_m: {model.footprint_m:g} or retrain"
+            f"chips.size_m is {float(chip_size_m):g}: set chips.size_m: {model.footprint_m:g} or retrain"
         )
     if abs(resolution_m - model.pixel_size_m) * model.chip_px > half:
         problems.append(
-            f"model trained on {model.pixel_size_m:g} m pixels; {scene} has {resolution_m:g} m pixels: "
+            f"model trained on {model.pixel_size_m:g} m pixels; {composite} has {resolution_m:g} m pixels: "
             "detection composites at 10 m, so retrain on 10 m images (local_dirs pixel_size_m)"
         )
-    problems += _units_problem(model, units, scene) + _resize_problem(meta)
+    problems += _units_problem(model, units, composite) + _resize_problem(meta)
     if problems:
-        raise ContractError(f"model {meta.get('model_id', '?')} does not fit {scene}: " + "; ".join(problems))
+        raise ContractError(f"model {meta.get('model_id', '?')} does not fit {composite}: " + "; ".join(problems))
     return int(round(model.footprint_m / resolution_m))
 
 

@@ -1,7 +1,7 @@
 """Chip classifier: a ResNet that says whether a Sentinel-2 chip shows mining.
 
-Submodules: ``model`` (architecture, checkpoints), ``data`` (tile reading,
-scaling), ``train`` (training loop), ``infer`` (probabilities for chips),
+Submodules: ``model`` (architecture, checkpoints), ``data`` (chips into network
+input, the training-image dataset), ``train`` (training loop), ``infer`` (probabilities for chips),
 ``metrics`` (pure numpy), ``weights`` (ImageNet weights download/load).
 
 Names are re-exported lazily so that ``garimpo.classifier.metrics`` can be
@@ -16,9 +16,8 @@ _EXPORTS = {
     "adapt_first_conv": "model",
     "save_checkpoint": "model",
     "load_classifier": "model",
-    "read_tile": "data",
     "scale_to_unit": "data",
-    "TileDataset": "data",
+    "ChipDataset": "data",
     "train_classifier": "train",
     "predict_proba": "infer",
     "predict_paths": "infer",

@@ -17,7 +17,12 @@ from garimpo.errors import InputDataError
 
 
 def load_scored(folder: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
-    """``scores.csv`` keyed by chip file name, and ``metrics.json``, of one evaluation folder."""
+    """``scores.csv`` keyed by chip file name, and ``metrics.json``, of one evaluation folder.
+
+    Raises:
+        InputDataError: a file is missing (not a folder the ``evaluate_chip_set`` rule wrote), or a chip
+            file name appears twice, so chips cannot be matched across runs.
+    """
     folder = Path(folder)
     paths = {name: folder / name for name in ("scores.csv", "metrics.json")}
     missing = [str(p) for p in paths.values() if not p.is_file()]
@@ -41,6 +46,10 @@ def compare_runs(folder_a, folder_b, how: Bootstrap | None = None) -> dict:
     """Figures of run B minus run A on the chips both scored, with paired bootstrap intervals.
 
     Chips keep run A's order (blocks of consecutive chips follow it).
+
+    Raises:
+        InputDataError: a folder is unusable (see ``load_scored``), the two runs scored different chips,
+            or a chip has different labels in them.
     """
     (sa, ma), (sb, mb) = load_scored(folder_a), load_scored(folder_b)
     if set(sa.index) != set(sb.index):

@@ -1,4 +1,8 @@
-"""Reading tiles and turning them into network input (shared by training and inference)."""
+"""Chips into network input (shared by training, evaluation and inference), and the dataset of training images.
+
+A chip is what the classifier looks at (one training image, or a window of a composite); training images are
+read with ``garimpo.geo.raster.read_bands_by_name`` (bands by name, nodata as NaN).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,13 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-import rasterio
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from garimpo.contract import RESIZE
-from garimpo.errors import InputDataError
-from garimpo.geo.raster import RGB_BANDS
+from garimpo.geo.raster import RGB_BANDS, read_bands_by_name
+from garimpo.pixels.matching import reference_bounds
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -45,32 +48,25 @@ def normalisation_stats(n_bands: int, weights: str) -> tuple[list[float], list[f
 
 
 def band_limits(stats_json: str | os.PathLike, bands: Sequence[str]) -> tuple[list[float], list[float]]:
-    """Per-band (P2, P98) of the positives, from results/stats/positive.json."""
+    """Per-band (P2, P98) of the positives in ``bands`` order, from results/stats/positive.json.
+
+    Raises:
+        InputDataError: the statistics lack one of ``bands``.
+    """
     with open(stats_json) as fh:
-        stats = json.load(fh)
-    per_band = stats.get("bands", {})
-    missing = [b for b in bands if b not in per_band]
-    if missing:
-        raise InputDataError(f"{stats_json} has no statistics for bands {missing}; it has {sorted(per_band)}")
-    return [float(per_band[b]["p2"]) for b in bands], [float(per_band[b]["p98"]) for b in bands]
-
-
-def read_tile(path: str | os.PathLike, bands: Sequence[str]) -> np.ndarray:
-    """Bands picked by name from the band descriptions, as float32 [C, H, W]; nodata -> NaN."""
-    with rasterio.open(path) as src:
-        names = [d.strip() if d else None for d in src.descriptions]
-        missing = [b for b in bands if b not in names]
-        if missing:
-            raise InputDataError(f"{path} lacks bands {missing}; its band descriptions are {names}")
-        arr = src.read([names.index(b) + 1 for b in bands]).astype(np.float32, copy=False)
-        nodata = src.nodata
-    if nodata is not None and not np.isnan(nodata):
-        arr[arr == nodata] = np.nan
-    return arr
+        low, high = reference_bounds(json.load(fh), bands, str(stats_json))
+    return [float(v) for v in low], [float(v) for v in high]
 
 
 def scale_to_unit(arr: np.ndarray, low: Sequence[float], high: Sequence[float]) -> np.ndarray:
-    """clip((x - low) / (high - low), 0, 1) per band (axis -3); NaN (nodata) -> 0."""
+    """clip((x - low) / (high - low), 0, 1) per band (axis -3); NaN (nodata) -> 0.
+
+    ``arr``: reflectance [..., C, H, W]; ``low``/``high``: C reflectance values (the positives' P2/P98). Returns
+    float32 of ``arr``'s shape in [0, 1]; a flat band (high == low) divides by 1e-12.
+
+    Raises:
+        ValueError: the number of limits differs from the number of bands.
+    """
     arr = np.asarray(arr, dtype=np.float32)
     shape = (-1, 1, 1)
     lo = np.asarray(low, dtype=np.float32).reshape(shape)
@@ -90,13 +86,17 @@ def preprocess(
     mean: Sequence[float],
     std: Sequence[float],
 ) -> torch.Tensor:
-    """Reflectance chips [N, C, H, W] -> normalised network input [N, C, S, S].
+    """Reflectance chips [N, C, H, W] -> normalised network input float32 tensor [N, C, S, S], S = ``input_size``.
 
+    ``scale_to_unit`` with ``low``/``high`` (C values), then (x - mean) / std per band (``normalisation_stats``).
     Chips of another size are resized as ``garimpo.contract.RESIZE`` says (what checkpoints record).
+
+    Raises:
+        ValueError: the number of limits differs from the number of bands.
     """
     x = torch.from_numpy(scale_to_unit(chips, low, high))
     if x.shape[-2:] != (input_size, input_size):
-        # antialias: downsampling large tiles must not alias fine mining texture (no effect when upsampling).
+        # antialias: downsampling large chips must not alias fine mining texture (no effect when upsampling).
         x = F.interpolate(
             x,
             size=(input_size, input_size),
@@ -109,11 +109,18 @@ def preprocess(
     return (x - m) / s
 
 
-class TileDataset(Dataset):
-    """(input tensor [C, S, S], label float) for each tile path.
+class ChipDataset(Dataset):
+    """(network input float32 [C, S, S], label float32) for each chip image path (training images, or any
+    GeoTIFF chip with named bands); the label is -1.0 when ``labels`` is None.
 
-    Raw tiles are cached in memory after the first read (``cache``) because
-    training revisits every tile each epoch and tiles are small.
+    ``bands``: read by name (``read_bands_by_name``); ``low``/``high``: per-band reflectance range scaled to
+    [0, 1] (the positives' P2/P98); ``input_size``: network input side (px, chips of another size are
+    resized); ``mean``/``std``: normalisation after scaling (``normalisation_stats``). Raw chips are cached in
+    memory after the first read (``cache``) because training revisits every one each epoch and they are small.
+
+    Raises:
+        ValueError: ``labels`` and ``paths`` differ in length.
+        InputDataError: (when an item is read) the file lacks one of ``bands``.
     """
 
     def __init__(
@@ -143,7 +150,7 @@ class TileDataset(Dataset):
     def _read(self, idx: int) -> np.ndarray:
         if idx in self._raw:
             return self._raw[idx]
-        arr = read_tile(self.paths[idx], self.bands)
+        arr = read_bands_by_name(self.paths[idx], self.bands)
         if self.cache:
             self._raw[idx] = arr
         return arr

@@ -3,7 +3,7 @@
 A chip set is a folder with either a ``manifest.csv`` (columns ``path``, ``label``,
 optional ``source``; paths relative to the folder) or ``positive/`` and ``negative/``
 subfolders.  Chips are read and matched onto the positives' statistics exactly as
-training tiles are (``import_local_images`` then ``match_tiles``; 8-bit chips decoded by
+training images are (``import_local_images`` then ``match_training_images``; 8-bit chips decoded by
 their folder's encoding), scored in bounded batches, and summarised with threshold
 metrics, PR-AUC and ROC-AUC. ``chip_set_contract`` tells what ground and values a chip
 set holds, so a model can be refused chips of another kind before any is scored.
@@ -35,10 +35,19 @@ from garimpo.classifier.metrics import (
     roc_auc,
     threshold_sweep,
 )
-from garimpo.classifier.model import dihedral_views
+from garimpo.classifier.model import view_probs
 from garimpo.contract import ENCODINGS, ImageContract, ImageFolder, common_contract, image_contract
 from garimpo.errors import InputDataError
-from garimpo.geo.raster import GEOTIFF_SUFFIXES, IMAGE_SUFFIXES, RGB_BANDS, image_bands, read_header, read_image
+from garimpo.geo.raster import (
+    GEOTIFF_SUFFIXES,
+    IMAGE_SUFFIXES,
+    RGB_BANDS,
+    band_indexes,
+    band_names,
+    image_bands,
+    read_header,
+    read_image,
+)
 from garimpo.pixels.matching import reference_bounds, stretch_to_reference
 from garimpo.training.split import matches_any
 
@@ -58,6 +67,10 @@ def load_chip_set(folder: str | os.PathLike) -> pd.DataFrame:
 
     Uses ``folder/manifest.csv`` when present, else the images under
     ``folder/positive`` and ``folder/negative`` (source ``"unknown"``).
+
+    Raises:
+        InputDataError: the folder is missing or holds no image, or its manifest is unreadable, lacks the
+            path/label columns, has labels other than positive/negative (1/0) or names missing files.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -89,6 +102,10 @@ def select_sources(chips: pd.DataFrame, patterns: Sequence[str], name: str) -> p
     """The chips whose source list matches one of ``patterns`` (``evaluation.sources.NAME``); all when empty.
 
     Lets part of a folder be scored on its own, e.g. some of the held-out lists.
+
+    Raises:
+        InputDataError: a pattern is not a valid regular expression, or no chip matches the patterns;
+            the message names ``evaluation.sources.NAME``.
     """
     if not patterns:
         return chips
@@ -147,7 +164,7 @@ def chip_set_contract(paths: Sequence[str | os.PathLike], folder: ImageFolder) -
         )
     for p, h in headers:  # grey, palette, 16-bit... refused before any chip is scored
         image_bands(p, h, folder.encoding, folder.key)
-    # Decoded chips take their units from the encoding (image_contract), as imported tiles do.
+    # Decoded chips take their units from the encoding (image_contract), as imported training images do.
     return common_contract(
         ((p, image_contract(p, h.shape, h.crs, h.transform, h.tags, folder)) for p, h in headers),
         f"the chips of {folder.path} ({folder.key})",
@@ -160,7 +177,7 @@ def read_chip(
     stats: Mapping | str | os.PathLike,
     p_low: float = 2.0,
     p_high: float = 98.0,
-    per_tile: bool = True,
+    per_chip: bool = True,
     encoding: str | None = None,
     key: str | None = None,
 ) -> np.ndarray:
@@ -169,9 +186,13 @@ def read_chip(
     8-bit chips (PNG/JPEG: bands B04, B03, B02) are decoded to reflectance by ``encoding``
     (a name in ``garimpo.contract.ENCODINGS``; refused without one); GeoTIFF bands are
     picked by their descriptions.  Each band's own P_low/P_high is then stretched
-    onto the positives' P2/P98 with ``stretch_to_reference``, as in ``match_tiles``
-    (unless ``per_tile`` is false: then the chip is returned as read, as training saw it).
+    onto the positives' P2/P98 with ``stretch_to_reference``, as in ``match_training_images``
+    (unless ``per_chip`` is false: then the chip is returned as read, as training saw it).
     ``key``: the config key of the chip's folder, named in errors (``garimpo.geo.raster.read_image``).
+
+    Raises:
+        InputDataError: the chip cannot be read or is a refused kind (``read_image``), lacks one of ``bands``,
+            or the statistics lack one.
     """
     stats = _load_stats(stats)
     path = Path(path)
@@ -183,12 +204,9 @@ def read_chip(
             f"chip {path} lacks the model's bands {missing}; it has {names} (PNG/JPEG chips only carry B04, B03, B02)"
         )
     arr = np.ascontiguousarray(arr[[names.index(b) for b in bands]])
-    if not per_tile:
+    if not per_chip:
         return arr.astype(np.float32, copy=False)
-    try:
-        low, high = reference_bounds(stats, list(bands))
-    except KeyError as err:
-        raise InputDataError(f"positive statistics do not fit the model: {err}") from err
+    low, high = reference_bounds(stats, list(bands), "the positive statistics given for the model")
     return stretch_to_reference(arr, low, high, p_low, p_high)
 
 
@@ -225,10 +243,10 @@ def score_chips(
     stats = _load_stats(stats)
     bands = list(meta["bands"])
     args = (meta["low"], meta["high"], int(meta["input_size"]), meta["mean"], meta["std"])
-    # The checkpoint says how its training tiles were matched; older ones were matched per tile.
+    # The checkpoint says how its training images were matched; older ones were matched per image.
     matching = meta.get("matching") or {}
     p_low, p_high = float(matching.get("p_low", p_low)), float(matching.get("p_high", p_high))
-    per_tile = bool(matching.get("per_tile", True))
+    per_chip = bool(matching.get("per_chip", matching.get("per_tile", True)))  # per_tile: older checkpoints
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.to(device).eval()
@@ -238,14 +256,12 @@ def score_chips(
             chunk = paths[start : start + batch_size]
             x = torch.cat(
                 [
-                    preprocess(read_chip(p, bands, stats, p_low, p_high, per_tile, encoding, key)[None], *args)
+                    preprocess(read_chip(p, bands, stats, p_low, p_high, per_chip, encoding, key)[None], *args)
                     for p in chunk
                 ]
             )
             x = x.to(device)
-            views = dihedral_views(x) if tta else [x]
-            probs = torch.stack([torch.sigmoid(model(v).float()).flatten() for v in views]).mean(0)
-            out.append(probs.cpu())
+            out.append(view_probs(model, x, tta).mean(0).cpu())
             if (start // batch_size) % 20 == 0:
                 log.info("scored %d / %d chips", start + len(chunk), len(paths))
     finally:
@@ -396,8 +412,8 @@ def _display_rgb(path: str) -> np.ndarray:
     """An [H, W, 3] (or [H, W]) view of a chip for the gallery, stretched 2-98 %."""
     if Path(path).suffix.lower() in GEOTIFF_SUFFIXES:
         with rasterio.open(path) as src:
-            names = [d.strip() if d else "" for d in src.descriptions]
-            idx = [names.index(b) + 1 for b in RGB_BANDS] if all(b in names for b in RGB_BANDS) else [1]
+            names = band_names(src)
+            idx = band_indexes(src, RGB_BANDS) if all(b in names for b in RGB_BANDS) else [1]
             arr = src.read(idx).astype(np.float32)
         lo, hi = np.nanpercentile(arr, [2, 98]) if np.isfinite(arr).any() else (0.0, 1.0)
         arr = np.clip((np.nan_to_num(arr, nan=lo) - lo) / max(hi - lo, 1e-6), 0, 1)

@@ -60,6 +60,22 @@ def dihedral_views(x: torch.Tensor) -> list[torch.Tensor]:
     return rots + [torch.flip(v, dims=(-1,)) for v in rots]
 
 
+def view_probs(model: nn.Module, x: torch.Tensor, tta: bool = False, channels_last: bool = False) -> torch.Tensor:
+    """P(mining) of a preprocessed batch, view by view: the one place inference applies test-time augmentation.
+
+    ``x``: [N, C, H, W] network input (``garimpo.classifier.data.preprocess``) on the model's device. Returns
+    float32 [V, N] in [0, 1], V = 8 (``dihedral_views``, the chip itself first) with ``tta``, else 1; callers
+    average over axis 0. The caller sets eval mode, ``torch.inference_mode`` and any ``autocast``.
+    ``channels_last`` hands each view to the network in that memory format (faster with oneDNN on CPU).
+    """
+    out = []
+    for view in dihedral_views(x) if tta else [x]:
+        if channels_last:
+            view = view.contiguous(memory_format=torch.channels_last)
+        out.append(torch.sigmoid(model(view).float()).flatten())
+    return torch.stack(out)
+
+
 def adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     """Copy of a 3-channel (RGB) conv that takes ``in_channels`` bands.
 
@@ -108,7 +124,14 @@ def build_classifier(
     dropout: float = 0.5,
     imagenet_state_dict: dict[str, torch.Tensor] | None = None,
 ) -> nn.Module:
-    """torchvision ResNet with fc = Dropout + Linear(512, 1): one logit per chip."""
+    """torchvision ResNet with fc = Dropout + Linear(512, 1): one logit per chip.
+
+    ``in_channels`` bands go through a first convolution adapted by ``adapt_first_conv``.
+
+    Raises:
+        ValueError: ``arch`` is not one of ``ARCHS``.
+        ModelLoadError: ``imagenet_state_dict`` does not fit ``arch``.
+    """
     if arch not in ARCHS:
         raise ValueError(f"classifier arch {arch!r} unsupported; use one of {sorted(ARCHS)}")
     net = ARCHS[arch](weights=None)  # never download here; weights come from a file
@@ -174,7 +197,12 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> di
 
 
 def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the model described by a checkpoint; returns ``(model.eval(), meta)``."""
+    """Rebuild the model described by a checkpoint; returns ``(model.eval(), meta)``.
+
+    Raises:
+        ModelLoadError: the file is missing, unreadable, not a garimpo checkpoint, its meta lacks
+            ``REQUIRED_META`` keys, or its weights do not fit its own meta; the message says how to retrain.
+    """
     path = Path(path)
     hint = "train it with the train_classifier rule (or point classifier.model at an existing .pth)"
     if not path.is_file():

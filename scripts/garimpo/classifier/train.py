@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,13 @@ from torch.utils.data import DataLoader
 
 from garimpo.atomic import atomic_path
 from garimpo.classifier.averaging import WeightAverage
-from garimpo.classifier.data import TileDataset, band_limits, normalisation_stats, rgb_first
+from garimpo.classifier.data import ChipDataset, band_limits, normalisation_stats, rgb_first
 from garimpo.classifier.metrics import binary_metrics, choose_threshold
-from garimpo.classifier.model import PRECISIONS, autocast, build_classifier, dihedral_views, save_checkpoint
+from garimpo.classifier.model import PRECISIONS, autocast, build_classifier, save_checkpoint, view_probs
 from garimpo.classifier.sampling import epoch_sampler
 from garimpo.classifier.weights import load_imagenet_state_dict
-from garimpo.contract import ImageContract, checkpoint_record, common_contract, read_tile_contract
-from garimpo.errors import ModelLoadError
+from garimpo.contract import ImageContract, checkpoint_record, common_contract, read_training_image_contract
+from garimpo.errors import InputDataError, ModelLoadError
 from garimpo.schema import default
 
 # The schema's classifier section: the defaults of the workflow, for callers outside it too.
@@ -33,7 +34,12 @@ DEFAULT_CONFIG: dict[str, Any] = default("classifier")
 
 
 def resolve_config(cfg: dict | None) -> dict:
-    """Defaults overlaid with ``cfg`` (one level deep for the nested dicts)."""
+    """Config classifier's defaults (``garimpo.schema``) overlaid with ``cfg`` (one level deep for the nested dicts).
+
+    Raises:
+        ValueError: weights other than none/imagenet, no bands, an unknown precision, or ema_decay outside
+            [0, 1) (the config schema refuses these first; this guards direct callers).
+    """
     out = copy.deepcopy(DEFAULT_CONFIG)
     for key, val in (cfg or {}).items():
         if isinstance(out.get(key), dict) and isinstance(val, dict):
@@ -56,39 +62,52 @@ def _as_bool(col: pd.Series) -> pd.Series:
 
 
 def load_split(split_csv: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train rows (augmented copies included) and val rows; checks they can train a model."""
+    """Train rows (augmented copies included) and val rows of the split table; checks they can train a model.
+
+    ``split_csv``: columns path (a training image), label (1 mining, 0 not), split (train/val/...), optional
+    augmented (true/false).
+
+    Raises:
+        InputDataError: a column is missing, there is no val row, or train rows hold one class only.
+        FileNotFoundError: training images the table lists are missing.
+    """
     df = pd.read_csv(split_csv)
     missing = {"path", "label", "split"} - set(df.columns)
     if missing:
-        raise ValueError(f"{split_csv} lacks columns {sorted(missing)}")
+        raise InputDataError(f"{split_csv} lacks columns {sorted(missing)}; rerun the split_and_augment rule")
     df["label"] = df["label"].astype(int)
     df["augmented"] = _as_bool(df["augmented"]) if "augmented" in df else False
     train, val = df[df["split"] == "train"], df[df["split"] == "val"]
     if len(val) == 0:
-        raise ValueError(f"{split_csv} has no 'val' rows: early stopping and the threshold need them")
+        raise InputDataError(f"{split_csv} has no 'val' rows: early stopping and the threshold need them")
     if train["label"].nunique() < 2:
-        raise ValueError(
+        raise InputDataError(
             f"{split_csv}: train rows hold only class(es) {sorted(train['label'].unique())}; "
-            "both mining (1) and non-mining (0) tiles are needed"
+            "both mining (1) and non-mining (0) training images are needed"
         )
     absent = [p for p in pd.concat([train, val])["path"] if not Path(p).is_file()]
     if absent:
-        raise FileNotFoundError(f"{len(absent)} tiles listed in {split_csv} are missing, e.g. {absent[:3]}")
+        raise FileNotFoundError(
+            f"{len(absent)} training images listed in {split_csv} are missing, e.g. {absent[:3]}; rerun the "
+            "rules that write them (snakemake rebuilds missing outputs)"
+        )
     return train.reset_index(drop=True), val.reset_index(drop=True)
 
 
 def training_contract(train: pd.DataFrame, val: pd.DataFrame, split_csv: str | os.PathLike) -> ImageContract:
-    """The footprint, pixel size and units every original train/val tile records (garimpo.contract).
+    """The footprint, pixel size and units every original train/val training image records (garimpo.contract).
 
     Augmented copies are rotations of their originals: only the originals are read. Raises
-    InputDataError when tiles disagree (naming examples of each kind) or record no contract.
+    InputDataError when images disagree (naming examples of each kind) or record no contract.
     """
     both = pd.concat([train, val])
     paths = both.loc[~both["augmented"], "path"]
-    return common_contract(((p, read_tile_contract(p)) for p in paths), f"the training tiles of {split_csv}")
+    return common_contract(((p, read_training_image_contract(p)) for p in paths), f"the training images of {split_csv}")
 
 
 def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python's, NumPy's and torch's generators (CUDA included) and make cuDNN deterministic; returns a
+    torch generator seeded with ``seed`` for the data loader."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds CUDA
@@ -160,9 +179,9 @@ def _view_scores(
     model.eval()
     single, mean, labels = [], [], []
     for x, y in loader:
-        views = [torch.sigmoid(model(_to_device(v, device)).squeeze(1).float()).cpu() for v in dihedral_views(x)]
+        views = view_probs(model, _to_device(x, device), tta=True).cpu()
         single.append(views[0])  # the first view is the chip itself
-        mean.append(torch.stack(views).mean(0))
+        mean.append(views.mean(0))
         labels.append(y)
     return torch.cat(single).numpy(), torch.cat(mean).numpy(), torch.cat(labels).numpy().astype(int)
 
@@ -205,9 +224,17 @@ def _build_model(cfg: dict, n_bands: int, imagenet_weights_path: str | os.PathLi
     return build_classifier(cfg["arch"], n_bands, float(cfg["dropout"]), imagenet_state_dict=state)
 
 
-def _tuned(model: nn.Module, loader: DataLoader, device: torch.device, tcfg: dict) -> dict:
+def tune_thresholds(model: nn.Module, loader: DataLoader, device: torch.device, tcfg: Mapping) -> dict:
     """Thresholds chosen on this model's own validation scores, and metrics there: for single-view
-    scores (``threshold``, ``val_metrics``) and for 8-view averages (``threshold_tta``, ``val_metrics_tta``)."""
+    scores (``threshold``, ``val_metrics``) and for 8-view averages (``threshold_tta``, ``val_metrics_tta``).
+
+    ``loader`` yields (network input [N, C, S, S], label [N] in {0, 1}) batches; ``tcfg`` is config
+    classifier.threshold (method, value, target_precision; see ``garimpo.classifier.metrics.choose_threshold``).
+    Thresholds are scores in [0, 1]; the metrics are ``binary_metrics`` dicts. The model is left in eval mode.
+
+    Raises:
+        ValueError: an unknown threshold method, or labels other than 0 and 1.
+    """
     single, mean, labels = _view_scores(model, loader, device)
     out: dict[str, Any] = {}
     for suffix, probs in (("", single), ("_tta", mean)):
@@ -226,7 +253,20 @@ def train_classifier(
     matching: dict | None = None,
     log: logging.Logger | None = None,
 ) -> dict:
-    """Train, keep the lowest-val-loss model, tune the threshold; returns a summary dict."""
+    """Train, keep the lowest-val-loss model, tune the thresholds (``tune_thresholds``); returns a summary dict.
+
+    ``split_csv``: see ``load_split``; ``stats_json``: the positives' statistics (results/stats/positive.json,
+    per-band P2/P98 reflectance); ``out_dir``: where the checkpoints, curves and summary go; ``cfg``: config
+    classifier (``resolve_config``); ``imagenet_weights_path``: the ResNet's ImageNet weights when
+    cfg weights is imagenet; ``matching``: config matching, recorded in the checkpoint.
+
+    Raises:
+        InputDataError: a bad split table, training images that disagree on their contract, or statistics
+            lacking a band.
+        FileNotFoundError: training images are missing.
+        ModelLoadError: ImageNet weights are asked for but not given, or do not fit the architecture.
+        RuntimeError: the validation loss was never finite (training diverged).
+    """
     log = log or logging.getLogger(__name__)
     cfg = resolve_config(cfg)
     out = Path(out_dir)
@@ -245,8 +285,8 @@ def train_classifier(
     mean, std = normalisation_stats(len(bands), cfg["weights"])
     size, bs = int(cfg["input_size"]), int(cfg["batch_size"])
 
-    def dataset(df: pd.DataFrame) -> TileDataset:
-        return TileDataset(df["path"].tolist(), df["label"].tolist(), bands, low, high, size, mean, std)
+    def dataset(df: pd.DataFrame) -> ChipDataset:
+        return ChipDataset(df["path"].tolist(), df["label"].tolist(), bands, low, high, size, mean, std)
 
     n_pos = int(train_df["label"].sum())
     n_neg = len(train_df) - n_pos
@@ -366,11 +406,11 @@ def train_classifier(
         raise RuntimeError("validation loss was never finite: training diverged (lower classifier.lr?)")
 
     tcfg = cfg["threshold"]
-    final_tuned = _tuned(scored, val_loader, device, tcfg)
+    final_tuned = tune_thresholds(scored, val_loader, device, tcfg)
     final_state = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
     scored.load_state_dict(best_state)
     # Scoring the validation chips 8 times takes minutes: not twice for the same weights.
-    tuned = final_tuned if best_epoch == len(history) else _tuned(scored, val_loader, device, tcfg)
+    tuned = final_tuned if best_epoch == len(history) else tune_thresholds(scored, val_loader, device, tcfg)
     for suffix, what in (("", "single view"), ("_tta", "8-view average")):
         m = tuned[f"val_metrics{suffix}"]
         log.info(
@@ -398,8 +438,8 @@ def train_classifier(
         "std": std,
         "threshold_method": tcfg["method"],
         "train_config": cfg,
-        # How the training tiles were matched: detection and evaluation must prepare chips alike.
-        "matching": {"per_tile": True, "p_low": 2.0, "p_high": 98.0, **(matching or {})},
+        # How the training images were matched: detection and evaluation must prepare chips alike.
+        "matching": {"per_chip": True, "p_low": 2.0, "p_high": 98.0, **(matching or {})},
         # What ground and values the model learnt: detection and evaluation refuse anything else.
         **checkpoint_record(contract),
     }

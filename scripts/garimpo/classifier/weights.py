@@ -35,7 +35,11 @@ def fetch_resnet_imagenet(arch: str, out_path: str | os.PathLike) -> Path:
 
 
 def load_imagenet_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """State dict saved by :func:`fetch_resnet_imagenet` (or a compatible file)."""
+    """State dict saved by :func:`fetch_resnet_imagenet` (or a compatible file).
+
+    Raises:
+        ModelLoadError: the file is missing, unreadable, or holds no ResNet weights (no ``conv1.weight``).
+    """
     path = Path(path)
     hint = "run the fetch_imagenet_weights rule on a machine with internet, or set classifier.weights: none"
     if not path.is_file():

@@ -1,12 +1,14 @@
-"""From per-tile detections to the region's mining polygons: clip, dissolve, dual threshold, area.
+"""From per-cell detections to the region's mining polygons: clip, dissolve, dual threshold, area.
 
 A feature here is ``{"geometry": <shapely geometry in lon/lat>, "properties": {...}}`` with at least
 ``score``, ``scene_ids``, ``dates``, ``model_id`` and ``config_hash`` (what ``detect`` writes);
 :func:`from_geojson` and :func:`to_geojson` convert from and to GeoJSON dicts.
 
-Each tile is processed with a margin around its cell (``tiling``), so a mine crossing the cell edge is
-seen whole by both neighbours. Merging keeps from each tile only what lies in its own cell (the
+Each cell is scanned with a margin around it (``detection.margin_m``), so a mine crossing the cell edge is
+seen whole by both neighbours. Merging keeps from each cell's scan only what lies in the cell itself (the
 cells partition the plane: no double counting), then dissolves pieces that touch across cell edges.
+
+The cell id travels in each piece's property ``cell`` and a detection's ``cells`` (the output's keys).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from shapely.geometry import shape
 
-from garimpo.geo.cells import tile_cell
+from garimpo.geo.cells import cell_polygons
 from garimpo.geo.geojson import feature, feature_collection, geodesic_area_ha, reproject
 from garimpo.geo.raster import utm_epsg
 
@@ -65,11 +67,12 @@ def _polygonal(geom):
     return shapely.union_all(polys) if polys else None
 
 
-def clip_to_cell(features: Sequence[Mapping], cell_lonlat, tile: str | None = None) -> list[dict]:
-    """The part of each feature inside a tile's own cell; features wholly outside are dropped.
+def clip_to_cell(features: Sequence[Mapping], cell_lonlat, cell: str | None = None) -> list[dict]:
+    """The part of each feature (shapely lon/lat geometry) inside the cell polygon ``cell_lonlat``; features
+    wholly outside are dropped.
 
-    ``tile`` is recorded in the properties: :func:`dissolve` uses it to tell the same object seen by
-    two neighbours from two objects.
+    ``cell`` (its id) is recorded in the properties as ``cell``: :func:`dissolve` uses it to tell the same
+    object seen by two neighbours from two objects.
     """
     if not features:
         return []
@@ -82,8 +85,8 @@ def clip_to_cell(features: Sequence[Mapping], cell_lonlat, tile: str | None = No
         if part is None:
             continue
         props = dict(f["properties"])
-        if tile is not None:
-            props["tile"] = tile
+        if cell is not None:
+            props["cell"] = cell
         out.append({"geometry": part, "properties": props})
     return out
 
@@ -146,12 +149,12 @@ def _aggregate(members: list[Mapping], weights: np.ndarray) -> dict:
     scores = np.array([float(p["score"]) for p in props])
     means = np.array([float(p.get("mean_score", p["score"])) for p in props])
     w = weights if weights.sum() > 0 else np.ones(len(props))
-    # Parts per tile add up (a tile's parts are distinct objects); across tiles take the largest count,
-    # since neighbours see the same objects in their margins. Parts with no tile are one view.
-    per_tile: dict = defaultdict(int)
+    # Parts per cell add up (a cell's parts are distinct objects); across cells take the largest count,
+    # since neighbours see the same objects in their margins. Parts with no cell are one view.
+    per_cell: dict = defaultdict(int)
     for p in props:
-        per_tile[p.get("tile")] += int(p.get("n_parts", 1))
-    tiles = sorted({t for p in props for t in ([p["tile"]] if p.get("tile") else []) + list(p.get("tiles", []))})
+        per_cell[p.get("cell")] += int(p.get("n_parts", 1))
+    cells = sorted({c for p in props for c in ([p["cell"]] if p.get("cell") else []) + list(p.get("cells", []))})
     dates = sorted(
         {str(d) for p in props for d in p.get("dates", []) or []}
         | {str(p[k]) for p in props for k in ("date_start", "date_end") if p.get(k)}
@@ -159,14 +162,14 @@ def _aggregate(members: list[Mapping], weights: np.ndarray) -> dict:
     return {
         "score": round(float(scores.max()), 4),
         "mean_score": round(float(np.average(means, weights=w)), 4),
-        "n_parts": max(per_tile.values()),
+        "n_parts": max(per_cell.values()),
         "scene_ids": sorted({str(s) for p in props for s in p.get("scene_ids", []) or []}),
         "dates": dates,
         "date_start": dates[0] if dates else None,
         "date_end": dates[-1] if dates else None,
         "model_id": _common([p.get("model_id") for p in props]),
         "config_hash": _common([p.get("config_hash") for p in props]),
-        "tiles": tiles,
+        "cells": cells,
     }
 
 
@@ -176,11 +179,11 @@ def dissolve(features: Sequence[Mapping], gap_m: float = 0.0) -> list[dict]:
     The geometry is the union of the group's parts (with ``gap_m`` > 0 the gaps are not filled: the
     area stays what was detected). Properties: ``score`` (max), ``mean_score`` (area-weighted mean),
     ``n_parts`` (see below), ``scene_ids`` and ``dates`` (sorted unions), ``date_start``/``date_end``,
-    ``model_id``/``config_hash`` (the common value, or the sorted distinct values), ``tiles``.
+    ``model_id``/``config_hash`` (the common value, or the sorted distinct values), ``cells`` (cell ids).
 
     ``n_parts`` counts the positive parts (chips or zones) of the group: parts that carry ``n_parts``
-    (already dissolved) count for that many; parts from the same ``tile`` add up, and the count across
-    tiles is the largest per tile, because a part near a cell edge reaches the merge as a piece from
+    (already dissolved) count for that many; parts from the same cell (``cell``) add up, and the count across
+    cells is the largest per cell, because a part near a cell edge reaches the merge as a piece from
     each neighbour that saw it. Grouping is an STRtree query plus connected components: linear in
     practice, fine for tens of thousands of parts. Output order: by group of the first part.
     """
@@ -257,7 +260,7 @@ def dual_threshold(features: Sequence[_Feature], low: float, high: float, requir
     confident. With ``require_seed`` every detection needs a part >= ``high`` (its seed) whatever its
     size, and parts >= ``low`` only extend it: hysteresis thresholding as in Canny's edge detector
     (Canny 1986, IEEE TPAMI 8(6)), so a patch of weak chips with no confident one is not reported.
-    The input must be dissolved from parts already filtered at ``low`` (``merge_tiles`` does
+    The input must be dissolved from parts already filtered at ``low`` (``merge_cells`` does
     this); otherwise a weak neighbour below ``low`` would count as a part. Raises ValueError when
     ``low`` > ``high``.
     """
@@ -272,14 +275,15 @@ def dual_threshold(features: Sequence[_Feature], low: float, high: float, requir
     return kept
 
 
-def tile_pieces(tile: str, features: Sequence[Mapping], size_m: float, low: float, gap_m: float = 0.0) -> list[dict]:
-    """One tile's share of the merge: its parts scoring >= ``low``, dissolved (so ``n_parts`` counts what
-    the tile saw whole, margin included) and clipped to the tile's cell (``tile`` recorded in each)."""
+def cell_pieces(cell: str, features: Sequence[Mapping], size_m: float, low: float, gap_m: float = 0.0) -> list[dict]:
+    """One cell's share of the merge: the parts its scan found scoring >= ``low``, dissolved (so ``n_parts``
+    counts what the scan saw whole, margin included) and clipped to the cell (of side ``size_m`` metres,
+    id recorded in each as ``cell``)."""
     positives = [f for f in features if float(f["properties"]["score"]) >= low]
     if not positives:
         return []
-    _, cell_ll = tile_cell(tile, size_m)
-    return clip_to_cell(dissolve(positives, gap_m), cell_ll, tile)
+    _, cell_ll = cell_polygons(cell, size_m)
+    return clip_to_cell(dissolve(positives, gap_m), cell_ll, cell)
 
 
 def merge_pieces(
@@ -290,7 +294,7 @@ def merge_pieces(
     id_prefix: str = "det",
     require_seed: bool = False,
 ) -> list[dict]:
-    """The region's detections from every tile's :func:`tile_pieces`, in tile id order.
+    """The region's detections from every cell's :func:`cell_pieces`, in cell id order.
 
     Dissolves across cell edges, applies :func:`dual_threshold`, adds ``area_ha`` (geodesic) and numbers
     the features ``{id_prefix}-00001``... in the order (-score, -area_ha, lon, lat), which depends only
@@ -310,8 +314,8 @@ def merge_pieces(
     return out
 
 
-def merge_tiles(
-    per_tile_features: Mapping[str, Sequence[Mapping]],
+def merge_cells(
+    per_cell_features: Mapping[str, Sequence[Mapping]],
     size_m: float,
     low: float,
     high: float,
@@ -319,11 +323,11 @@ def merge_tiles(
     id_prefix: str = "det",
     require_seed: bool = False,
 ) -> list[dict]:
-    """The region's detections from each tile's detections (each seen on its cell plus margin), all in
-    memory: :func:`tile_pieces` per tile in id order, then :func:`merge_pieces`.
-    (``garimpo.detection.merge.merge_region`` does the same from chip-score files, one tile at a time.)
+    """The region's detections from each cell's detections (each seen on its cell plus margin), all in
+    memory: :func:`cell_pieces` per cell in id order, then :func:`merge_pieces`.
+    (``garimpo.detection.merge.merge_region`` does the same from chip-score files, one cell at a time.)
     """
     pieces = []
-    for tid in sorted(per_tile_features):
-        pieces += tile_pieces(tid, per_tile_features[tid], size_m, low, gap_m)
+    for cid in sorted(per_cell_features):
+        pieces += cell_pieces(cid, per_cell_features[cid], size_m, low, gap_m)
     return merge_pieces(pieces, low, high, gap_m, id_prefix, require_seed)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from garimpo.classifier.data import IMAGENET_MEAN, IMAGENET_STD
 from garimpo.errors import InputDataError, ModelLoadError
 
 if TYPE_CHECKING:  # transformers is heavy: imported where a model is loaded
@@ -29,8 +30,9 @@ if TYPE_CHECKING:  # transformers is heavy: imported where a model is loaded
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+# ImageNet normalisation (the classifier's constants): SegFormer encoders are pretrained on ImageNet.
+_MEAN = np.array(IMAGENET_MEAN, dtype=np.float32)[:, None, None]
+_STD = np.array(IMAGENET_STD, dtype=np.float32)[:, None, None]
 
 # The 4 encoder stages downsample by 32 in total; tinier inputs are edge-padded up to this.
 MIN_SIDE = 32
@@ -71,6 +73,14 @@ def rgb_from_bands(bands: Mapping[str, np.ndarray], low: float = 0.0, high: floa
     rgb = np.stack([np.asarray(bands[b], dtype=np.float32) for b in ("B04", "B03", "B02")])
     # np.clip keeps NaN, so nodata survives to predict_mask, which masks it out.
     return np.clip((rgb - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
+def normalise_rgb(rgb: np.ndarray) -> np.ndarray:
+    """float32 (3, H, W) network input of true colour ``rgb`` (3, H, W) in [0, 1]: ImageNet mean/std
+    (``garimpo.classifier.data.IMAGENET_MEAN``/``IMAGENET_STD``) per channel; NaN and inf -> 0, the mean colour."""
+    norm = (np.asarray(rgb, dtype=np.float32) - _MEAN) / _STD
+    # Normalised 0 = ImageNet mean colour: the most neutral fill for nodata.
+    return np.nan_to_num(norm, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False)
 
 
 def window_starts(length: int, window: int, overlap: int) -> list[int]:
@@ -170,6 +180,7 @@ class SegformerProposer:
         return cls(model, device)
 
     def suspicious_ids(self, suspicious_classes: list[str]) -> list[int]:
+        """The model's class ids labelled one of ``suspicious_classes``; ValueError for an unknown class."""
         return suspicious_ids(self.id2label, suspicious_classes)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
@@ -185,9 +196,7 @@ class SegformerProposer:
         rgb = np.asarray(rgb, dtype=np.float32)
         if rgb.ndim != 3 or rgb.shape[0] != 3:
             raise ValueError(f"rgb must have shape (3, H, W), got {rgb.shape}")
-        norm = (rgb - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]
-        # Normalised 0 = ImageNet mean colour: the most neutral fill for nodata.
-        norm = np.nan_to_num(norm, nan=0.0, posinf=0.0, neginf=0.0)
+        norm = normalise_rgb(rgb)
         _, h, w = norm.shape
         pad_h, pad_w = max(0, MIN_SIDE - h), max(0, MIN_SIDE - w)
         if pad_h or pad_w:
@@ -241,6 +250,10 @@ def fetch_segformer(
 
     With ``suspicious_classes`` the downloaded ``config.json`` must label them (:func:`check_labels`);
     otherwise the download is removed and InputDataError lists the model's labels.
+
+    Raises:
+        ModelLoadError: the download fails (no internet, unknown id) or holds no ``config.json``.
+        InputDataError: the model does not label ``suspicious_classes``.
     """
     from huggingface_hub import snapshot_download
 

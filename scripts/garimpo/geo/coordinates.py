@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 import re
 
+from garimpo.errors import CoordinateError
+
 HEMISPHERES = {"N": ("lat", 1), "S": ("lat", -1), "E": ("lon", 1), "L": ("lon", 1), "W": ("lon", -1), "O": ("lon", -1)}
 AXIS_NAMES = {"lat": "latitude", "lon": "longitude"}
 LIMITS = {"lat": 90.0, "lon": 180.0}
@@ -25,10 +27,6 @@ _DMS = re.compile(
          )?$""",
     re.X,
 )
-
-
-class CoordinateError(ValueError):
-    """A coordinate text that is not a usable number; ``str()`` is the reason, for the rejected-rows table."""
 
 
 def _decimal(text: str) -> float | None:

@@ -2,7 +2,7 @@
 
 Readers return arrays plus CRS and transform; everything in between works on
 plain arrays. Writers are atomic (temporary file, then rename) so a killed job
-never leaves a half-written tile that looks finished.
+never leaves a half-written GeoTIFF that looks finished.
 """
 
 from __future__ import annotations
@@ -68,10 +68,10 @@ def utm_epsg(lon: float, lat: float) -> int:
     return (32600 if lat >= 0 else 32700) + zone
 
 
-def tile_grid(lon: float, lat: float, size_m: float, resolution: float = 10.0) -> Grid:
+def point_grid(lon: float, lat: float, size_m: float, resolution: float = 10.0) -> Grid:
     """A square grid of ``size_m`` centred on a point, in the point's UTM zone.
 
-    The origin snaps to the resolution so tiles of neighbouring points share pixel edges.
+    The origin snaps to the resolution so training images of neighbouring points share pixel edges.
     """
     epsg = utm_epsg(lon, lat)
     x, y = Transformer.from_crs("EPSG:4326", epsg, always_xy=True).transform(lon, lat)
@@ -129,6 +129,69 @@ def read_raster(path: str | Path, window=None) -> Raster:
         names = tuple(d or f"band{i + 1}" for i, d in enumerate(src.descriptions))
         crs = src.crs.to_string() if src.crs else None
         return Raster(arr, crs, transform, names, dict(src.tags()))
+
+
+def band_names(src) -> tuple[str | None, ...]:
+    """The band descriptions of an open rasterio dataset, stripped; ``None`` for a band without one."""
+    return tuple(d.strip() or None if d else None for d in src.descriptions)
+
+
+def band_indexes(src, names: Sequence[str]) -> list[int]:
+    """1-based indexes of the bands called ``names`` (band descriptions), in that order.
+
+    The one way the package finds bands: by name, never by position, because providers and local
+    files order bands differently.
+
+    Raises:
+        InputDataError: a name is not among the band descriptions; the message names the file, the
+            missing bands and the names it has.
+    """
+    have = band_names(src)
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise InputDataError(
+            f"{src.name} lacks bands {missing}; its band descriptions are {list(have)}. "
+            "Write the band names into the GeoTIFF's band descriptions "
+            "(gdal_edit.py or rasterio's set_band_description)."
+        )
+    return [have.index(n) + 1 for n in names]
+
+
+def read_bands(src, indexes: Sequence[int], window=None) -> np.ndarray:
+    """float32 (bands, rows, cols) of an open dataset: the GDAL scale/offset of integer bands applied (so
+    scaled digital numbers come back as reflectance), nodata and non-finite values as NaN.
+
+    ``window``: a rasterio ``Window`` or None for the whole raster.
+    """
+    arr = src.read(list(indexes), window=window)
+    nodata = src.nodata
+    if np.issubdtype(arr.dtype, np.integer):
+        bad = arr == nodata if nodata is not None else None
+        out = arr.astype(np.float32)
+        for b, i in enumerate(indexes):
+            scale, offset = src.scales[i - 1], src.offsets[i - 1]
+            if scale != 1.0 or offset != 0.0:
+                out[b] *= np.float32(scale)
+                out[b] += np.float32(offset)
+        if bad is not None:
+            out[bad] = np.nan
+        return out
+    out = arr.astype(np.float32, copy=False)
+    if nodata is not None and not np.isnan(nodata):
+        out[out == nodata] = np.nan
+    return out
+
+
+def read_bands_by_name(path: str | os.PathLike[str], names: Sequence[str], window=None) -> np.ndarray:
+    """float32 (len(names), rows, cols) of the GeoTIFF at ``path``, bands picked by name (``band_indexes``)
+    and decoded as ``read_bands`` does.
+
+    Raises:
+        InputDataError: a band is missing (see ``band_indexes``).
+        rasterio.errors.RasterioError: the file cannot be opened or read.
+    """
+    with rasterio.open(path) as src:
+        return read_bands(src, band_indexes(src, names), window)
 
 
 @dataclass(frozen=True)
@@ -280,7 +343,7 @@ def _check_size(where: str, head: ImageHeader, bands: int) -> None:
         raise InputDataError(
             f"{where} is {rows} x {cols} px of {max(bands, 1)} band{'s' * (bands != 1)}: read as float32 "
             f"reflectance it would take {size / 2**30:.1f} GiB, more than the {MAX_IMAGE_BYTES / 2**30:g} GiB a "
-            "training or evaluation image may take. These images are chips of the tiles' footprint (an Amazon "
+            "training or evaluation image may take. These images are chips of the training footprint (an Amazon "
             "Mining Watch chip is 48 x 48 px), each read whole into memory: cut chips of that size out of it, "
             "or leave it out of its folder"
         )
@@ -296,7 +359,7 @@ def _reflectance_bands(path: Path, where: str, head: ImageHeader, index: list[in
     if not _all_named(names):
         unnamed = ", ".join(str(i + 1) for i, n in zip(index, names) if not n)
         raise InputDataError(
-            f"{where} has bands without names (band {unnamed}): tiles are read by band name, so name each band by "
+            f"{where} has bands without names (band {unnamed}): images are read by band name, so name each band by "
             "its Sentinel-2 band in the GeoTIFF's band descriptions (e.g. rio edit-info --bidx 1 --description B04 "
             "FILE)"
         )
@@ -416,7 +479,7 @@ def read_image(path: str | Path, encoding: str | None = None, key: str | None = 
     - PNG/JPEG of more than 8 bits (16-bit PNG): refused; value / 255 would be wrong.
     - GeoTIFFs of other types: float values are reflectance; integer ones only through a scale and offset
       the file declares (applied), else refused (digital numbers). Every band needs a name (its
-      description: B04, B08...), since tiles are read by band name. Values of +inf, -inf or NaN outside
+      description: B04, B08...), since images are read by band name. Values of +inf, -inf or NaN outside
       the nodata mask become NaN (nodata) too, with a warning counting them.
     - an image that would take more than ``MAX_IMAGE_BYTES`` as float32: refused from its header, before
       any pixel is decoded (these images are chips).

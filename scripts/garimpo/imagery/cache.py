@@ -20,7 +20,7 @@ from pathlib import Path
 import pystac
 
 from garimpo.atomic import atomic_path
-from garimpo.errors import GarimpoError
+from garimpo.errors import FolderInTheWayError
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,9 @@ def search_key(
     max_cloud: float,
     max_items: int | None = None,
 ) -> str:
-    """A stable file-name-safe key of everything that shapes a search's answer."""
+    """A stable file-name-safe key (32 hex digits) of everything that shapes a search's answer: the API
+    ``url`` (trailing slash aside), ``collection``, ``bbox`` (lon/lat degrees, to 1e-7), ``period`` (ISO
+    texts), ``max_cloud`` (percent), ``max_items`` and :data:`CACHE_VERSION`."""
     payload = {
         "v": CACHE_VERSION,
         "url": url.rstrip("/"),
@@ -49,12 +51,14 @@ def search_key(
 
 
 class SearchCache:
-    """``get(key)`` -> list of Items or None; ``put(key, items)`` writes atomically."""
+    """The search cache in folder ``cache_dir``: ``get(key)`` -> list of Items or None; ``put(key, items)``
+    writes atomically. Keys come from :func:`search_key`."""
 
     def __init__(self, cache_dir: str | os.PathLike):
         self.dir = Path(cache_dir)
 
     def path(self, key: str) -> Path:
+        """The entry file of ``key``: ``<cache_dir>/search-<key>.json`` (whether or not it exists)."""
         return self.dir / f"search-{key}.json"
 
     def get(self, key: str) -> list[pystac.Item] | None:
@@ -66,6 +70,7 @@ class SearchCache:
         at the entry's path raises :class:`FolderInTheWayError` (it is never deleted: it may hold anything).
         Entries that are well-formed but whose items cannot be read are dropped by the caller
         (:func:`garimpo.imagery.stac.search`, :func:`garimpo.imagery.stac.with_fresh_search`).
+        Raises :class:`garimpo.errors.FolderInTheWayError` as said.
         """
         p = self.path(key)
         if not p.is_file():
@@ -90,6 +95,8 @@ class SearchCache:
         return None
 
     def put(self, key: str, items: Sequence[pystac.Item]) -> Path:
+        """Write ``items`` (unsigned hrefs, as searched) as the entry of ``key``, atomically and fsynced;
+        returns its path. Raises ``OSError`` when the folder cannot be written."""
         self.dir.mkdir(parents=True, exist_ok=True)
         p = self.path(key)
         data = pystac.ItemCollection(items, clone_items=True).to_dict(transform_hrefs=False)
@@ -109,15 +116,6 @@ def drop_entry(path: str | os.PathLike, why: str) -> None:
     except OSError as err:
         done = f"could not delete it ({err}); delete it by hand"
     log.warning("STAC search cache file %s cannot be used (%s): %s, searching again", p, why, done)
-
-
-class FolderInTheWayError(GarimpoError, IsADirectoryError):
-    """A folder where a cache writes a file: refused, never removed (it may hold anything)."""
-
-    def __init__(self, path: str | os.PathLike, cache: str):
-        super().__init__(
-            f"{cache} path {path}: a folder sits where a cache file goes; remove it (rm -r {path}) and run again"
-        )
 
 
 def _shape_problem(data) -> str | None:

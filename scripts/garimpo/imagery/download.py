@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 from garimpo.atomic import atomic_path
 from garimpo.errors import ChecksumError, DownloadError
 from garimpo.imagery.redact import redact_url
-from garimpo.imagery.stac import RetryPolicy
+from garimpo.imagery.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +206,8 @@ def path_under(folder: str | os.PathLike, name: str, key: str = "downloads.files
 
 
 def sha256_file(path: str | Path) -> str:
+    """The sha256 of the file at ``path``, 64 lower-case hex digits; read in 1 MiB chunks. Raises ``OSError``
+    when it cannot be read."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK_BYTES):

@@ -16,7 +16,11 @@ collection name but of what each item says, decided once per item and asset, fir
 4. Only when nothing above is known, the acquisition date: baseline 04.00 went into production on
    2022-01-25.
 
-Everything here is pure (metadata in, numbers out); reading pixels is :mod:`garimpo.imagery.stac`'s job.
+The numbers (scale, offset, the baseline and the date from which the offset applies, the plausible range)
+are the sensor profile's (:data:`garimpo.imagery.sensor.SENTINEL2_L2A` by default); the metadata names read
+here (``earthsearch:boa_offset_applied``, ``s2:processing_baseline``, product ids) are the two providers'
+Sentinel-2 conventions. Everything here is pure (metadata in, numbers out); reading pixels is
+:mod:`garimpo.imagery.read`'s job.
 """
 
 from __future__ import annotations
@@ -32,30 +36,33 @@ import numpy as np
 from pystac.extensions.raster import RasterBand
 
 from garimpo.errors import InputDataError
+from garimpo.imagery.sensor import SENTINEL2_L2A, SensorProfile
 
-# ESA L2A: BOA_QUANTIFICATION_VALUE 10000 in MTD_MSIL2A.xml, i.e. reflectance per DN.
-DN_SCALE = 1e-4
-# ESA L2A from processing baseline 04.00: BOA_ADD_OFFSET -1000 (DN) for every band in MTD_MSIL2A.xml,
-# i.e. -0.1 in reflectance units (ESA, "Processing baseline 04.00", Sentinel-2 MSI L2A product notice).
-BOA_ADD_OFFSET_DN = -1000.0
-OFFSET_BASELINE = (4, 0)
-# Baseline 04.00 in production from this date (ESA); the rule of last resort.
-OFFSET_DATE = datetime(2022, 1, 25, tzinfo=UTC)
 # Earth Search v1 item property: true when the +1000 was already removed from the pixels.
 ES_OFFSET_APPLIED = "earthsearch:boa_offset_applied"
 
-# Rule names recorded in provenance.
+
+def baseline_rule(profile: SensorProfile, offset: bool) -> str:
+    """The provenance name of the baseline rule: "processing_baseline>=04.00" when ``offset`` (the
+    baseline is at or after the profile's ``offset_baseline``), "processing_baseline<04.00" otherwise."""
+    major, minor = profile.offset_baseline
+    return f"processing_baseline{'>=' if offset else '<'}{major:02d}.{minor:02d}"
+
+
+def date_rule(profile: SensorProfile, offset: bool) -> str:
+    """The provenance name of the date rule: "date>=2022-01-25" when ``offset``, "date<2022-01-25" otherwise
+    (the profile's ``offset_date``)."""
+    return f"date{'>=' if offset else '<'}{profile.offset_date:%Y-%m-%d}"
+
+
+# Rule names recorded in provenance (those of the baseline and the date: Sentinel-2 L2A's).
 RULE_FLAG = ES_OFFSET_APPLIED
 RULE_RASTER = "raster:bands"
 RULE_ITEM_ASSETS = "item_assets:raster:bands"
-RULE_BASELINE_NEW = "processing_baseline>=04.00"
-RULE_BASELINE_OLD = "processing_baseline<04.00"
-RULE_DATE_NEW = "date>=2022-01-25"
-RULE_DATE_OLD = "date<2022-01-25"
-
-# Clear-pixel medians outside this reflectance range are not physical for Earth's surface
-# (a little below 0 is legitimate noise over dark water; fresh snow and glint stay below ~1.2).
-PLAUSIBLE_RANGE = (-0.05, 1.2)
+RULE_BASELINE_NEW = baseline_rule(SENTINEL2_L2A, True)
+RULE_BASELINE_OLD = baseline_rule(SENTINEL2_L2A, False)
+RULE_DATE_NEW = date_rule(SENTINEL2_L2A, True)
+RULE_DATE_OLD = date_rule(SENTINEL2_L2A, False)
 
 # Properties and ids where a baseline may be written, in order of trust.
 _BASELINE_PROPS = ("s2:processing_baseline", "sentinel:processing_baseline")
@@ -72,7 +79,8 @@ class Radiometry:
     DN are uint16, 1..65535. ``scale``: reflectance per DN (1e-4 for Sentinel-2 L2A). ``offset``:
     reflectance added after scaling (-0.1 where the pixels keep ESA's +1000 DN, else 0). ``nodata``: the
     DN that means no data when the metadata says so (``raster:bands``), else None (the file's own nodata,
-    or 0, applies). ``rule``: which metadata decided (one of the ``RULE_*`` names of this module).
+    or 0, applies). ``rule``: which metadata decided (``raster:bands``, ``processing_baseline>=04.00``...:
+    the ``RULE_*`` names of this module, :func:`baseline_rule` and :func:`date_rule`).
     """
 
     scale: float
@@ -182,12 +190,14 @@ def decide(
     when: datetime | None,
     asset_fields: Mapping[str, Any] | None,
     item_assets_entry: Mapping[str, Any] | None = None,
+    profile: SensorProfile = SENTINEL2_L2A,
 ) -> Radiometry:
     """The radiometry of one asset from its item's metadata (rules in the module docstring).
 
     ``properties``: the item's properties. ``when``: its acquisition time (timezone-aware; naive is taken
     as UTC). ``asset_fields``: the asset's fields (``raster:bands`` etc.). ``item_assets_entry``: the
-    collection's ``item_assets`` entry for the same key, when at hand.
+    collection's ``item_assets`` entry for the same key, when at hand. ``profile``: the sensor's DN scale,
+    offset and the baseline and date from which the offset applies, for items whose metadata declare none.
     Returns a :class:`Radiometry` whose ``rule`` names the metadata that decided. Raises
     :class:`InputDataError` (naming the item) when a baseline property is malformed, or when nothing,
     not even a date, tells the offset.
@@ -196,7 +206,7 @@ def decide(
     shared = _raster_band(item_assets_entry)
     nodata = _nodata(own, shared)
     if offset_already_applied(properties):
-        scale = own.scale if own is not None and own.scale is not None else DN_SCALE
+        scale = own.scale if own is not None and own.scale is not None else profile.dn_scale
         return Radiometry(float(scale), 0.0, nodata, RULE_FLAG)
     for band, rule in ((own, RULE_RASTER), (shared, RULE_ITEM_ASSETS)):
         if _declares_scaling(band):
@@ -204,11 +214,12 @@ def decide(
             scale = 1.0 if band.scale is None else float(band.scale)
             offset = 0.0 if band.offset is None else float(band.offset)
             return Radiometry(scale, offset, nodata, rule)
+    scale, offset = profile.dn_scale, profile.offset_dn * profile.dn_scale
     baseline = processing_baseline(properties, item_id)
     if baseline is not None:
-        if baseline >= OFFSET_BASELINE:
-            return Radiometry(DN_SCALE, BOA_ADD_OFFSET_DN * DN_SCALE, nodata, RULE_BASELINE_NEW)
-        return Radiometry(DN_SCALE, 0.0, nodata, RULE_BASELINE_OLD)
+        if baseline >= profile.offset_baseline:
+            return Radiometry(scale, offset, nodata, baseline_rule(profile, True))
+        return Radiometry(scale, 0.0, nodata, baseline_rule(profile, False))
     if when is None:
         raise InputDataError(
             f"item {item_id}: no {ES_OFFSET_APPLIED}, raster:bands scale/offset, processing "
@@ -217,12 +228,14 @@ def decide(
         )
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    if when >= OFFSET_DATE:
-        return Radiometry(DN_SCALE, BOA_ADD_OFFSET_DN * DN_SCALE, nodata, RULE_DATE_NEW)
-    return Radiometry(DN_SCALE, 0.0, nodata, RULE_DATE_OLD)
+    if when >= profile.offset_date:
+        return Radiometry(scale, offset, nodata, date_rule(profile, True))
+    return Radiometry(scale, 0.0, nodata, date_rule(profile, False))
 
 
-def asset_radiometry(item, key: str, item_assets: Mapping[str, Any] | None = None) -> Radiometry:
+def asset_radiometry(
+    item, key: str, item_assets: Mapping[str, Any] | None = None, profile: SensorProfile = SENTINEL2_L2A
+) -> Radiometry:
     """:func:`decide` for asset ``key`` of a ``pystac.Item``; ``item_assets``: the collection's, if known.
 
     Raises :class:`InputDataError` when the item has no asset ``key`` or its metadata is unusable.
@@ -234,7 +247,12 @@ def asset_radiometry(item, key: str, item_assets: Mapping[str, Any] | None = Non
         when = datetime.fromisoformat(str(item.properties["start_datetime"]).replace("Z", "+00:00"))
     entry = (item_assets or {}).get(key)
     return decide(
-        item.id, item.properties, when, item.assets[key].extra_fields, entry if isinstance(entry, Mapping) else None
+        item.id,
+        item.properties,
+        when,
+        item.assets[key].extra_fields,
+        entry if isinstance(entry, Mapping) else None,
+        profile,
     )
 
 
@@ -243,11 +261,12 @@ def nir_band(bands) -> str | None:
     return next((b for b in ("B08", "B8A") if b in bands), None)
 
 
-def implausible(medians: Mapping[str, float], bounds: tuple[float, float] = PLAUSIBLE_RANGE) -> list[str]:
+def implausible(medians: Mapping[str, float], bounds: tuple[float, float] = SENTINEL2_L2A.plausible_range) -> list[str]:
     """Why clear-pixel band medians (reflectance, band -> value) look mis-scaled; empty when plausible.
 
-    A median outside ``bounds`` is not a land surface; an NDVI of the B04/B08 (or B8A) medians outside
-    [-1, 1] only happens when an offset went the wrong way (negative red). NaN medians are ignored.
+    A median outside ``bounds`` (a profile's ``plausible_range``) is not a land surface; an NDVI of the
+    B04/B08 (or B8A) medians outside [-1, 1] only happens when an offset went the wrong way (negative red).
+    NaN medians are ignored.
     """
     low, high = bounds
     reasons = [

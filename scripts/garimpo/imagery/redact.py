@@ -183,3 +183,28 @@ def install_redaction(handlers: Iterable[logging.Handler] | None = None, loggers
     for target in targets:
         if REDACT_FILTER not in target.filters:
             target.addFilter(REDACT_FILTER)
+
+
+# rasterio's loggers that name a file: its GDAL error and debug lines carry the signed href.
+_RASTERIO_LOGGERS = frozenset(
+    {
+        "rasterio",
+        "rasterio._base",
+        "rasterio._io",
+        "rasterio._warp",
+        "rasterio._env",
+        "rasterio.env",
+        "rasterio._err",
+        "rasterio._filepath",
+        "rasterio.vrt",
+        "rasterio.io",
+        "rasterio._path",
+    }
+)
+
+
+def install_raster_redaction() -> None:
+    """:func:`install_redaction` on every handler of the root logger (whoever logs) and on every rasterio
+    logger (those above and any other already created), where it is not already. Idempotent."""
+    names = _RASTERIO_LOGGERS | {n for n in list(logging.root.manager.loggerDict) if n.startswith("rasterio")}
+    install_redaction(None, sorted(names))

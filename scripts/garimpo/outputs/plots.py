@@ -1,4 +1,4 @@
-"""Figures: the region overview with its detections over a mosaic of the tile scenes."""
+"""Figures: the region overview with its detections over a mosaic of the cells' composites."""
 
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ from matplotlib.lines import Line2D  # noqa: E402
 from shapely.geometry import shape  # noqa: E402
 
 from garimpo.geo.geojson import reproject  # noqa: E402
-from garimpo.geo.raster import Raster, utm_epsg  # noqa: E402
+from garimpo.geo.raster import Raster, band_indexes, band_names, utm_epsg  # noqa: E402
 
 COLOURS = {"mining": "#e4002b", "not_mining": "#00b4d8", "region": "#ffffff"}
 
 
-def true_colour(scene: Raster, low: float = 0.0, high: float = 0.25) -> np.ndarray:
+def true_colour(image: Raster, low: float = 0.0, high: float = 0.25) -> np.ndarray:
     """B04/B03/B02 stretched to 0..1 with a gamma that lifts the dark forest; NaN shows black."""
-    rgb = scene.select(["B04", "B03", "B02"])
+    rgb = image.select(["B04", "B03", "B02"])
     rgb = np.clip((rgb - low) / (high - low), 0, 1) ** 0.7
     return np.nan_to_num(rgb.transpose(1, 2, 0))
 
@@ -37,11 +37,11 @@ def _outline(ax, geom, colour, width):
 
 
 def quicklook(
-    scene_paths: Sequence[str | Path], crs: str, bounds: Sequence[float], max_px: int = 1600
+    composite_paths: Sequence[str | Path], crs: str, bounds: Sequence[float], max_px: int = 1600
 ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
-    """True-colour mosaic of tile scenes on one coarse grid over ``bounds`` (in ``crs``).
+    """True-colour mosaic of composites on one coarse grid over ``bounds`` (in ``crs``).
 
-    Each scene is read decimated (its overviews make that cheap) and warped onto the
+    Each composite is read decimated (its overviews make that cheap) and warped onto the
     mosaic grid, so memory depends on ``max_px``, not on the region's size.
     """
     import rasterio
@@ -53,15 +53,14 @@ def quicklook(
     width, height = max(1, int(np.ceil((right - left) / res))), max(1, int(np.ceil((top - bottom) / res)))
     dst_transform = Affine(res, 0, left, 0, -res, top)
     mosaic = np.full((3, height, width), np.nan, np.float32)
-    for path in scene_paths:
+    for path in composite_paths:
         with rasterio.open(path) as src:
-            names = [d.strip() if d else "" for d in src.descriptions]
-            if not {"B04", "B03", "B02"} <= set(names):
+            if not {"B04", "B03", "B02"} <= set(band_names(src)):
                 continue
             f = max(1, int(res // abs(src.transform.a)))
             shape_ = (max(1, src.height // f), max(1, src.width // f))
             arr = src.read(
-                [names.index(b) + 1 for b in ("B04", "B03", "B02")],
+                band_indexes(src, ("B04", "B03", "B02")),
                 out_shape=(3, *shape_),
                 resampling=Resampling.average,
             ).astype(np.float32)
@@ -85,20 +84,20 @@ def quicklook(
 
 def overview_map(
     detections_path: str | Path,
-    scene_paths: Sequence[str | Path],
+    composite_paths: Sequence[str | Path],
     region_lonlat,
     out_path: str | Path,
     title: str = "",
     attribution: str = "",
 ) -> Path:
-    """Tile-scene mosaic, region outline and detections (red), in the UTM zone of the region's centre."""
+    """Composite mosaic, region outline and detections (red), in the UTM zone of the region's centre."""
     c = region_lonlat.centroid
     crs = f"EPSG:{utm_epsg(c.x, c.y)}"
     region = reproject(region_lonlat, "EPSG:4326", crs)
     left, bottom, right, top = region.bounds
     pad = 0.03 * max(right - left, top - bottom)
     bounds = (left - pad, bottom - pad, right + pad, top + pad)
-    image, extent = quicklook(scene_paths, crs, bounds)
+    image, extent = quicklook(composite_paths, crs, bounds)
     h, w = image.shape[:2]
     fig, ax = plt.subplots(figsize=(10, 10 * h / w + 0.8), dpi=120)
     ax.imshow(image, extent=extent)

@@ -1,4 +1,5 @@
-"""Distribution matching: stretch a tile's own P2/P98 onto the positives' P2/P98, band by band.
+"""Distribution matching: stretch an image's own P2/P98 (a training image's or a chip's) onto the positives'
+P2/P98, band by band.
 
 Imagery from other sensors, dates or local folders then lands in the value range the
 classifier was trained on.
@@ -11,8 +12,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from garimpo.errors import InputDataError
 
-def tile_percentiles(array: np.ndarray, p_low: float = 2.0, p_high: float = 98.0) -> tuple[np.ndarray, np.ndarray]:
+
+def image_percentiles(array: np.ndarray, p_low: float = 2.0, p_high: float = 98.0) -> tuple[np.ndarray, np.ndarray]:
     """Per-band (low, high) percentiles of a (bands, H, W) array, ignoring NaN."""
     flat = array.reshape(array.shape[0], -1)
     with warnings.catch_warnings():
@@ -36,7 +39,7 @@ def stretch_to_reference(
     """
     ref_low = np.asarray(ref_low, dtype=np.float64)[:, None, None]
     ref_high = np.asarray(ref_high, dtype=np.float64)[:, None, None]
-    lo, hi = tile_percentiles(array, p_low, p_high)
+    lo, hi = image_percentiles(array, p_low, p_high)
     lo, hi = lo[:, None, None], hi[:, None, None]
     spread = hi - lo
     flat = ~(spread > min_spread)
@@ -45,11 +48,23 @@ def stretch_to_reference(
     return out.astype(np.float32)
 
 
-def reference_bounds(stats: Mapping, bands: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(P2, P98) arrays of the positive statistics in ``bands`` order."""
-    missing = [b for b in bands if b not in stats["bands"]]
+def reference_bounds(
+    stats: Mapping, bands: Sequence[str], where: str = "positive statistics"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(P2, P98) float64 arrays of the positive statistics (``results/stats/positive.json``) in ``bands`` order.
+
+    The one place the positives' per-band range is put in band order, for matching, training and scanning.
+
+    Raises:
+        InputDataError: the statistics lack one of ``bands``; ``where`` names them in the message.
+    """
+    per_band = stats.get("bands", {})
+    missing = [b for b in bands if b not in per_band]
     if missing:
-        raise KeyError(f"positive statistics have no band(s) {missing}; they have {sorted(stats['bands'])}")
-    low = np.array([stats["bands"][b]["p2"] for b in bands])
-    high = np.array([stats["bands"][b]["p98"] for b in bands])
+        raise InputDataError(
+            f"{where} have no band(s) {missing}; they have {sorted(per_band)}. "
+            "Rebuild them with the same imagery.bands as the classifier (snakemake results/stats/positive.json)."
+        )
+    low = np.array([per_band[b]["p2"] for b in bands], np.float64)
+    high = np.array([per_band[b]["p98"] for b in bands], np.float64)
     return low, high

@@ -1,4 +1,4 @@
-"""Per-band statistics of the positive tiles by reservoir sampling (memory bounded by the reservoir)."""
+"""Per-band statistics of the positive training images by reservoir sampling (memory bounded by the reservoir)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ class BandReservoir:
     """Uniform random sample of at most ``size`` values from a stream (Algorithm R), plus exact moments.
 
     Memory is O(size) however many values stream through, so P2/P98 of millions of
-    tiles cost the same memory as of ten.
+    images cost the same memory as of ten.
     """
 
     def __init__(self, size: int, rng: np.random.Generator):
@@ -69,16 +69,16 @@ def band_statistics(
     """Stream (bands, H, W) arrays with their band names; return the stats JSON document."""
     rng = np.random.default_rng(seed)
     reservoirs: dict[str, BandReservoir] = {}
-    n_tiles = 0
+    n_images = 0
     for array, names in arrays:
-        n_tiles += 1
+        n_images += 1
         for band, name in zip(array, names):
             reservoirs.setdefault(name, BandReservoir(sample_size, rng)).update(band)
-    if not n_tiles:
-        raise ValueError("no tile to compute statistics from")
+    if not n_images:
+        raise ValueError("no image to compute statistics from")
     return {
         "bands": {name: r.summary() for name, r in reservoirs.items()},
-        "n_tiles": n_tiles,
+        "n_images": n_images,
         "sample_size": sample_size,
         "seed": seed,
     }

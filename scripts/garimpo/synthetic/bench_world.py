@@ -1,4 +1,4 @@
-"""A large synthetic Sentinel-2-like tile for benchmarking detection (e.g. a 10980 px granule).
+"""A large synthetic Sentinel-2-like granule for benchmarking detection (e.g. a full one of 10980 px).
 
 The demo world (``garimpo.synthetic.demo_world``) renders whole-grid arrays, fine for 24 x 12 km but not for a
 110 x 110 km granule. Here the layout is vector (rivers, streams, roads, fields, sandbars, clearings,
@@ -11,9 +11,10 @@ chain of turbid ponds along a stream with bare sediment around them and a cleare
 (log-uniform), placed until ``mined_fraction`` of the area is covered. Hard negatives: big rivers
 with sandbars, pastures, ploughed fields, fish ponds, forest clearings, unpaved roads.
 
-Output: uint16 reflectance x 10000 (the scene rule's reflectance with the +1000 DN offset already
-removed), nodata 0, GDAL scale 1e-4 per band (so ``garimpo.detection.scan.read_reflectance`` gets reflectance),
-band descriptions B02 B03 B04 B08 B11 B12; tiled (512 px), ZSTD-compressed GeoTIFF (the codec tile_scene writes).
+Output: uint16 reflectance x 10000 (the composite_cell rule's reflectance with the +1000 DN offset already
+removed), nodata 0, GDAL scale 1e-4 per band (so the scan's reader, ``garimpo.geo.raster.read_bands``, gets
+reflectance), band descriptions B02 B03 B04 B08 B11 B12; tiled (512 px), ZSTD-compressed GeoTIFF (the codec the
+composite_cell rule writes).
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ from shapely.geometry import LineString, Point, Polygon, box, mapping
 from shapely.ops import unary_union
 
 from garimpo.atomic import atomic_path
-from garimpo.synthetic.demo_world import BANDS, SPEC, meander_path, sub_rng
+from garimpo.synthetic.demo_world import BANDS, DN_PER_REFLECTANCE, SPEC, meander_path, sub_rng
 
 CRS = "EPSG:32721"
 RES = 10.0
-DN_SCALE = 10000.0
+DN_SCALE = float(DN_PER_REFLECTANCE)  # DN per unit reflectance, as Sentinel-2 L2A
 NOISE = (0.0025, 0.0025, 0.0025, 0.006, 0.004, 0.004)  # per-band sensor noise (reflectance)
 
 
@@ -129,7 +130,7 @@ def _mine_along(path: np.ndarray, arc: np.ndarray, s0: float, length: float, wid
 def make_layout(
     size: int, seed: int, x0: float = 600000.0, y0: float = 9320000.0, mined_fraction: float = 0.01
 ) -> Layout:
-    """Vector layout of a ``size`` x ``size`` px tile at 10 m."""
+    """Vector layout of a ``size`` x ``size`` px granule at 10 m."""
     lay = Layout(seed, size, x0, y0)
     size_m = size * RES
     ext = lay.extent
@@ -462,9 +463,9 @@ def to_dn(refl: np.ndarray) -> np.ndarray:
     return np.clip(np.round(refl * DN_SCALE), 1, 65535).astype(np.uint16)
 
 
-def write_tile(path: str | Path, lay: Layout, block: int = 1024, threads: int | None = None) -> Path:
+def write_granule(path: str | Path, lay: Layout, block: int = 1024, threads: int | None = None) -> Path:
     """Render ``lay`` block by block into a tiled, ZSTD-compressed uint16 GeoTIFF (atomic); ZSTD as the
-    workflow's tile_scene writes its scenes."""
+    workflow's composite_cell writes its composites."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     prof = dict(
@@ -507,7 +508,7 @@ def write_tile(path: str | Path, lay: Layout, block: int = 1024, threads: int | 
 
 
 def truth_features(lay: Layout) -> dict:
-    """Mines (footprints) and hard negatives as a GeoJSON FeatureCollection in the tile CRS."""
+    """Mines (footprints) and hard negatives as a GeoJSON FeatureCollection in the granule CRS."""
     feats = [
         {
             "type": "Feature",
@@ -533,11 +534,11 @@ def generate(
     mined_fraction: float = 0.01,
     threads: int | None = None,
 ) -> dict:
-    """Write the tile and ``<path>.truth.geojson``; returns a summary."""
+    """Write the granule and ``<path>.truth.geojson``; returns a summary."""
     t0 = time.time()
     lay = make_layout(size, seed, x0, y0, mined_fraction)
     t1 = time.time()
-    write_tile(path, lay, threads=threads)
+    write_granule(path, lay, threads=threads)
     truth = Path(str(path) + ".truth.geojson")
     truth.write_text(json.dumps(truth_features(lay)))
     areas = np.array([m.area_ha for m in lay.mines])

@@ -46,6 +46,8 @@ from shapely.prepared import prep
 
 from garimpo.atomic import atomic_path
 from garimpo.geo.geojson import feature, feature_collection, write_geojson
+from garimpo.geo.raster import Grid
+from garimpo.imagery.sensor import SENTINEL2_L2A
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +59,21 @@ FULL_SIZE_M = (24000.0, 12000.0)  # (x, y) extent at scale 1
 SNAP_M = 60.0  # origin and extent on the 60 m grid so 10/20/60 m pixels nest
 COLLECTION_ID = "sentinel-2-l2a"
 BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")  # order of every spectrum vector below
-BAND_RES = {"B02": 10, "B03": 10, "B04": 10, "B08": 10, "B11": 20, "B12": 20, "SCL": 20}
-BAND_INFO = {  # common name, centre wavelength (um), FWHM (um), PC-like title
-    "B02": ("blue", 0.49, 0.098, "Band 2 - Blue - 10m"),
-    "B03": ("green", 0.56, 0.045, "Band 3 - Green - 10m"),
-    "B04": ("red", 0.665, 0.038, "Band 4 - Red - 10m"),
-    "B08": ("nir", 0.842, 0.145, "Band 8 - NIR - 10m"),
-    "B11": ("swir16", 1.61, 0.143, "Band 11 - SWIR (1.6) - 20m"),
-    "B12": ("swir22", 2.19, 0.242, "Band 12 - SWIR (2.2) - 20m"),
+# Band facts come from the sensor profile the imagery code reads real scenes with (garimpo.imagery.sensor).
+BAND_RES = {**{b: int(SENTINEL2_L2A.bands[b].resolution_m) for b in BANDS}, SENTINEL2_L2A.mask_band: 20}
+_FWHM_TITLE = {  # FWHM (um, ESA's spectral response functions) and Planetary-Computer-like asset title
+    "B02": (0.098, "Band 2 - Blue - 10m"),
+    "B03": (0.045, "Band 3 - Green - 10m"),
+    "B04": (0.038, "Band 4 - Red - 10m"),
+    "B08": (0.145, "Band 8 - NIR - 10m"),
+    "B11": (0.143, "Band 11 - SWIR (1.6) - 20m"),
+    "B12": (0.242, "Band 12 - SWIR (2.2) - 20m"),
 }
-BASELINE_OFFSET_DN = 1000  # processing baseline >= 04.00 (from 2022-01-25) adds +1000 DN
+BAND_INFO = {  # common name, centre wavelength (um), FWHM (um), PC-like title
+    b: (SENTINEL2_L2A.bands[b].common_names[0], SENTINEL2_L2A.bands[b].wavelength_um, *_FWHM_TITLE[b]) for b in BANDS
+}
+BASELINE_OFFSET_DN = int(-SENTINEL2_L2A.offset_dn)  # processing baseline >= 04.00 (from 2022-01-25) adds +1000 DN
+DN_PER_REFLECTANCE = round(1 / SENTINEL2_L2A.dn_scale)  # 10000 (BOA_QUANTIFICATION_VALUE)
 SCL_VALID = (0, 3, 4, 5, 6, 8, 9)  # codes written here (0 = nodata, unused: the world has no gaps)
 
 # Surface reflectance, band order BANDS. Typical Amazon L2A values.
@@ -119,13 +126,16 @@ class Scene:
 
     @property
     def year(self) -> int:
+        """Acquisition year."""
         return int(self.datetime[:4])
 
     @property
     def has_offset(self) -> bool:
+        """Whether DNs carry the +1000 offset (processing baseline >= 04.00, ``BASELINE_OFFSET_DN``)."""
         return float(self.baseline) >= 4.0
 
     def item_id(self, tile: str) -> str:
+        """The product id a Sentinel-2 L2A item of this acquisition over MGRS ``tile`` would have."""
         d = datetime.fromisoformat(self.datetime.replace("Z", "+00:00"))
         unit = "S2A" if self.platform.endswith("2A") else "S2B"
         return f"{unit}_MSIL2A_{d:%Y%m%dT%H%M%S}_R067_T{tile}_{self.generated}"
@@ -141,77 +151,79 @@ SCENES = (
 # --------------------------------------------------------------------------- grid & helpers
 
 
-@dataclass(frozen=True)
-class Grid:
-    """The 10 m pixel grid of the world (UTM 21S)."""
+# The world's grid is a ``garimpo.geo.raster.Grid`` (north-up, square pixels); these read it in the world's terms.
 
-    x0: float
-    y0: float
-    width: int
-    height: int
-    res: float = RES
 
-    @property
-    def transform(self) -> Affine:
-        return Affine(self.res, 0, self.x0, 0, -self.res, self.y0)
+def size_m(grid: Grid) -> tuple[float, float]:
+    """(east-west, north-south) extent of ``grid`` in metres."""
+    return (grid.width * grid.resolution, grid.height * grid.resolution)
 
-    def transform_at(self, res: float) -> Affine:
-        return Affine(res, 0, self.x0, 0, -res, self.y0)
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.height, self.width)
+def frac_xy(grid: Grid, fx: float, fy: float) -> np.ndarray:
+    """UTM point [x, y] (m) at a fraction of the extent (``fx`` east from the left, ``fy`` south from the top;
+    values outside [0, 1] lie outside the grid)."""
+    left, _, _, top = grid.bounds
+    return np.array([left + fx * grid.width * grid.resolution, top - fy * grid.height * grid.resolution])
 
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        return (self.x0, self.y0 - self.height * self.res, self.x0 + self.width * self.res, self.y0)
 
-    @property
-    def size_m(self) -> tuple[float, float]:
-        return (self.width * self.res, self.height * self.res)
+def frac_box(grid: Grid, fx0: float, fy0: float, fx1: float, fy1: float) -> Polygon:
+    """The box between two points given as fractions of the extent (see :func:`frac_xy`)."""
+    a, b = frac_xy(grid, fx0, fy0), frac_xy(grid, fx1, fy1)
+    return box(min(a[0], b[0]), min(a[1], b[1]), max(a[0], b[0]), max(a[1], b[1]))
 
-    def xy(self, fx: float, fy: float) -> np.ndarray:
-        """UTM point at a fraction of the extent (fx east from the left, fy south from the top)."""
-        return np.array([self.x0 + fx * self.width * self.res, self.y0 - fy * self.height * self.res])
 
-    def frac_box(self, fx0, fy0, fx1, fy1) -> Polygon:
-        a, b = self.xy(fx0, fy0), self.xy(fx1, fy1)
-        return box(min(a[0], b[0]), min(a[1], b[1]), max(a[0], b[0]), max(a[1], b[1]))
+def rowcol(grid: Grid, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int64 (row, col) of the pixels holding points ``pts`` [..., 2] (x, y in m); may fall outside the grid."""
+    pts = np.asarray(pts)
+    left, _, _, top = grid.bounds
+    col = np.floor((pts[..., 0] - left) / grid.resolution).astype(np.int64)
+    row = np.floor((top - pts[..., 1]) / grid.resolution).astype(np.int64)
+    return row, col
 
-    def rowcol(self, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pts = np.asarray(pts)
-        col = np.floor((pts[..., 0] - self.x0) / self.res).astype(np.int64)
-        row = np.floor((self.y0 - pts[..., 1]) / self.res).astype(np.int64)
-        return row, col
 
-    def window(self, geom_bounds, pad_m: float = 0.0) -> tuple[slice, slice]:
-        minx, miny, maxx, maxy = geom_bounds
-        c0 = max(0, int(math.floor((minx - pad_m - self.x0) / self.res)))
-        c1 = min(self.width, int(math.ceil((maxx + pad_m - self.x0) / self.res)))
-        r0 = max(0, int(math.floor((self.y0 - maxy - pad_m) / self.res)))
-        r1 = min(self.height, int(math.ceil((self.y0 - miny + pad_m) / self.res)))
-        return slice(r0, max(r0, r1)), slice(c0, max(c0, c1))
+def pixel_window(grid: Grid, geom_bounds, pad_m: float = 0.0) -> tuple[slice, slice]:
+    """(rows, cols) slices of the pixels covering ``geom_bounds`` (minx, miny, maxx, maxy; m) padded by
+    ``pad_m`` metres, clipped to the grid (empty slices when outside it)."""
+    minx, miny, maxx, maxy = geom_bounds
+    left, _, _, top = grid.bounds
+    res = grid.resolution
+    c0 = max(0, int(math.floor((minx - pad_m - left) / res)))
+    c1 = min(grid.width, int(math.ceil((maxx + pad_m - left) / res)))
+    r0 = max(0, int(math.floor((top - maxy - pad_m) / res)))
+    r1 = min(grid.height, int(math.ceil((top - miny + pad_m) / res)))
+    return slice(r0, max(r0, r1)), slice(c0, max(c0, c1))
 
-    def centres(self, win: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray]:
-        rows = np.arange(win[0].start, win[0].stop)
-        cols = np.arange(win[1].start, win[1].stop)
-        e = self.x0 + (cols + 0.5) * self.res
-        n = self.y0 - (rows + 0.5) * self.res
-        return np.meshgrid(e, n)
 
-    def rasterize(self, geoms, win: tuple[slice, slice] | None = None) -> np.ndarray:
-        """Boolean mask of pixel centres inside ``geoms`` (whole grid or a window)."""
-        if win is None:
-            shape, tr = self.shape, self.transform
-        else:
-            shape = (win[0].stop - win[0].start, win[1].stop - win[1].start)
-            tr = self.transform @ Affine.translation(win[1].start, win[0].start)
-        geoms = [g for g in (geoms if isinstance(geoms, (list, tuple)) else [geoms]) if not g.is_empty]
-        if not geoms or 0 in shape:
-            return np.zeros(shape, bool)
-        return rasterio.features.rasterize(
-            [(g, 1) for g in geoms], out_shape=shape, transform=tr, dtype="uint8"
-        ).astype(bool)
+def centres(grid: Grid, win: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray]:
+    """(easting, northing) float64 [rows, cols] of the pixel centres of window ``win`` (m)."""
+    left, _, _, top = grid.bounds
+    rows = np.arange(win[0].start, win[0].stop)
+    cols = np.arange(win[1].start, win[1].stop)
+    e = left + (cols + 0.5) * grid.resolution
+    n = top - (rows + 0.5) * grid.resolution
+    return np.meshgrid(e, n)
+
+
+def transform_at(grid: Grid, res: float) -> Affine:
+    """The grid's transform at another pixel size ``res`` (m), same upper-left corner (20 m and 60 m bands)."""
+    left, _, _, top = grid.bounds
+    return Affine(res, 0, left, 0, -res, top)
+
+
+def rasterize(grid: Grid, geoms, win: tuple[slice, slice] | None = None) -> np.ndarray:
+    """Boolean mask [rows, cols] of pixel centres inside ``geoms`` (one geometry or a list; whole grid or a
+    window)."""
+    if win is None:
+        shape, tr = (grid.height, grid.width), grid.transform
+    else:
+        shape = (win[0].stop - win[0].start, win[1].stop - win[1].start)
+        tr = grid.transform @ Affine.translation(win[1].start, win[0].start)
+    geoms = [g for g in (geoms if isinstance(geoms, (list, tuple)) else [geoms]) if not g.is_empty]
+    if not geoms or 0 in shape:
+        return np.zeros(shape, bool)
+    return rasterio.features.rasterize([(g, 1) for g in geoms], out_shape=shape, transform=tr, dtype="uint8").astype(
+        bool
+    )
 
 
 def make_grid(scale: float = 1.0) -> Grid:
@@ -222,7 +234,7 @@ def make_grid(scale: float = 1.0) -> Grid:
     step = int(SNAP_M / RES)  # multiple of 6 px keeps the 20 m and 60 m grids whole
     w = max(step * 20, int(round(FULL_SIZE_M[0] * scale / RES / step)) * step)
     h = max(step * 10, int(round(FULL_SIZE_M[1] * scale / RES / step)) * step)
-    return Grid(x0, y0, w, h)
+    return Grid(CRS, Affine(RES, 0, x0, 0, -RES, y0), w, h)
 
 
 def sub_rng(seed: int, name: str) -> np.random.Generator:
@@ -248,6 +260,7 @@ def smooth_noise(shape: tuple[int, int], scale_px: float, rng: np.random.Generat
 
 
 def fractal_noise(shape, scales_px, weights, rng) -> np.ndarray:
+    """Weighted sum of ``smooth_noise`` at several scales (px), rescaled to ~unit std: float32 ``shape``."""
     out = np.zeros(shape, np.float32)
     for s, w in zip(scales_px, weights):
         out += w * smooth_noise(shape, s, rng)
@@ -306,6 +319,7 @@ def curvature(path: np.ndarray, smooth_pts: float) -> np.ndarray:
 
 
 def normals(path: np.ndarray) -> np.ndarray:
+    """Unit left-hand normals (n, 2) of a polyline (n, 2), from its central-difference tangents."""
     t = np.gradient(path, axis=0)
     t /= np.maximum(np.hypot(t[:, 0], t[:, 1]), 1e-12)[:, None]
     return np.column_stack([-t[:, 1], t[:, 0]])
@@ -332,16 +346,16 @@ def line_alpha(grid: Grid, lines: list[tuple[np.ndarray, np.ndarray]]):
     Returns (alpha, line_id, vertex_index); ids are -1 away from every line. One distance transform
     for all lines: each pixel takes the width of its nearest centreline pixel.
     """
-    seed = np.full(grid.shape, -1, np.int64)
+    seed = np.full((grid.height, grid.width), -1, np.int64)
     ids: list[np.ndarray] = []
     idxs: list[np.ndarray] = []
     hws: list[np.ndarray] = []
     base = 0
     for k, (pts, hw) in enumerate(lines):
-        dense, _ = resample_line(pts, grid.res * 0.4)
+        dense, _ = resample_line(pts, grid.resolution * 0.4)
         # vertex index of each dense point (nearest original vertex along the line)
         j = np.clip(np.round(np.linspace(0, len(pts) - 1, len(dense))).astype(np.int64), 0, len(pts) - 1)
-        r, c = grid.rowcol(dense)
+        r, c = rowcol(grid, dense)
         ok = (r >= 0) & (r < grid.height) & (c >= 0) & (c < grid.width)
         seed[r[ok], c[ok]] = base + j[ok]
         ids.append(np.full(len(pts), k))
@@ -349,13 +363,13 @@ def line_alpha(grid: Grid, lines: list[tuple[np.ndarray, np.ndarray]]):
         hws.append(np.asarray(hw, float))
         base += len(pts)
     if base == 0:
-        z = np.zeros(grid.shape, np.float32)
-        return z, np.full(grid.shape, -1, np.int32), np.full(grid.shape, -1, np.int32)
+        z = np.zeros((grid.height, grid.width), np.float32)
+        return z, np.full((grid.height, grid.width), -1, np.int32), np.full((grid.height, grid.width), -1, np.int32)
     all_ids, all_idxs, all_hws = np.concatenate(ids), np.concatenate(idxs), np.concatenate(hws)
     dist, (ri, ci) = ndimage.distance_transform_edt(seed < 0, return_indices=True)
     g = seed[ri, ci]
     del ri, ci
-    alpha = np.clip((all_hws[g] - dist * grid.res) / grid.res + 0.5, 0, 1).astype(np.float32)
+    alpha = np.clip((all_hws[g] - dist * grid.resolution) / grid.resolution + 0.5, 0, 1).astype(np.float32)
     near = alpha > 0
     line_id = np.where(near, all_ids[g], -1).astype(np.int32)
     vert = np.where(near, all_idxs[g], -1).astype(np.int32)
@@ -367,6 +381,8 @@ def line_alpha(grid: Grid, lines: list[tuple[np.ndarray, np.ndarray]]):
 
 @dataclass
 class Line:
+    """A river, stream or road: centreline and half width per vertex (UTM m)."""
+
     name: str
     path: np.ndarray  # (n, 2) UTM metres, 5 m steps, flowing/ordered from start to end
     hw: np.ndarray  # half width per vertex (m)
@@ -374,23 +390,27 @@ class Line:
 
     @property
     def arc(self) -> np.ndarray:
+        """Arc length (m) at each vertex, from 0."""
         return np.r_[0.0, np.cumsum(np.hypot(*np.diff(self.path, axis=0).T))]
 
     @property
     def geom(self) -> LineString:
+        """The centreline as a shapely LineString (UTM m)."""
         return LineString(self.path)
 
 
 def make_rivers(grid: Grid, rng: np.random.Generator) -> list[Line]:
     """Two large meandering rivers: A crosses the whole world west->east, B joins it from the north."""
-    wm, hm = grid.size_m
-    a_path = meander_path(grid.xy(-0.02, 0.56), grid.xy(1.02, 0.74), rng, amplitude=0.05 * hm, wavelength=0.19 * wm)
+    wm, hm = size_m(grid)
+    a_path = meander_path(
+        frac_xy(grid, -0.02, 0.56), frac_xy(grid, 1.02, 0.74), rng, amplitude=0.05 * hm, wavelength=0.19 * wm
+    )
     a_hw = 75.0 * (1 + 0.12 * smooth_noise((1, len(a_path)), 60, rng)[0])
     # B enters from the north edge in the training half and ends on A's centreline
     a_tree = cKDTree(a_path)
-    target = grid.xy(0.19, 0.6)
+    target = frac_xy(grid, 0.19, 0.6)
     j = a_tree.query(target)[1]
-    b_path = meander_path(grid.xy(0.125, -0.02), a_path[j], rng, amplitude=0.035 * hm, wavelength=0.12 * wm)
+    b_path = meander_path(frac_xy(grid, 0.125, -0.02), a_path[j], rng, amplitude=0.035 * hm, wavelength=0.12 * wm)
     b_hw = np.linspace(32.0, 42.0, len(b_path))
     return [Line("river_A", a_path, a_hw, "river"), Line("river_B", b_path, b_hw, "river")]
 
@@ -403,13 +423,16 @@ def make_streams(
     Streams keep ``spacing`` from each other (except near the mouth), stay away from the other
     river and from ``keep_out`` (control area, town). Long streams are laid first.
     """
-    wm, hm = grid.size_m
+    wm, hm = size_m(grid)
     riv_pts = np.concatenate([r.path for r in rivers])
     riv_hw = np.concatenate([r.hw for r in rivers])
     tree = cKDTree(riv_pts)
     n_cand = int(300 * wm * hm / 1e8) + 100
     cand = np.column_stack(
-        [grid.x0 + rng.uniform(0.01, 0.99, n_cand) * wm, grid.y0 - rng.uniform(0.01, 0.99, n_cand) * hm]
+        [
+            grid.transform.c + rng.uniform(0.01, 0.99, n_cand) * wm,
+            grid.transform.f - rng.uniform(0.01, 0.99, n_cand) * hm,
+        ]
     )
     d, j = tree.query(cand)
     order = np.argsort(-(d * rng.uniform(0.7, 1.0, n_cand)))  # long first, with some shuffle
@@ -447,7 +470,7 @@ def make_town(grid: Grid, river: Line, rng: np.random.Generator, cell: float = 1
     10 m pixel on each cell's west and north side.
     """
     nx, ny = 11, 10
-    cx = grid.x0 + 0.5 * grid.size_m[0]
+    cx = grid.transform.c + 0.5 * size_m(grid)[0]
     left = round((cx - nx * cell / 2) / RES) * RES
     near = np.abs(river.path[:, 0] - cx) < nx * cell / 2 + 300
     south = float(np.max(river.path[near, 1] + river.hw[near])) + 250.0
@@ -486,14 +509,16 @@ def make_roads(grid: Grid, town: Polygon, rng: np.random.Generator) -> list[Line
         path = np.concatenate([parts[0]] + [p[1:] for p in parts[1:]])
         return Line(name, path, np.full(len(path), 5.0), "road")
 
-    r1 = road([grid.xy(0.27, -0.01), grid.xy(0.33, 0.28), nw], "road_1")
-    r2 = road([e, grid.xy(0.72, 0.49), grid.xy(1.01, 0.52)], "road_2")
-    r3 = road([w, grid.xy(0.36, 0.42), grid.xy(0.21, 0.36)], "road_3")
+    r1 = road([frac_xy(grid, 0.27, -0.01), frac_xy(grid, 0.33, 0.28), nw], "road_1")
+    r2 = road([e, frac_xy(grid, 0.72, 0.49), frac_xy(grid, 1.01, 0.52)], "road_2")
+    r3 = road([w, frac_xy(grid, 0.36, 0.42), frac_xy(grid, 0.21, 0.36)], "road_3")
     return [r1, r2, r3]
 
 
 @dataclass
 class Field:
+    """A farm field or pond (a look-alike of mining): polygon (UTM m), kind and per-band reflectance gain."""
+
     geom: Polygon
     kind: str  # pasture | bare | farm_pond
     gain: np.ndarray  # per-band multiplier: each field has its own condition
@@ -557,7 +582,7 @@ def make_farms(grid: Grid, roads: list[Line], forbidden, rng: np.random.Generato
                     off0 += depth + rng.uniform(15, 30)
             s += along + rng.uniform(20, 200)
     # ponds are look-alikes the demo needs on both sides of the train/demo boundary
-    xmid = grid.x0 + grid.size_m[0] / 2
+    xmid = grid.transform.c + size_m(grid)[0] / 2
     for west in (True, False):
         half = [f for f in fields if (f.geom.centroid.x < xmid) == west]
         pastures = [f for f in half if f.kind == "pasture"]
@@ -576,7 +601,7 @@ def find_sandbars(
     world when a bend exists there. Returns dicts with apex index, side and size."""
     kap = curvature(river.path, smooth_pts=20)
     arc = river.arc
-    xmid = grid.x0 + grid.size_m[0] / 2
+    xmid = grid.transform.c + size_m(grid)[0] / 2
     inner = box(*grid.bounds).buffer(-400)
     avoid = prep(avoid) if avoid is not None else None
     peaks = [
@@ -628,8 +653,8 @@ def sandbar_mask(grid: Grid, river: Line, bar: dict) -> tuple[tuple[slice, slice
     arc = river.arc
     sel = np.abs(arc - arc[i]) <= bar["half_len"] + 50
     pts = river.path[sel]
-    win = grid.window(LineString(pts).bounds, pad_m=float(river.hw.max()) + 100)
-    e, n = grid.centres(win)
+    win = pixel_window(grid, LineString(pts).bounds, pad_m=float(river.hw.max()) + 100)
+    e, n = centres(grid, win)
     tree = cKDTree(pts)
     d, j = tree.query(np.column_stack([e.ravel(), n.ravel()]))
     nrm = normals(river.path)[sel][j]
@@ -645,6 +670,8 @@ def sandbar_mask(grid: Grid, river: Line, bar: dict) -> tuple[tuple[slice, slice
 
 @dataclass
 class Mine:
+    """A planted garimpo mine: its pixels (in window ``win`` of the grid), plume and footprint polygon."""
+
     mine_id: str
     area: str  # train | demo
     first_seen: int
@@ -670,8 +697,8 @@ def build_mine(grid: Grid, stream: Line, s_centre: float, rng: np.random.Generat
     n_ponds = int(np.clip(round(seg_len / rng.uniform(55, 75)), 3, 10))
     d_sed = rng.uniform(15, 45)
     d_fringe = rng.uniform(20, 50)
-    win = grid.window(LineString(seg).bounds, pad_m=d_sed + d_fringe + 90)
-    e, n = grid.centres(win)
+    win = pixel_window(grid, LineString(seg).bounds, pad_m=d_sed + d_fringe + 90)
+    e, n = centres(grid, win)
     shape = e.shape
     ponds = np.zeros(shape, bool)
     turb = np.ones(shape, np.float32)
@@ -689,7 +716,7 @@ def build_mine(grid: Grid, stream: Line, s_centre: float, rng: np.random.Generat
         ponds |= m
         turb[m] = rng.uniform(0.85, 1.2)  # ponds differ in suspended load
     core = ponds.copy()
-    r, cc = grid.rowcol(resample_line(seg, RES * 0.4)[0])
+    r, cc = rowcol(grid, resample_line(seg, RES * 0.4)[0])
     r, cc = r - win[0].start, cc - win[1].start
     ok = (r >= 0) & (r < shape[0]) & (cc >= 0) & (cc < shape[1])
     core[r[ok], cc[ok]] = True
@@ -765,13 +792,17 @@ def place_mines(
     inside the indigenous territory (placed first so there is at least one when possible).
 
     Greedy packing in random order with restarts; if no attempt reaches the counts, the best one
-    is kept when it has at least ``accept`` of each (small test worlds are crowded)."""
-    xmid = grid.x0 + grid.size_m[0] / 2
+    is kept when it has at least ``accept`` of each (small test worlds are crowded).
+
+    Raises:
+        RuntimeError: not even that many fit (another seed is needed).
+    """
+    xmid = grid.transform.c + size_m(grid)[0] / 2
     ctrl = control.buffer(700)
     ti_p = prep(ti)
     ti_near = prep(ti.buffer(350))
     inner = box(*grid.bounds).buffer(-350)
-    boundary = LineString([(xmid, grid.bounds[1]), (xmid, grid.y0)])
+    boundary = LineString([(xmid, grid.bounds[1]), (xmid, grid.transform.f)])
     cand = []
     for k, st in enumerate(streams):
         arc = st.arc
@@ -795,7 +826,7 @@ def place_mines(
                 continue
             if any(np.hypot(*(c - m["centre"])) < min_sep for m in chosen):
                 continue
-            r, cc = grid.rowcol(c)
+            r, cc = rowcol(grid, c)
             if dist_occ[r, cc] < 100.0 / RES:  # cheap necessary condition before building the mine
                 continue
             m = build_mine(grid, streams[k], s, rng)
@@ -900,7 +931,12 @@ def _shift(a: np.ndarray, dr: int, dc: int) -> np.ndarray:
 
 
 def block_mean(a: np.ndarray, f: int = 2) -> np.ndarray:
-    """Mean over f x f blocks of the last two axes (10 m -> 20 m)."""
+    """Mean over f x f blocks of the last two axes (10 m -> 20 m), as the sensor's 20 m pixels average.
+
+    Not ``garimpo.detection.candidates.block_mean_nan``: that one sums in another order (float32, faster), which
+    changes the last bit of about a quarter of the values, so the demo world's bytes (and the demo figures the
+    README publishes) would change with it.
+    """
     *lead, h, w = a.shape
     return a.reshape(*lead, h // f, f, w // f, f).mean(axis=(-3, -1))
 
@@ -911,9 +947,9 @@ def scl_from_layers(lc: np.ndarray, opacity: np.ndarray, shadow: np.ndarray) -> 
     scl10 = np.zeros(lc.shape, np.uint8)
     for code, s in LC_TO_SCL.items():
         scl10[lc == code] = s
-    counts = np.stack([block_mean((scl10 == s).astype(np.float32)) for s in (4, 5, 6)])
+    counts = np.stack([block_mean((scl10 == s).astype(np.float32), 2) for s in (4, 5, 6)])
     pick = np.array([4, 5, 6], np.uint8)[np.argmax(counts + np.array([0, 0.01, 0.02])[:, None, None], axis=0)]
-    op, sh = block_mean(opacity), block_mean(shadow)
+    op, sh = block_mean(opacity, 2), block_mean(shadow, 2)
     pick[(sh >= 0.3) & (op < 0.3)] = 3
     pick[op >= 0.3] = 8
     pick[op >= 0.6] = 9
@@ -927,8 +963,8 @@ def cloud_cover_percent(scl: np.ndarray) -> float:
 
 
 def to_dn(refl: np.ndarray, offset: int) -> np.ndarray:
-    """Reflectance -> uint16 DN: round(refl * 10000) + offset; 0 stays reserved for nodata."""
-    return np.clip(np.round(refl * 10000.0) + offset, 1, 65535).astype(np.uint16)
+    """Reflectance -> uint16 DN: round(refl * DN_PER_REFLECTANCE) + offset; 0 stays reserved for nodata."""
+    return np.clip(np.round(refl * float(DN_PER_REFLECTANCE)) + offset, 1, 65535).astype(np.uint16)
 
 
 def write_cog(
@@ -984,6 +1020,8 @@ def mgrs_tile(lon: float, lat: float) -> str:
 
 @dataclass
 class World:
+    """Everything built before rendering: layout (grid, lines, fields, mines, areas) and static rasters."""
+
     seed: int
     scale: float
     grid: Grid
@@ -1035,10 +1073,10 @@ def build_world(seed: int = 7, scale: float = 1.0) -> World:
     """Lay out every static element and render the mine-free surface reflectance."""
     t0 = time.time()
     grid = make_grid(scale)
-    h, w = grid.shape
+    h, w = (grid.height, grid.width)
     rivers = make_rivers(grid, sub_rng(seed, "rivers"))
     town, blocks = make_town(grid, rivers[0], sub_rng(seed, "town"))
-    control = grid.frac_box(0.775, 0.07, 0.94, 0.40)
+    control = frac_box(grid, 0.775, 0.07, 0.94, 0.40)
     streams = make_streams(grid, rivers, unary_union([control.buffer(800), town.buffer(400)]), sub_rng(seed, "streams"))
     roads = make_roads(grid, town, sub_rng(seed, "roads"))
     log.info("layout: %d rivers, %d streams, %d roads (%.1fs)", len(rivers), len(streams), len(roads), time.time() - t0)
@@ -1047,16 +1085,18 @@ def build_world(seed: int = 7, scale: float = 1.0) -> World:
     sb_rng = sub_rng(seed, "sandbars")
     bars = [(rivers[0], b) for b in find_sandbars(grid, rivers[0], sb_rng, town.buffer(300))]
     bars += [(rivers[1], b) for b in find_sandbars(grid, rivers[1], sb_rng, None, per_half=1, extra=0)[:2]]
-    xmid = grid.x0 + grid.size_m[0] / 2
+    xmid = grid.transform.c + size_m(grid)[0] / 2
     west_bars = [r.path[b["apex"]] for r, b in bars if r.path[b["apex"], 0] < xmid - 1500]
-    wm, hm = grid.size_m
+    wm, hm = size_m(grid)
     pa_rng = sub_rng(seed, "protected")
-    ti_c = west_bars[0] + np.array([0.0, -0.16 * hm]) if west_bars else grid.xy(0.2, 0.72)
-    ti_c[0] = np.clip(ti_c[0], grid.x0 + 0.15 * wm, xmid - 0.17 * wm)
+    ti_c = west_bars[0] + np.array([0.0, -0.16 * hm]) if west_bars else frac_xy(grid, 0.2, 0.72)
+    ti_c[0] = np.clip(ti_c[0], grid.transform.c + 0.15 * wm, xmid - 0.17 * wm)
     ti = blob_polygon(ti_c, 0.14 * wm, 0.24 * hm, pa_rng).intersection(box(*grid.bounds))
-    ti = ti.difference(town.buffer(600)).intersection(box(grid.x0, grid.bounds[1], xmid - 300, grid.y0))
+    ti = ti.difference(town.buffer(600)).intersection(
+        box(grid.transform.c, grid.bounds[1], xmid - 300, grid.transform.f)
+    )
     ti = max(ti.geoms, key=lambda g: g.area) if ti.geom_type != "Polygon" else ti
-    flona = blob_polygon(grid.xy(0.57, 0.2), 0.1 * wm, 0.15 * hm, pa_rng).intersection(box(*grid.bounds))
+    flona = blob_polygon(frac_xy(grid, 0.57, 0.2), 0.1 * wm, 0.15 * hm, pa_rng).intersection(box(*grid.bounds))
     flona = flona.difference(town.buffer(600))
     flona = max(flona.geoms, key=lambda g: g.area) if flona.geom_type != "Polygon" else flona
     protected = [
@@ -1077,7 +1117,7 @@ def build_world(seed: int = 7, scale: float = 1.0) -> World:
     base, tex = forest_layer((h, w), rng)
     lc = np.full((h, w), LC["forest"], np.uint8)
     for f in fields:
-        m = grid.rasterize(f.geom)
+        m = rasterize(grid, f.geom)
         r, c = np.nonzero(m)
         if f.kind == "farm_pond":
             paint(base, lc, r, c, 1.0, SPEC["farm_pond"] * f.gain, LC["farm_pond"])
@@ -1087,22 +1127,22 @@ def build_world(seed: int = 7, scale: float = 1.0) -> World:
     # roads: one 10 m pixel wide
     road_px = np.zeros((h, w), bool)
     for rd in roads:
-        r, c = grid.rowcol(resample_line(rd.path, RES * 0.4)[0])
+        r, c = rowcol(grid, resample_line(rd.path, RES * 0.4)[0])
         ok = (r >= 0) & (r < h) & (c >= 0) & (c < w)
         road_px[r[ok], c[ok]] = True
     r, c = np.nonzero(road_px)
     paint(base, lc, r, c, 0.85, SPEC["road"], LC["road"])
     # town: streets everywhere in the outline, blocks a per-pixel mix of roofs, yards, bare lots
     t_rng = sub_rng(seed, "town-pixels")
-    tm = grid.rasterize(town)
+    tm = rasterize(grid, town)
     r, c = np.nonzero(tm)
     paint(base, lc, r, c, 1.0, SPEC["road"] * 1.08, LC["town"])
     # each block has its own density; houses cluster (thresholded noise), not salt and pepper
     mats = np.stack([SPEC["roof"], SPEC["metal_roof"], SPEC["yard"], SPEC["bare"]])
     lots = smooth_noise((h, w), 1.2, t_rng)
     for b in blocks:
-        win = grid.window(b.bounds)
-        m = grid.rasterize(b, win)
+        win = pixel_window(grid, b.bounds)
+        m = rasterize(grid, b, win)
         built = t_rng.uniform(0.35, 0.85)
         v = lots[win]
         thr = np.quantile(v[m], 1 - built) if m.any() else 0
@@ -1153,7 +1193,7 @@ def build_world(seed: int = 7, scale: float = 1.0) -> World:
             arc = st.arc
             v0 = int(np.searchsorted(arc, md["s_end"]))
             v1 = int(np.searchsorted(arc, md["s_end"] + m_rng.uniform(200, 600)))
-            pwin = grid.window(LineString(st.path[v0 : v1 + 1]).bounds, pad_m=20)
+            pwin = pixel_window(grid, LineString(st.path[v0 : v1 + 1]).bounds, pad_m=20)
             sub = (line_id[pwin] == sid) & (vert[pwin] >= v0) & (vert[pwin] <= v1)
             pr, pc = np.nonzero(sub)
             pr, pc = pr + pwin[0].start, pc + pwin[1].start
@@ -1201,9 +1241,9 @@ def build_world(seed: int = 7, scale: float = 1.0) -> World:
 def pick_hard_negatives(world: World, road_px: np.ndarray, rng: np.random.Generator) -> list[dict]:
     """~40 look-alike points in the training half: fields, ponds, town, sandbars, roads."""
     g = world.grid
-    xmid = g.x0 + g.size_m[0] / 2
-    west = box(g.x0 + 300, g.bounds[1] + 300, xmid - 200, g.y0 - 300)
-    # >= 500 m from every mine: a 640 m training tile centred on the point holds no mine pixel
+    xmid = g.transform.c + size_m(g)[0] / 2
+    west = box(g.transform.c + 300, g.bounds[1] + 300, xmid - 200, g.transform.f - 300)
+    # >= 500 m from every mine: a 640 m training image centred on the point holds no mine pixel
     near_mine = unary_union([m.footprint.buffer(500) for m in world.mines])
     out: list[dict] = []
 
@@ -1226,7 +1266,7 @@ def pick_hard_negatives(world: World, road_px: np.ndarray, rng: np.random.Genera
     for win, m in world.sandbars:
         d = ndimage.distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1]
         r, c = np.unravel_index(np.argmax(d), d.shape)
-        e, n = g.centres(win)
+        e, n = centres(g, win)
         add("sandbar", (e[r, c], n[r, c]), 6)
     tminx, tminy, tmaxx, tmaxy = world.town.bounds
     for fy in (0.2, 0.5, 0.8):  # near the town's west edge, on a block
@@ -1234,18 +1274,18 @@ def pick_hard_negatives(world: World, road_px: np.ndarray, rng: np.random.Genera
         line = LineString([(tminx, y), (xmid, y)]).intersection(world.town)
         if not line.is_empty:
             # the built-up pixel (roof, street, bare lot) nearest to a point 55 m inside the edge
-            r0, c0 = (int(v) for v in g.rowcol(np.array([line.bounds[0] + 55, y])))
+            r0, c0 = (int(v) for v in rowcol(g, np.array([line.bounds[0] + 55, y])))
             win = (slice(max(0, r0 - 5), r0 + 6), slice(max(0, c0 - 5), c0 + 6))
             b = world.base[:, win[0], win[1]]
             built = (b[3] - b[2]) / (b[3] + b[2]) < 0.4
             if built.any():
                 rr, cc = np.nonzero(built)
                 k = np.argmin((rr + win[0].start - r0) ** 2 + (cc + win[1].start - c0) ** 2)
-                e, n = g.centres(win)
+                e, n = centres(g, win)
                 add("town", (e[rr[k], cc[k]], n[rr[k], cc[k]]), 3)
     rr, cc = np.nonzero(road_px & (world.lc == LC["road"]))
-    e = g.x0 + (cc + 0.5) * RES
-    n = g.y0 - (rr + 0.5) * RES
+    e = g.transform.c + (cc + 0.5) * RES
+    n = g.transform.f - (rr + 0.5) * RES
     # road pixels away from fields and the town, so the point is on road with forest either side
     busy = prep(unary_union([world.town.buffer(300)] + [f.geom.buffer(60) for f in world.fields]))
     keep = [i for i in rng.permutation(len(rr))[:400] if e[i] < xmid - 500 and not busy.contains(Point(e[i], n[i]))]
@@ -1258,7 +1298,7 @@ def render_scene(world: World, scene: Scene, index: int) -> dict:
     """Surface of ``scene``'s year (mines that exist by then), illumination, clouds and noise.
     Returns reflectance arrays at native resolution and the SCL."""
     g = world.grid
-    h, w = g.shape
+    h, w = (g.height, g.width)
     rng = sub_rng(world.seed, f"scene-{index}")
     refl = world.base.copy()
     lc = world.lc.copy()
@@ -1293,10 +1333,10 @@ def render_scene(world: World, scene: Scene, index: int) -> dict:
     # clouds: clear scenes keep the control area clear; the cloudy one keeps new mines visible
     keep = np.zeros((h, w), bool)
     if scene.cloud_target < 20:
-        keep |= g.rasterize(world.control.buffer(300))
+        keep |= rasterize(g, world.control.buffer(300))
     new = [m.footprint.buffer(250) for m in world.mines if m.first_seen == scene.year > SCENES[0].year]
     if new:
-        keep |= g.rasterize(new)
+        keep |= rasterize(g, new)
     az = math.radians(scene.sun_azimuth)
     dist_px = rng.uniform(45, 80)  # cloud height / tan(sun elevation), in pixels
     shift = (int(round(dist_px * math.cos(az))), int(round(-dist_px * math.sin(az))))  # away from the sun
@@ -1308,7 +1348,7 @@ def render_scene(world: World, scene: Scene, index: int) -> dict:
     out = {}
     noise = (0.0025, 0.0025, 0.0025, 0.006, 0.004, 0.004)
     for b, name in enumerate(BANDS):
-        band = refl[b] if BAND_RES[name] == 10 else block_mean(refl[b])
+        band = refl[b] if BAND_RES[name] == 10 else block_mean(refl[b], 2)
         out[name] = band + noise[b] * rng.standard_normal(band.shape).astype(np.float32)
     out["SCL"] = scl_from_layers(lc, op, sh)
     out["lc"] = lc
@@ -1382,7 +1422,7 @@ def write_stac(world: World, scenes_dir_items: list[dict], cat_dir: Path) -> pys
         for key in BANDS + ("SCL",):
             res = BAND_RES[key]
             shp = [g.height * int(RES) // res, g.width * int(RES) // res]
-            tr = g.transform_at(res)
+            tr = transform_at(g, res)
             title = BAND_INFO[key][3] if key in BAND_INFO else "Scene classfication map (SCL)"
             asset = pystac.Asset(
                 href=str(d["paths"][key].resolve()),
@@ -1503,7 +1543,7 @@ def generate_demo_world(out_dir: str | Path, seed: int = 7, scale: float = 1.0) 
     world = build_world(seed, scale)
     g = world.grid
     lon0, lat0 = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True).transform(
-        g.x0 + g.size_m[0] / 2, g.y0 - g.size_m[1] / 2
+        g.transform.c + size_m(g)[0] / 2, g.transform.f - size_m(g)[1] / 2
     )
     tile = mgrs_tile(lon0, lat0)
     items: list[dict[str, Any]] = []
@@ -1513,9 +1553,9 @@ def generate_demo_world(out_dir: str | Path, seed: int = 7, scale: float = 1.0) 
         paths = {}
         for key in BANDS:
             dn = to_dn(arrays[key], BASELINE_OFFSET_DN if sc.has_offset else 0)
-            paths[key] = write_cog(cat_dir / item_id / f"{key}.tif", dn, g.transform_at(BAND_RES[key]), 0, key)
+            paths[key] = write_cog(cat_dir / item_id / f"{key}.tif", dn, transform_at(g, BAND_RES[key]), 0, key)
         paths["SCL"] = write_cog(
-            cat_dir / item_id / "SCL.tif", arrays["SCL"], g.transform_at(20), 0, "SCL", categorical=True
+            cat_dir / item_id / "SCL.tif", arrays["SCL"], transform_at(g, 20), 0, "SCL", categorical=True
         )
         gen = datetime.strptime(sc.generated, "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
         items.append(

@@ -1,7 +1,7 @@
-"""Proposers measured on a labelled scene: recall of true mine area inside the candidates and the
-share of the area passed on to the classifier (``scripts/bench_detect.py`` runs this on its tile).
+"""Proposers measured on a labelled granule: recall of true mine area inside the candidates and the
+share of the area passed on to the classifier (``scripts/bench_detect.py`` runs this on its granule).
 
-Streams the raster in the scan's blocks (``garimpo.detection.scan.iter_blocks``), so memory is bounded; each
+Streams the raster in the scan's blocks (``garimpo.detection.lattice.iter_blocks``), so memory is bounded; each
 pixel is counted once, in the block that owns it. For each method:
 
 - ``pixel_recall``: mined pixels inside candidates / mined pixels (the issue's "recall of true mine area");
@@ -29,21 +29,14 @@ from rasterio.features import rasterize
 from shapely import STRtree
 from shapely.geometry import box
 
-from garimpo.detection.proposers import propose, valid_mask
-from garimpo.detection.scan import (
-    DEFAULT_BLOCK_PX,
-    DEFAULT_HALO_PX,
-    Lattice,
-    band_indexes,
-    block_mean_nan,
-    iter_blocks,
-    read_reflectance,
-    scale_proposer_params,
-)
+from garimpo.detection.candidates import block_mean_nan
+from garimpo.detection.lattice import DEFAULT_BLOCK_PX, DEFAULT_HALO_PX, Lattice, iter_blocks
+from garimpo.detection.proposers import SPECTRAL_BANDS, propose, scale_params, valid_mask
+from garimpo.geo.raster import band_indexes, read_bands
 
 log = logging.getLogger(__name__)
 
-PROPOSER_BANDS = ["B02", "B03", "B04", "B08", "B11"]
+PROPOSER_BANDS = list(SPECTRAL_BANDS)  # the bands the spectral proposer reads
 MINE_LABEL = "mine"
 
 
@@ -79,15 +72,15 @@ def evaluate_proposers(
         idx = band_indexes(src, PROPOSER_BANDS)
         lat = Lattice(src.height, src.width, chip, stride)
         for block in iter_blocks(lat, block_px, halo):
-            arr = read_reflectance(src, idx, block.read)
+            arr = read_bands(src, idx, block.read)
             h, w = arr.shape[1:]
             o_r0, o_r1, o_c0, o_c1 = block.owned_box(lat)  # as in the scan: each pixel once
             own = (slice(o_r0, o_r1), slice(o_c0, o_c1))
             win_tr = src.window_transform(block.read)
             ids = np.zeros((h, w), np.int32)
             if tree is not None:
-                left, top = win_tr * (0, 0)
-                right, bottom = win_tr * (w, h)
+                left, top = win_tr @ (0, 0)
+                right, bottom = win_tr @ (w, h)
                 near = tree.query(box(min(left, right), min(top, bottom), max(left, right), max(top, bottom)))
                 if len(near):
                     ids = rasterize(
@@ -99,7 +92,7 @@ def evaluate_proposers(
             valid_full = valid_mask({n: arr[k] for k, n in enumerate(PROPOSER_BANDS)})[own]
             truth_px += int((truth & valid_full).sum())
             valid_px += int(valid_full.sum())
-            params = scale_proposer_params(proposer, decimate)
+            params = scale_params(proposer, decimate)
             seg_raw, seg_s = None, 0.0
             if {"segformer", "union"} & set(methods):
                 t0 = time.perf_counter()
@@ -110,7 +103,7 @@ def evaluate_proposers(
                 if m == "spectral":
                     mask = propose(small, "spectral", params)
                 else:
-                    mask = propose(small, m, params, segformer=_SameMaskOnce(seg_raw))
+                    mask = propose(small, m, params, model=_SameMaskOnce(seg_raw))
                     t0 -= seg_s
                 stats[m]["seconds"] += time.perf_counter() - t0
                 full = np.repeat(np.repeat(mask, decimate, 0), decimate, 1)[:h, :w][own] & valid_full
@@ -131,9 +124,9 @@ def evaluate_proposers(
 
 def _raw_segformer_mask(small: Mapping[str, np.ndarray], seg_params: Mapping, segformer) -> np.ndarray:
     """The SegFormer's suspicious-class mask before smoothing (what ``propose`` ORs in for union)."""
-    from garimpo.detection.proposers import _segformer_candidates
+    from garimpo.detection.proposers.segformer import segformer_candidates
 
-    return _segformer_candidates(small, seg_params, segformer)
+    return segformer_candidates(small, seg_params, segformer)
 
 
 # --------------------------------------------------------------------------- a SegFormer trained here
@@ -174,12 +167,12 @@ def train_bench_segformer(
     import torch.nn.functional as F
     from transformers import SegformerForSemanticSegmentation
 
-    from garimpo.detection.segformer import IMAGENET_MEAN, IMAGENET_STD, rgb_from_bands
+    from garimpo.detection.segformer import normalise_rgb, rgb_from_bands
 
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     rgb = rgb_from_bands(image)
-    norm = np.nan_to_num((rgb - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]).astype(np.float32)
+    norm = normalise_rgb(rgb)
     x_all = torch.from_numpy(norm)
     y_all = torch.from_numpy(truth.astype(np.int64))
     h, w = truth.shape

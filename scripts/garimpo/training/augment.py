@@ -34,7 +34,7 @@ class AugmentParams:
 def augment(
     array: np.ndarray, rng: np.random.Generator, params: AugmentParams, ref_low: np.ndarray, ref_high: np.ndarray
 ) -> np.ndarray:
-    """One random augmented copy of a (bands, H, W) tile matched to the reference range.
+    """One random augmented copy of a (bands, H, W) training image matched to the reference range.
 
     Haze pulls every band towards the reference P98 (bright, flat, like thin cloud); noise is
     Gaussian with sigma ``noise_sigma`` times each band's reference range.

@@ -1,4 +1,4 @@
-"""Building the training tiles: fetch around points, import local folders, match, split, augment."""
+"""Building the training images: fetch around points, import local folders, match, split, augment."""
 
 from __future__ import annotations
 
@@ -17,39 +17,34 @@ import numpy as np
 import pandas as pd
 
 from garimpo.contract import ENCODINGS, ImageContract, ImageFolder, collection_units, image_contract, image_folder
-from garimpo.errors import InputDataError, NoImageryError
+from garimpo.errors import FolderInTheWayError, InputDataError, NoImageryError
 from garimpo.geo.raster import (
     EIGHT_BIT_SUFFIXES,
     IMAGE_SUFFIXES,
     Grid,
+    band_names,
     image_bands,
     image_georeferencing,
+    point_grid,
     read_error_text,
     read_header,
     read_image,
     read_raster,
-    tile_grid,
     write_raster,
 )
-from garimpo.imagery.cache import FolderInTheWayError
-from garimpo.imagery.stac import (
-    ImageryRequest,
-    Source,
-    fetch_composite,
-    provenance,
-    radiometry_record,
-    with_fresh_search,
-)
+from garimpo.imagery.composite import fetch_composite
+from garimpo.imagery.provenance import provenance, radiometry_record
+from garimpo.imagery.stac import ImageryRequest, Source, with_fresh_search
 from garimpo.pixels.matching import reference_bounds, stretch_to_reference
 from garimpo.training.augment import AugmentParams, augment
 from garimpo.training.split import assign_split
 
 log = logging.getLogger(__name__)
 
-# The last four are the tile's contract (garimpo.contract): ground per side, pixel size, units, 8-bit encoding.
+# The last four are the image's contract (garimpo.contract): ground per side, pixel size, units, 8-bit encoding.
 CONTRACT_COLUMNS = ["footprint_m", "pixel_size_m", "units", "encoding"]
 INDEX_COLUMNS = [
-    "tile_id",
+    "image_id",
     "path",
     "lon",
     "lat",
@@ -72,15 +67,16 @@ def _item_version(item) -> str:
 
 
 def _cache_key(source: Source, request: ImageryRequest, grid, items) -> str:
-    """Everything that shapes a tile's pixels, including which scene versions were found and the
+    """Everything that shapes a training image's pixels, including which scene versions were found and the
     radiometry rule each one's metadata implies for the requested bands.
 
     Keying on the scenes (not only the place) means a regenerated or reprocessed catalog
-    is never served from a stale cache; keying on the rule, that a tile made under an older
+    is never served from a stale cache; keying on the rule, that an image made under an older
     reading of the offset is made again.
     """
     scenes = sorted(
-        f"{_item_version(i)}:{json.dumps(_radiometry_or_fault(i, request.bands), sort_keys=True)}" for i in items
+        f"{_item_version(i)}:{json.dumps(_radiometry_or_fault(i, request.bands, source.sensor), sort_keys=True)}"
+        for i in items
     )
     blob = json.dumps(
         [
@@ -101,15 +97,15 @@ def _cache_key(source: Source, request: ImageryRequest, grid, items) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def _radiometry_or_fault(item, bands) -> dict:
+def _radiometry_or_fault(item, bands, sensor) -> dict:
     """The item's radiometry record, or its metadata fault (an item skipped at read time)."""
     try:
-        return radiometry_record(item, bands)
+        return radiometry_record(item, bands, sensor)
     except InputDataError as err:
         return {"item": item.id, "fault": str(err)}
 
 
-def fetch_point_tiles(
+def fetch_training_images(
     points: pd.DataFrame,
     source: Source,
     request: ImageryRequest,
@@ -118,15 +114,20 @@ def fetch_point_tiles(
     cache_dir: str | Path,
     skip_missing: bool = True,
 ) -> pd.DataFrame:
-    """One composite tile of ``size_m`` around each point; returns the index.
+    """One training image (a composite of ``size_m`` ground) around each point; returns the index.
 
-    Each finished tile is kept in ``cache_dir`` under a key of everything that shapes
+    Each finished image is kept in ``cache_dir`` under a key of everything that shapes
     it, so a killed run resumes where it stopped and reruns fetch nothing twice.
     A point without a clear scene is logged and listed with status ``no_imagery``. Items from the
     STAC search cache that cannot be read are searched again once
-    (:func:`garimpo.imagery.stac.with_fresh_search`); a folder where a tile's cache file goes is refused.
-    Tiles are tagged (and indexed) with their contract: ``size_m`` of ground at 10 m, in the
+    (:func:`garimpo.imagery.stac.with_fresh_search`); a folder where an image's cache file goes is refused.
+    Images are tagged (and indexed) with their contract: ``size_m`` of ground at 10 m, in the
     units of the source's collection (surface_reflectance for L2A).
+
+    Raises:
+        NoImageryError: no point got a training image (a point without one is raised unless ``skip_missing``).
+        FolderInTheWayError: a folder sits where an image's cache file goes.
+        ImageryAccessError: the STAC API or an asset stays unreachable after the retries.
     """
     out_dir, cache_dir = Path(out_dir), Path(cache_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -134,15 +135,15 @@ def fetch_point_tiles(
     units = collection_units(source.collection)
     rows = []
     for rec in points.itertuples(index=False):
-        row = {"tile_id": rec.point_id, "lon": rec.lon, "lat": rec.lat, "source": rec.source}
-        grid = tile_grid(rec.lon, rec.lat, size_m)
+        row = {"image_id": rec.point_id, "lon": rec.lon, "lat": rec.lat, "source": rec.source}
+        grid = point_grid(rec.lon, rec.lat, size_m)
         contract = ImageContract(grid.width * grid.resolution, grid.resolution, units).tags()
         try:
             cached, tags = with_fresh_search(
                 source,
                 grid.bbox_lonlat(),
                 request,
-                partial(_point_tile, source, request, grid, cache_dir=cache_dir, contract=contract),
+                partial(_point_image, source, request, grid, cache_dir=cache_dir, contract=contract),
             )
         except NoImageryError as exc:
             if not skip_missing:
@@ -165,26 +166,26 @@ def fetch_point_tiles(
         )
     index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
     n_ok = int((index["status"] == "ok").sum())
-    log.info("%d of %d points have a tile in %s", n_ok, len(index), out_dir)
+    log.info("%d of %d points have a training image in %s", n_ok, len(index), out_dir)
     if n_ok == 0 and len(index):
-        raise NoImageryError(f"no point got a tile; see the log for each point. Output folder: {out_dir}")
+        raise NoImageryError(f"no point got a training image; see the log for each point. Output folder: {out_dir}")
     return index
 
 
-def _point_tile(
+def _point_image(
     source: Source, request: ImageryRequest, grid: Grid, items: list, cache_dir: Path, contract: Mapping[str, str]
 ) -> tuple[Path, dict]:
-    """(tile cache file, its tags) of one point's composite of ``items``: the cached tile, or a new one.
+    """(cache file, its tags) of one point's composite of ``items``: the cached image, or a new one.
 
     Raises NoImageryError when no item is usable or clear, ImageryAccessError when one cannot be read.
     """
     cached = cache_dir / f"{_cache_key(source, request, grid, items)}.tif"
     if cached.is_dir():  # never deleted here: it may hold anything
-        raise FolderInTheWayError(cached, "tile cache")
-    tags = _cached_tile_tags(cached, grid, request.bands, contract) if cached.exists() else None
+        raise FolderInTheWayError(cached, "training image cache")
+    tags = _cached_image_tags(cached, grid, request.bands, contract) if cached.exists() else None
     if tags is None:
         image, used = fetch_composite(source, request, grid, items)
-        prov = provenance(used, request.bands)
+        prov = provenance(used, request.bands, source.sensor)
         tags = {
             "scene_ids": ";".join(prov["scene_ids"]),
             "dates": ";".join(prov["dates"]),
@@ -193,16 +194,17 @@ def _point_tile(
             **contract,
         }
         write_raster(cached, image, grid.crs, grid.transform, request.bands, tags=tags)
-    if any(tags.get(k) != v for k, v in contract.items()):  # cached before tiles carried their contract
+    if any(tags.get(k) != v for k, v in contract.items()):  # cached before images carried their contract
         _update_tags(cached, contract)
     return cached, tags
 
 
-def _cached_tile_tags(path: Path, grid: Grid, bands: Sequence[str], contract: Mapping[str, str]) -> dict | None:
-    """The tags of a cached tile, or None when it cannot be used: then it is deleted (with a warning) and rebuilt.
+def _cached_image_tags(path: Path, grid: Grid, bands: Sequence[str], contract: Mapping[str, str]) -> dict | None:
+    """The tags of a cached training image, or None when it cannot be used: then it is deleted (with a warning)
+    and rebuilt.
 
     A cache entry is only trusted when it reads in full (a truncated file fails here, not in every rerun) and
-    has the grid, bands and contract its key stands for; contract tags it lacks (tiles cached before tiles
+    has the grid, bands and contract its key stands for; contract tags it lacks (images cached before images
     carried their contract) are not a fault, the caller adds them.
     """
     import rasterio
@@ -211,21 +213,21 @@ def _cached_tile_tags(path: Path, grid: Grid, bands: Sequence[str], contract: Ma
     try:
         with rasterio.open(path) as src:
             tags = dict(src.tags())
-            problem = _cached_tile_problem(src, tags, grid, bands, contract)
+            problem = _cached_image_problem(src, tags, grid, bands, contract)
             if problem is None:
                 src.read()  # every block: a cut-short file fails now
                 return tags
     except (RasterioError, OSError) as err:
         problem = read_error_text(err)
-    log.warning("tile cache file %s cannot be used (%s): deleted, fetching the tile again", path, problem)
+    log.warning("cached training image %s cannot be used (%s): deleted, fetching the image again", path, problem)
     path.unlink(missing_ok=True)
     return None
 
 
-def _cached_tile_problem(src, tags: Mapping, grid: Grid, bands: Sequence[str], contract: Mapping) -> str | None:
+def _cached_image_problem(src, tags: Mapping, grid: Grid, bands: Sequence[str], contract: Mapping) -> str | None:
     from rasterio.crs import CRS
 
-    names = [d.strip() if d else "" for d in src.descriptions]
+    names = list(band_names(src))
     if names != list(bands):
         return f"bands {names}, expected {list(bands)}"
     if (src.height, src.width) != (grid.height, grid.width):
@@ -267,8 +269,8 @@ def manifest_sources(folder: Path) -> dict[Path, str]:
     return {}
 
 
-def local_tile_id(prefix: str, folder: Path, path: Path) -> str:
-    """A local image's tile id: ``{prefix}-{folder name}-{path in the folder, without suffix}``, subfolders
+def local_image_id(prefix: str, folder: Path, path: Path) -> str:
+    """A local image's id: ``{prefix}-{folder name}-{path in the folder, without suffix}``, subfolders
     joined by ``__`` (``local-chips-a__x`` for ``chips/a/x.tif``; ``local-chips-x`` for ``chips/x.tif``)."""
     return f"{prefix}-{folder.name}-{'__'.join(path.relative_to(folder).with_suffix('').parts)}"
 
@@ -280,25 +282,25 @@ def import_local_images(
     key: str = "local_dirs",
     bands: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Copy images from local folders in as float tiles (the method's "copy local images" path).
+    """Copy images from local folders in as float training images (the method's "copy local images" path).
 
     ``folders``: plain paths or mappings ``{path, encoding, pixel_size_m, units}`` (``key`` names them in
     errors, e.g. positives.local_dirs). GeoTIFFs keep their bands and georeferencing; 8-bit images
     (PNG/JPEG chips) are decoded to reflectance by their folder's encoding (AMW chips: B04, B03, B02 in
     TOA reflectance = value / 255 * 0.3). Which kinds of image are read, converted (alpha -> NaN) or
     refused is :func:`garimpo.geo.raster.read_image`'s. ``bands``: the bands every image must carry (config
-    classifier.bands). Each tile is tagged and indexed with its contract: footprint and pixel size (from
+    classifier.bands). Each image is tagged and indexed with its contract: footprint and pixel size (from
     a projected georeferencing in metres, else the folder's pixel_size_m), units and encoding. The
     source of each image is its manifest's source list when there is one, else the folder name. Raises
     InputDataError for a missing or empty folder, 8-bit images without an encoding, and for images of a
     kind that is refused or that cannot be read, images without ``bands`` or without a known pixel size,
-    and two files that would make one tile (:func:`local_tile_id`): all such images at once, the first 10
+    and two files that would make one training image (:func:`local_image_id`): all such images at once, the first 10
     named. An image's kind, size, bands and contract are checked from its header, before its pixels are read.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, problems = [], []
-    taken: dict[str, Path] = {}  # tile id -> the file it is made of
+    taken: dict[str, Path] = {}  # image id -> the file it is made of
     for spec in folders:
         folder = image_folder(spec, key)
         if not folder.path.is_dir():
@@ -322,16 +324,16 @@ def import_local_images(
             )
         sources = manifest_sources(folder.path)
         for path in files:
-            tile_id = local_tile_id(source_prefix, folder.path, path)
-            dest = out_dir / f"{tile_id}.tif"
-            if tile_id in taken:  # two files, one tile: one would overwrite the other
+            image_id = local_image_id(source_prefix, folder.path, path)
+            dest = out_dir / f"{image_id}.tif"
+            if image_id in taken:  # two files, one image: one would overwrite the other
                 problems.append(
-                    f"{path} and {taken[tile_id]} (from {key}) would both become tile {tile_id} ({dest}), one "
-                    "overwriting the other: rename one of them (a local image's tile is named by its folder's "
-                    "name and its path in that folder, without the suffix)"
+                    f"{path} and {taken[image_id]} (from {key}) would both become training image {image_id} "
+                    f"({dest}), one overwriting the other: rename one of them (a local training image is named by "
+                    "its folder's name and its path in that folder, without the suffix)"
                 )
                 continue
-            taken[tile_id] = path
+            taken[image_id] = path
             try:  # every unusable image is listed at the end, not one per run
                 # Its kind, size, bands and contract from its header, before any pixel is decoded.
                 head = read_header(path, key)
@@ -351,7 +353,7 @@ def import_local_images(
             source = sources.get(path.resolve(), folder.path.name)
             rows.append(
                 {
-                    "tile_id": tile_id,
+                    "image_id": image_id,
                     "path": str(dest),
                     "lon": np.nan,
                     "lat": np.nan,
@@ -373,25 +375,25 @@ def import_local_images(
     return pd.DataFrame(rows, columns=INDEX_COLUMNS)
 
 
-def iter_tiles(index: pd.DataFrame):
-    """(array, band names) of every usable tile in an index, one at a time."""
+def iter_training_images(index: pd.DataFrame):
+    """(array, band names) of every usable training image in an index, one at a time."""
     for path in index.loc[index["status"] == "ok", "path"]:
         r = read_raster(path)
         yield r.array, r.band_names
 
 
-def match_tiles(
-    index: pd.DataFrame, stats: Mapping, out_dir: str | Path, p_low=2.0, p_high=98.0, per_tile: bool = True
+def match_training_images(
+    index: pd.DataFrame, stats: Mapping, out_dir: str | Path, p_low=2.0, p_high=98.0, per_chip: bool = True
 ) -> pd.DataFrame:
-    """Stretch every tile onto the positives' P2/P98; returns the index of matched tiles.
+    """Stretch every training image onto the positives' P2/P98; returns the index of matched images.
 
-    With ``per_tile`` false the tiles are linked in unchanged (see config ``matching.per_tile``).
+    With ``per_chip`` false the images are linked in unchanged (see config ``matching.per_chip``).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for rec in index[index["status"] == "ok"].to_dict("records"):
-        if not per_tile:
+        if not per_chip:
             dest = out_dir / Path(rec["path"]).name
             _link_or_copy(Path(rec["path"]), dest)
             rows.append({**rec, "path": str(dest)})
@@ -419,7 +421,7 @@ def split_and_augment(
     run_length: int | None = None,
     threads: int = 1,
 ) -> pd.DataFrame:
-    """Split matched tiles by spatial block (and held-out sources), then augment only the training rows.
+    """Split matched training images by spatial block (and held-out sources), then augment only the training rows.
 
     Returns the split table: path, label, split, group, source, augmented.  The copies are drawn in
     one thread, in table order (the same files for any ``threads``); ``threads`` writers save them,
@@ -469,7 +471,8 @@ def split_and_augment(
 
 
 def write_chip_manifest(table: pd.DataFrame, split: str, folder: str | Path) -> Path:
-    """``folder/manifest.csv`` (path,label,source) of one split's un-augmented tiles: a chip set for evaluation.
+    """``folder/manifest.csv`` (path,label,source) of one split's un-augmented training images: a chip set for
+    evaluation.
 
     Paths are relative to the manifest's folder, as chip-set manifests are read.
     """

@@ -22,7 +22,11 @@ RANDOM_PREFIX = "neg"
 
 
 def sampling_area(protected: Sequence, bounds: Sequence[float], urban: Sequence = ()):
-    """Protected polygons clipped to the study bounds, minus the urban mask."""
+    """Protected polygons clipped to the study bounds, minus the urban mask (shapely geometries, lon/lat).
+
+    Raises:
+        EmptyRegionError: nothing is left once clipped and the urban mask removed.
+    """
     area = unary_union(list(protected)).intersection(box(*bounds)) if protected else box(*bounds)
     if urban:
         area = area.difference(unary_union(list(urban)))
@@ -46,6 +50,11 @@ def sample_negative_points(
     """``n`` points uniform by area inside ``area`` (lon/lat), at least ``min_distance_m`` from every mine.
 
     Uniform by area on the sphere: longitude uniform, sin(latitude) uniform, inside the area's bbox.
+    Returns ``DataFrame[lon, lat]`` of ``n`` rows.
+
+    Raises:
+        EmptyRegionError: ``max_draws`` draws did not give ``n`` points (the area is too small or too close
+            to the mines for ``min_distance_m``).
     """
     rng = np.random.default_rng(seed)
     w, s, e, nth = area.bounds

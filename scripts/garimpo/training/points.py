@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from garimpo.errors import InputDataError
-from garimpo.geo.coordinates import AXIS_NAMES, CoordinateError, parse_coordinate
+from garimpo.errors import CoordinateError, InputDataError
+from garimpo.geo.coordinates import AXIS_NAMES, parse_coordinate
 from garimpo.geo.tables import read_table, where
 from garimpo.geo.vector import VECTOR_SUFFIXES, empty_advice, read_vector
 
@@ -195,7 +195,8 @@ def load_points(
     """
     path = Path(path)
     if source is not None and not SOURCE_LABEL.fullmatch(str(source)):
-        # The label starts every point id, and so the file name of its tile (results/tiles/positive/ID.tif).
+        # The label starts every point id, and so the file name of its training image
+        # (results/training_images/positive/ID.tif).
         raise InputDataError(
             f"points file {where(path, key)}: source label {source!r} cannot start a file name; use only "
             "letters, digits, '_', '-' and '.', starting with a letter or digit, no '..', at most 100 characters "
@@ -249,7 +250,7 @@ def source_labels(
     inputs: list[Mapping], key: str | None = None, reserved: Mapping[str, str] | None = None
 ) -> list[str]:
     """The source label of each point input, one per file: it starts every point id, and so the file name of
-    each point's tiles.
+    each point's training images.
 
     A ``source`` set in the config that repeats another input's (or a ``reserved`` label: label -> what
     uses it) raises :class:`InputDataError` naming both; a label made from the file name (:func:`default_label`)
@@ -267,7 +268,7 @@ def source_labels(
             if other:
                 raise InputDataError(
                     f"{here}: source label {source!r} is also that of {other}; point ids start with it, so "
-                    "the points of both would share ids and tile files. Give each file its own source"
+                    "the points of both would share ids and training image files. Give each file its own source"
                 )
             taken[str(source).casefold()] = here
             labels[i] = str(source)
@@ -297,15 +298,16 @@ def source_labels(
 
 def check_unique_ids(points: pd.DataFrame, what: str) -> None:
     """Raise :class:`InputDataError` when ``points`` (the final table of ``what``) repeats a point id (ignoring
-    case): each point's tiles are written to a file named by its id, so one point's would overwrite another's."""
+    case): each point's training images are written to a file named by its id, so one point's would overwrite
+    another's."""
     folded = points["point_id"].astype(str).str.casefold()
     repeated = points.loc[folded.duplicated(keep=False), "point_id"].astype(str)
     if len(repeated):
         shown = sorted(set(repeated))
         raise InputDataError(
             f"{what}: point ids repeat ({len(shown)}: {', '.join(shown[:10])}{' ...' if len(shown) > 10 else ''}); "
-            "each point's tiles are written to a file named by its id, so one point's imagery would overwrite "
-            "another's. Give each points file its own source"
+            "each point's training images are written to a file named by its id, so one point's imagery would "
+            "overwrite another's. Give each points file its own source"
         )
 
 

@@ -88,7 +88,7 @@ def assign_split(
     rng = np.random.default_rng(seed)
     source = index["source"].to_numpy() if "source" in index else None
     if run_length and source is None:
-        raise ValueError("split.local_run_length needs a source column in the tile index")
+        raise ValueError("split.local_run_length needs a source column in the training image index")
     order = index["path"].to_numpy() if "path" in index else None
     groups = pd.Series(
         spatial_groups(index["lon"].to_numpy(), index["lat"].to_numpy(), block_m, source, order, run_length),
@@ -97,13 +97,15 @@ def assign_split(
     split = pd.Series("train", index=index.index)
     if test_sources:
         if source is None:
-            raise ValueError("split.test_sources needs a source column in the tile index")
+            raise ValueError("split.test_sources needs a source column in the training image index")
         test = pd.Series(held_out(source, test_sources), index=index.index)
         # A group seen in test must not be trained on: place-groups straddling sources go to test whole.
         test |= groups.isin(set(groups[test]))
         split[test] = "test"
         if test.all():
-            raise ValueError(f"split.test_sources {list(test_sources)} match every tile: nothing left to train on")
+            raise ValueError(
+                f"split.test_sources {list(test_sources)} match every training image: nothing left to train on"
+            )
     strata = ["label", "source"] if run_length else ["label"]
     kept = index[split != "test"]
     for _, stratum in kept.groupby(strata, sort=True, dropna=False):

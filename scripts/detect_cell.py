@@ -1,4 +1,5 @@
-"""Rule detect_tile: scan one tile's scene (two-stage or brute force) -> the scores of every chip classified."""
+"""Rule detect_cell: scan one grid cell's composite (two-stage or brute force) -> the scores of every chip
+classified."""
 
 import json
 import os
@@ -7,7 +8,8 @@ import os
 # thread that reads and proposes the next block (measured in the bench: faster in both modes).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from garimpo.detection.chip_scores import config_hash, save_chip_scores, scene_chip_px  # noqa: E402 (after the OMP setting)
+from garimpo.detection.chip_scores import config_hash, save_chip_scores  # noqa: E402 (after the OMP setting)
+from garimpo.detection.chips import composite_chip_px  # noqa: E402
 from garimpo.smk import setup_logging  # noqa: E402
 
 
@@ -25,9 +27,9 @@ def main(smk):
     with open(smk.input.stats) as fh:
         stats = json.load(fh)
     with open(smk.input.meta) as fh:
-        scene_meta = json.load(fh)
+        composite_meta = json.load(fh)
     # The model must see the ground it learnt (footprint, pixel size, units): refused here, before any scan.
-    chip_px = scene_chip_px(meta, smk.input.scene, scene_meta, float(smk.params.tile_size_m))
+    chip_px = composite_chip_px(meta, smk.input.composite, composite_meta, float(smk.params.chip_size_m))
     log.info(
         "model %s: %s chips of %d px, resized to %d px",
         meta["model_id"],
@@ -47,10 +49,12 @@ def main(smk):
         threads=max(1, int(smk.threads)),
     )
     if scan["mode"] == "brute_force":
-        result = brute_force_scan(smk.input.scene, model, meta, **common)
+        result = brute_force_scan(smk.input.composite, model, meta, **common)
     else:
+        from garimpo.detection.proposers import get as get_proposer
+
         segformer = None
-        if proposer["method"] in ("segformer", "union"):
+        if get_proposer(proposer["method"]).needs_model:  # segformer, union: the SegFormer they run
             from garimpo.detection.segformer import SegformerProposer
 
             seg = proposer["segformer"]
@@ -58,20 +62,20 @@ def main(smk):
                 seg["local_dir"], suspicious_classes=seg["suspicious_classes"]
             )
         result = two_stage_scan(
-            smk.input.scene,
+            smk.input.composite,
             model,
             meta,
             proposer=proposer,
-            segformer=segformer,
+            proposer_model=segformer,
             decimate=int(scan["proposer_decimate"]),
             select=scan["select"],
             **common,
         )
-    log.info("tile %s: %s", smk.wildcards.tile, result.summary())
+    log.info("cell %s: %s", smk.wildcards.cell, result.summary())
     provenance = {
-        "tile": smk.wildcards.tile,
-        "scene_ids": scene_meta["scene_ids"],
-        "dates": scene_meta["dates"],
+        "cell": smk.wildcards.cell,  # the key garimpo.detection.merge reads the cell id from
+        "scene_ids": composite_meta["scene_ids"],
+        "dates": composite_meta["dates"],
         "model_id": meta["model_id"],
         "config_hash": config_hash({**scan, "proposer": proposer}),
         "mode": scan["mode"],
@@ -79,4 +83,8 @@ def main(smk):
     save_chip_scores(smk.output[0], result, provenance)
 
 
-main(snakemake)  # noqa: F821
+if "snakemake" not in globals():  # standalone: python scripts/detect_cell.py region=NAME cell=E0001S0001
+    from garimpo.smk import mock_snakemake, script_args
+
+    snakemake = mock_snakemake("detect_cell", **script_args())
+main(snakemake)

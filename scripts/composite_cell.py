@@ -1,7 +1,8 @@
-"""Rule tile_scene: one tile's cloud-free composite (written block by block) + scene provenance."""
+"""Rule composite_cell: one grid cell's cloud-free composite (written block by block) + its scenes' provenance."""
 
-from garimpo.imagery.composite import tile_scene_grid, write_composite
-from garimpo.imagery.stac import ImageryRequest, Source, provenance
+from garimpo.imagery.composite import composite_grid, write_composite
+from garimpo.imagery.provenance import provenance
+from garimpo.imagery.stac import ImageryRequest, Source
 from garimpo.smk import rule_region, setup_logging, write_json
 
 
@@ -9,13 +10,12 @@ def main(smk):
     log = setup_logging(smk)
     det = smk.params.detection
     region = rule_region(smk)
-    grid = tile_scene_grid(smk.wildcards.tile, region, det["tile_size_m"], det["margin_m"])
-    log.info(
-        "tile %s of %s: %d x %d px in %s", smk.wildcards.tile, smk.wildcards.region, grid.width, grid.height, grid.crs
-    )
+    cell = smk.wildcards.cell
+    grid = composite_grid(cell, region, det["cell_size_m"], det["margin_m"])
+    log.info("cell %s of %s: %d x %d px in %s", cell, smk.wildcards.region, grid.width, grid.height, grid.crs)
     cfg = smk.params.imagery
     used = write_composite(
-        smk.output.scene,
+        smk.output.composite,
         Source.from_config(cfg["source"]),
         ImageryRequest.from_config(cfg),
         grid,
@@ -28,7 +28,7 @@ def main(smk):
         smk.output.meta,
         {
             "region": smk.wildcards.region,
-            "tile": smk.wildcards.tile,
+            "cell": cell,
             "crs": grid.crs,
             "transform": list(grid.transform)[:6],
             "width": grid.width,
@@ -39,4 +39,8 @@ def main(smk):
     )
 
 
-main(snakemake)  # noqa: F821
+if "snakemake" not in globals():  # standalone: python scripts/composite_cell.py region=NAME cell=E0001S0001
+    from garimpo.smk import mock_snakemake, script_args
+
+    snakemake = mock_snakemake("composite_cell", **script_args())
+main(snakemake)
