@@ -40,7 +40,7 @@ def main(smk):
 
 
 if "snakemake" not in globals():  # standalone: python scripts/composite_cell.py region=NAME cell=E0001S0001
-    from garimpo.smk import mock_snakemake, script_args
+    from garimpo.smk import standalone
 
-    snakemake = mock_snakemake("composite_cell", **script_args())
+    snakemake = standalone("composite_cell")
 main(snakemake)

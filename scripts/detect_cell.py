@@ -84,7 +84,7 @@ def main(smk):
 
 
 if "snakemake" not in globals():  # standalone: python scripts/detect_cell.py region=NAME cell=E0001S0001
-    from garimpo.smk import mock_snakemake, script_args
+    from garimpo.smk import standalone
 
-    snakemake = mock_snakemake("detect_cell", **script_args())
+    snakemake = standalone("detect_cell")
 main(snakemake)

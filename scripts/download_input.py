@@ -32,7 +32,7 @@ def main(smk):
 
 
 if "snakemake" not in globals():  # standalone: python scripts/download_input.py name=FILE
-    from garimpo.smk import mock_snakemake, script_args
+    from garimpo.smk import standalone
 
-    snakemake = mock_snakemake("download_input", **script_args())
+    snakemake = standalone("download_input")
 main(snakemake)

@@ -40,7 +40,7 @@ def main(smk):
 
 
 if "snakemake" not in globals():  # standalone: python scripts/encroachment_stats.py region=NAME
-    from garimpo.smk import mock_snakemake, script_args
+    from garimpo.smk import standalone
 
-    snakemake = mock_snakemake("encroachment_stats", **script_args())
+    snakemake = standalone("encroachment_stats")
 main(snakemake)

@@ -31,7 +31,7 @@ def main(smk):
     sources = list(smk.params.get("sources") or [])
     chips = select_sources(load_chip_set(chip_dir), sources, name)
     # Chips of another footprint, pixel size or units than the model learnt are refused before any is scored.
-    check_chips(meta, chip_set_contract(chips["path"], folder), f"chip set {name} ({folder.key})")
+    check_chips(meta, chip_set_contract(chips["path"], folder, meta["bands"]), f"chip set {name} ({folder.key})")
     log.info(
         "evaluating model %s on %d chips from %s (%d positive) on %s",
         meta.get("model_id"),
@@ -94,7 +94,7 @@ def main(smk):
 
 
 if "snakemake" not in globals():  # standalone: python scripts/evaluate_chip_set.py name=NAME
-    from garimpo.smk import mock_snakemake, script_args
+    from garimpo.smk import standalone
 
-    snakemake = mock_snakemake("evaluate_chip_set", **script_args())
+    snakemake = standalone("evaluate_chip_set")
 main(snakemake)

@@ -23,7 +23,7 @@ def main(smk):
 
 
 if "snakemake" not in globals():  # standalone: python scripts/evaluate_demo.py
-    from garimpo.smk import mock_snakemake, script_args
+    from garimpo.smk import standalone
 
-    snakemake = mock_snakemake("evaluate_demo", **script_args())
+    snakemake = standalone("evaluate_demo")
 main(snakemake)

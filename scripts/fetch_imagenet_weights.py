@@ -23,7 +23,7 @@ def main(smk) -> None:
 
 
 if "snakemake" not in globals():  # standalone: python scripts/fetch_imagenet_weights.py arch=resnet34
-    from garimpo.smk import mock_snakemake, script_args
+    from garimpo.smk import standalone
 
-    snakemake = mock_snakemake("fetch_imagenet_weights", **script_args())
+    snakemake = standalone("fetch_imagenet_weights")
 main(snakemake)

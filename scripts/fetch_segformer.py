@@ -26,7 +26,7 @@ def main(smk) -> None:
 
 
 if "snakemake" not in globals():  # standalone: python scripts/fetch_segformer.py
-    from garimpo.smk import mock_snakemake, script_args
+    from garimpo.smk import standalone
 
-    snakemake = mock_snakemake("fetch_segformer", **script_args())
+    snakemake = standalone("fetch_segformer")
 main(snakemake)

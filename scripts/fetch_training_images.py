@@ -41,7 +41,7 @@ def main(smk):
 
 
 if "snakemake" not in globals():  # standalone: python scripts/fetch_training_images.py cls=positive
-    from garimpo.smk import mock_snakemake, script_args
+    from garimpo.smk import standalone
 
-    snakemake = mock_snakemake("fetch_training_images", **script_args())
+    snakemake = standalone("fetch_training_images")
 main(snakemake)

@@ -9,7 +9,7 @@ import json
 import logging
 import sys
 
-from garimpo.smk import mock_snakemake, script_args, setup_logging
+from garimpo.smk import setup_logging, standalone
 from garimpo.synthetic.demo_world import generate_demo_world
 
 
@@ -17,7 +17,7 @@ def main() -> None:
     argv = sys.argv[1:]
     smk = globals().get("snakemake")
     if smk is None and (not argv or argv[0].startswith("--configfile")):  # no OUT_DIR: as the rule would run
-        smk = mock_snakemake("make_demo_world", **script_args())
+        smk = standalone("make_demo_world")
     if smk is not None:
         log = setup_logging(smk)
         params = smk.params

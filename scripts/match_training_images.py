@@ -19,7 +19,7 @@ def main(smk):
 
 
 if "snakemake" not in globals():  # standalone: python scripts/match_training_images.py cls=positive
-    from garimpo.smk import mock_snakemake, script_args
+    from garimpo.smk import standalone
 
-    snakemake = mock_snakemake("match_training_images", **script_args())
+    snakemake = standalone("match_training_images")
 main(snakemake)

@@ -41,7 +41,7 @@ def main(smk):
 
 
 if "snakemake" not in globals():  # standalone: python scripts/merge_detections.py region=NAME
-    from garimpo.smk import mock_snakemake, script_args
+    from garimpo.smk import standalone
 
-    snakemake = mock_snakemake("merge_detections", **script_args())
+    snakemake = standalone("merge_detections")
 main(snakemake)

@@ -64,7 +64,7 @@ def main(smk):
 
 
 if "snakemake" not in globals():  # standalone: python scripts/negative_points.py
-    from garimpo.smk import mock_snakemake, script_args
+    from garimpo.smk import standalone
 
-    snakemake = mock_snakemake("negative_points", **script_args())
+    snakemake = standalone("negative_points")
 main(snakemake)

@@ -18,7 +18,7 @@ def main(smk):
 
 
 if "snakemake" not in globals():  # standalone: python scripts/overview_map.py region=NAME
-    from garimpo.smk import mock_snakemake, script_args
+    from garimpo.smk import standalone
 
-    snakemake = mock_snakemake("overview_map", **script_args())
+    snakemake = standalone("overview_map")
 main(snakemake)

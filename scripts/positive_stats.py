@@ -31,7 +31,7 @@ def main(smk):
 
 
 if "snakemake" not in globals():  # standalone: python scripts/positive_stats.py
-    from garimpo.smk import mock_snakemake, script_args
+    from garimpo.smk import standalone
 
-    snakemake = mock_snakemake("positive_stats", **script_args())
+    snakemake = standalone("positive_stats")
 main(snakemake)

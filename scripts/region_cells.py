@@ -14,7 +14,7 @@ def main(smk):
 
 
 if "snakemake" not in globals():  # standalone: python scripts/region_cells.py region=NAME
-    from garimpo.smk import mock_snakemake, script_args
+    from garimpo.smk import standalone
 
-    snakemake = mock_snakemake("region_cells", **script_args())
+    snakemake = standalone("region_cells")
 main(snakemake)

@@ -43,7 +43,7 @@ def main(smk):
 
 
 if "snakemake" not in globals():  # standalone: python scripts/split_and_augment.py
-    from garimpo.smk import mock_snakemake, script_args
+    from garimpo.smk import standalone
 
-    snakemake = mock_snakemake("split_and_augment", **script_args())
+    snakemake = standalone("split_and_augment")
 main(snakemake)

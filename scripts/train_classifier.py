@@ -44,7 +44,7 @@ def main(smk) -> None:
 
 
 if "snakemake" not in globals():  # standalone: python scripts/train_classifier.py
-    from garimpo.smk import mock_snakemake, script_args
+    from garimpo.smk import standalone
 
-    snakemake = mock_snakemake("train_classifier", **script_args())
+    snakemake = standalone("train_classifier")
 main(snakemake)

@@ -344,6 +344,17 @@ def test_chip_sets_name_their_key_for_unreadable_and_refused_chips(amw_png, tmp_
         img.convert("L").save(tmp_path / "grey.png")
     with pytest.raises(InputDataError, match=rf"grey\.png \(from {key}\) is a greyscale image"):
         chip_set_contract([tmp_path / "grey.png"], folder)  # refused before any chip is scored
+    # Every bad chip of the folder in one error, not one per run; a good chip is not named.
+    with Image.open(amw_png) as img:
+        img.convert("RGB").save(tmp_path / "good.png")
+        img.convert("P").save(tmp_path / "palette.png")
+    bad = [tmp_path / n for n in ("empty.png", "grey.png", "palette.png")]
+    with pytest.raises(InputDataError, match=r"3 chip\(s\) of .* cannot be scored") as err:
+        chip_set_contract([tmp_path / "good.png", *bad], folder, ["B04", "B03", "B02"])
+    assert all(p.name in str(err.value) for p in bad) and "good.png" not in str(err.value)
+    # A chip without a band the model reads is named too.
+    with pytest.raises(InputDataError, match=r"good\.png .*without \['B08'\] that the model reads"):
+        chip_set_contract([tmp_path / "good.png"], folder, ["B04", "B08"])
     (tmp_path / "cut.png").write_bytes(_cut(amw_png.read_bytes()))
     stats = {"bands": {b: {"p2": 0.0, "p98": 0.3} for b in ("B04", "B03", "B02")}}
     with pytest.raises(InputDataError, match=rf"cut\.png \(from {key}\) cannot be read.*truncated"):

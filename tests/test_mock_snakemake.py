@@ -125,3 +125,44 @@ def test_a_rule_script_runs_standalone(workdir):
     rows = (workdir / "results/points/positive.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("point_id")  # the duplicate dropped
     assert "2 usable points" in (workdir / "logs/positive_points.log").read_text()
+    # the dropped duplicate is accounted for in the rejected rows, naming the point it repeats
+    rejected = (workdir / "results/points/positive_rejected.csv").read_text()
+    assert re.search(r"mines,mines-\d+,-56\.2,-6\.3,same place as point mines-\d+ \(kept\)", rejected), rejected
+
+
+def test_a_standalone_script_names_a_missing_input_or_config_file_without_a_traceback(workdir, tmp_path_factory):
+    """Inputs the workflow has not made yet, a cell the region does not have, a config file typed relative to
+    another folder: one line saying what to do, exit status 1, nothing written."""
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (elsewhere / "extra.yaml").write_text("detection:\n  threshold: 0.7\n")
+    script = workdir / "scripts" / "positive_stats.py"
+    runs = {
+        "missing input": ([sys.executable, str(script), "--configfile", "config/demo.yaml"], workdir),
+        # the config file is found from the folder the command was typed in, not the workflow's
+        "config from cwd": (
+            [
+                sys.executable,
+                str(script),
+                "--configfile",
+                str(workdir / "config/demo.yaml"),
+                "--configfile",
+                "nope.yaml",
+            ],
+            elsewhere,
+        ),
+    }
+    outs = {}
+    for name, (cmd, cwd) in runs.items():
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1, (name, proc.stdout + proc.stderr)
+        assert "Traceback" not in proc.stderr, (name, proc.stderr)
+        outs[name] = proc.stderr
+    assert re.search(
+        r"input \[.*results/training_images/positive_index\.csv.*\] does not exist; make it first",
+        outs["missing input"],
+    )
+    assert "snakemake results/training_images/positive_index.csv" in outs["missing input"]
+    assert re.search(
+        rf"config file\(s\) \['{re.escape(str(elsewhere / 'nope.yaml'))}'\] not found", outs["config from cwd"]
+    )
+    assert not (workdir / "results/stats/positive.json").exists()

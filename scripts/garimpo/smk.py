@@ -90,6 +90,7 @@ def mock_snakemake(
     rule: str,
     configfiles: str | os.PathLike | Sequence[str | os.PathLike] = (),
     root: str | os.PathLike | None = None,
+    require_inputs: bool = False,
     **wildcards: str,
 ):
     """The ``snakemake`` object Snakemake would hand the script of ``rule`` for these ``wildcards``, so a rule
@@ -103,9 +104,14 @@ def mock_snakemake(
     need that output on disk. Nothing is run or checked for freshness; the folders of the log and outputs
     are created.
 
-    Raises ValueError naming the rule when it does not exist (with the nearest names), when a wildcard is
-    missing or unknown, or a value breaks the wildcard's constraint, and when a checkpoint the input
-    depends on has not run.
+    ``configfiles`` are taken from the current directory of the caller. With ``require_inputs`` every input
+    must exist (as :func:`standalone` asks).
+
+    Raises:
+        ValueError: naming the rule when it does not exist (with the nearest names), when a wildcard is
+            missing or unknown, or a value breaks the wildcard's constraint, when a config file is absent,
+            when a checkpoint the input depends on has not run, and (``require_inputs``) when an input is
+            missing, with the snakemake command that makes it.
     """
     from snakemake.api import SnakemakeApi
     from snakemake.dag import DAG
@@ -117,13 +123,18 @@ def mock_snakemake(
     from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
 
     base = _workflow_root(root)
-    files = [configfiles] if isinstance(configfiles, (str, os.PathLike)) else list(configfiles)
+    given = [configfiles] if isinstance(configfiles, (str, os.PathLike)) else list(configfiles)
+    # Config files are named from where the command was typed, before the workflow folder becomes current.
+    files = [Path(f).resolve() for f in given]
+    absent = [str(f) for f in files if not f.is_file()]
+    if absent:
+        raise ValueError(f"config file(s) {absent} not found (paths are taken from {Path.cwd()})")
     os.chdir(base)
     output = OutputSettings(quiet={Quietness.ALL}, enable_file_logging=False)
     with SnakemakeApi(output) as api:
         wf_api = api.workflow(
             resource_settings=ResourceSettings(cores=os.cpu_count() or 1),  # threads as the rule asks, up to the CPUs
-            config_settings=ConfigSettings(configfiles=[Path(f) for f in files]),
+            config_settings=ConfigSettings(configfiles=files),
             snakefile=base / "Snakefile",
             workdir=base,
         )
@@ -150,6 +161,21 @@ def mock_snakemake(
                 f"rule {rule}: its input depends on checkpoint output {pending} that does not exist yet; "
                 f"make it first (snakemake {' '.join(pending)} --cores 1), then run the script again"
             )
+        if require_inputs:
+            missing = [str(f) for f in job.input if not os.path.exists(f)]
+            if missing:
+                shown = " ".join(missing[:3])
+                cfg = " ".join(f"--configfile {f}" for f in files)
+                raise ValueError(
+                    f"rule {rule}: input {missing[:10]} does not exist"
+                    f"{' (' + str(len(missing)) + ' in all)' if len(missing) > 10 else ''}; make it first "
+                    f"(snakemake {shown} --cores 2 {cfg}), then run the script again"
+                    + (
+                        " (wildcard values must be those the workflow makes, e.g. a cell of the region's cells.json)"
+                        if wildcards
+                        else ""
+                    )
+                )
         smk = Snakemake(
             job.input,
             job.output,
@@ -175,7 +201,7 @@ def _check_wildcards(workflow, rule, wildcards: dict[str, str]) -> None:
 
     needed, given = set(rule.wildcard_names), set(wildcards)
     if needed != given:
-        example = " ".join(f"{w}=..." for w in sorted(needed)) or "(none)"
+        example = "".join(f" {w}=..." for w in sorted(needed))
         problems = []
         if needed - given:
             problems.append(f"missing wildcard(s) {sorted(needed - given)}")
@@ -183,13 +209,26 @@ def _check_wildcards(workflow, rule, wildcards: dict[str, str]) -> None:
             problems.append(f"unknown wildcard(s) {sorted(given - needed)}")
         raise ValueError(
             f"rule {rule.name}: {' and '.join(problems)}; it takes {sorted(needed)}: "
-            f"python scripts/{rule.name}.py {example}"
+            f"python scripts/{rule.name}.py{example}"
         )
     constraints = {**workflow.wildcard_constraints, **rule.wildcard_constraints}
     for name, value in wildcards.items():
         pattern = constraints.get(name)
         if pattern is not None and not re.fullmatch(pattern, str(value)):
             raise ValueError(f"rule {rule.name}: wildcard {name}={value!r} does not match its constraint {pattern!r}")
+
+
+def standalone(rule: str):
+    """The ``snakemake`` object of a rule script run on its own (``python scripts/RULE.py NAME=VALUE ...``):
+    :func:`mock_snakemake` with the command line's wildcards and config files, every input required.
+
+    A usage error (unknown rule, wrong wildcard, missing input or config file, invalid config) ends the
+    script with its message and exit status 1, without a traceback.
+    """
+    try:
+        return mock_snakemake(rule, require_inputs=True, **script_args())
+    except ValueError as err:
+        raise SystemExit(f"{rule}: {err}") from None
 
 
 def script_args(argv: Sequence[str] | None = None) -> dict:
@@ -210,6 +249,6 @@ def script_args(argv: Sequence[str] | None = None) -> dict:
         else:
             raise SystemExit(
                 f"unexpected argument {arg!r}: a rule script takes wildcards as NAME=VALUE and "
-                "--configfile FILE, e.g. --configfile config/demo.yaml region=demo"
+                "--configfile FILE (repeated for each file), e.g. --configfile config/demo.yaml region=demo"
             )
     return {"configfiles": configfiles, **wildcards}

@@ -147,23 +147,49 @@ def _from_manifest(folder: Path, manifest: Path) -> pd.DataFrame:
     return pd.DataFrame({"path": paths, "label": labels.astype(int), "source": source})
 
 
-def chip_set_contract(paths: Sequence[str | os.PathLike], folder: ImageFolder) -> ImageContract:
+def chip_set_contract(
+    paths: Sequence[str | os.PathLike], folder: ImageFolder, bands: Sequence[str] = ()
+) -> ImageContract:
     """The footprint, pixel size and units every chip of a chip set shares (headers only, no pixels).
 
     ``folder``: the chip set's config entry (``garimpo.contract.image_folder``): 8-bit chips need its
     ``encoding``, chips without a georeferencing in metres (or a pixel_size_m tag) its ``pixel_size_m``.
-    Raises InputDataError naming the folder and the key when they are missing, or when chips disagree, and
-    naming a chip and the key when it cannot be read or is of a kind that is refused (``image_bands``).
+    ``bands``: the bands the model reads (its checkpoint's), which every chip must carry.
+
+    Raises:
+        InputDataError: naming the folder and the key when 8-bit chips have no encoding or chips disagree;
+            naming every chip (the first 10, and how many in all) that cannot be read, is of a kind that is
+            refused (``image_bands``) or lacks one of ``bands``, in one error.
     """
-    headers = [(p, read_header(p, folder.key)) for p in paths]
+    headers, problems = [], []
+    for p in paths:
+        try:
+            headers.append((p, read_header(p, folder.key)))
+        except InputDataError as err:
+            problems.append(str(err))
     rendered = [p for p, h in headers if h.eight_bit]
     if rendered and not folder.encoding:
+        others = len(headers) - len(rendered)
+        mixed = f", besides {others} chips that are not 8-bit: a folder holds one kind of chip" if others else ""
         raise InputDataError(
-            f"chip set folder {folder.path} holds 8-bit chips (e.g. {rendered[0]}): a rendering, not reflectance. "
-            f"Declare their encoding in {folder.key}, e.g. {folder.spec} (known encodings: {sorted(ENCODINGS)})"
+            f"chip set folder {folder.path} holds {len(rendered)} 8-bit chips (e.g. {rendered[0]}){mixed}. 8-bit "
+            f"chips are a rendering, not reflectance: declare their encoding in {folder.key}, e.g. {folder.spec} "
+            f"(known encodings: {sorted(ENCODINGS)})" + (", or move them out of the folder" if others else "")
         )
-    for p, h in headers:  # grey, palette, 16-bit... refused before any chip is scored
-        image_bands(p, h, folder.encoding, folder.key)
+    for p, h in headers:  # grey, palette, 16-bit, missing bands... refused before any chip is scored
+        try:
+            _, names = image_bands(p, h, folder.encoding, folder.key)
+        except InputDataError as err:
+            problems.append(str(err))
+            continue
+        missing = [b for b in bands if b not in names]
+        if missing:
+            problems.append(f"chip {p} ({folder.key}) has bands {list(names)}, without {missing} that the model reads")
+    if problems:
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        raise InputDataError(
+            f"{len(problems)} chip(s) of {folder.path} cannot be scored{more}:\n  " + "\n  ".join(problems[:10])
+        )
     # Decoded chips take their units from the encoding (image_contract), as imported training images do.
     return common_contract(
         ((p, image_contract(p, h.shape, h.crs, h.transform, h.tags, folder)) for p, h in headers),

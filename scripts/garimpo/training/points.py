@@ -342,3 +342,26 @@ def load_point_sources(
     if not goods:  # no point files: training from local image folders only
         return pd.DataFrame(columns=POINT_COLUMNS), pd.DataFrame(columns=REJECTED_COLUMNS)
     return pd.concat(goods, ignore_index=True), pd.concat(bads, ignore_index=True)
+
+
+def drop_duplicate_places(points: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Points at the same (lon, lat) as an earlier one, moved to rejected rows that name the point kept.
+
+    ``points``: ``POINT_COLUMNS``. Returns ``(kept, rejected)``: the first point of each place (order kept,
+    index reset) and ``REJECTED_COLUMNS`` rows whose ``file`` is the dropped point's source, ``row`` its id,
+    and ``reason`` the id it repeats, so every input row is accounted for in the rejected table.
+    """
+    dup = points.duplicated(subset=["lon", "lat"], keep="first")
+    first = points[~dup].set_index(["lon", "lat"])["point_id"]
+    dropped = points[dup]
+    rejected = pd.DataFrame(
+        {
+            "file": dropped["source"].astype(str),
+            "row": dropped["point_id"].astype(str),
+            "lon": dropped["lon"],
+            "lat": dropped["lat"],
+            "reason": [f"same place as point {first[(x, y)]} (kept)" for x, y in zip(dropped["lon"], dropped["lat"])],
+        },
+        columns=REJECTED_COLUMNS,
+    )
+    return points[~dup].reset_index(drop=True), rejected

@@ -3,7 +3,9 @@
 A proposer is tuned for recall: anything it misses is lost for good, while its false positives are the
 classifier's job. Each one is a ``Proposer`` registered under its name by its own module
 (``garimpo.detection.proposers.spectral``, ``.segformer``, ``.union``); the scan and ``propose`` find it here,
-so a new proposer is a new module that calls ``register``, and no scan code changes.
+so a new proposer is a new module that calls ``register``, and no scan code changes. For the workflow to offer
+it, config/schema.yaml also lists its name in ``proposer.method``'s enum and its parameters under ``proposer.NAME``
+(their defaults live there); ``tests/test_proposers.py`` checks the two agree.
 """
 
 from __future__ import annotations
