@@ -368,6 +368,14 @@ def checkpoint_record(contract: ImageContract) -> dict:
     }
 
 
+def per_chip_matching(meta: Mapping) -> bool:
+    """Whether a checkpoint's training images were stretched one by one onto the positives' P2/P98
+    (``matching.per_chip``); checkpoints written before the rename say ``per_tile``, and older ones nothing
+    (they were matched per image)."""
+    matching = meta.get("matching") or {}
+    return bool(matching.get("per_chip", matching.get("per_tile", True)))
+
+
 def model_contract(meta: Mapping) -> ImageContract:
     """The training contract a checkpoint records; raises ContractError for a checkpoint without one."""
     missing = [k for k in CONTRACT_META if k not in meta]

@@ -36,7 +36,14 @@ from garimpo.classifier.metrics import (
     threshold_sweep,
 )
 from garimpo.classifier.model import view_probs
-from garimpo.contract import ENCODINGS, ImageContract, ImageFolder, common_contract, image_contract
+from garimpo.contract import (
+    ENCODINGS,
+    ImageContract,
+    ImageFolder,
+    common_contract,
+    image_contract,
+    per_chip_matching,
+)
 from garimpo.errors import InputDataError
 from garimpo.geo.raster import (
     GEOTIFF_SUFFIXES,
@@ -272,7 +279,7 @@ def score_chips(
     # The checkpoint says how its training images were matched; older ones were matched per image.
     matching = meta.get("matching") or {}
     p_low, p_high = float(matching.get("p_low", p_low)), float(matching.get("p_high", p_high))
-    per_chip = bool(matching.get("per_chip", matching.get("per_tile", True)))  # per_tile: older checkpoints
+    per_chip = per_chip_matching(meta)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.to(device).eval()

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
+from garimpo.contract import per_chip_matching
 from garimpo.detection.batching import Batch, ChipScorer, prefetch, rebatch
 from garimpo.detection.candidates import coarse_candidate_mask, proposer_method
 from garimpo.detection.chip_scores import ChipScores
@@ -92,9 +93,7 @@ def _scan(
     # the time the classifier waited for chips.
     secs = {"read": 0.0, "propose": 0.0, "select": 0.0, "prepare": 0.0, "classify": 0.0, "wait": 0.0}
     model_bands = list(meta["bands"])
-    matching = meta.get("matching") or {}
-    # The checkpoint says whether training chips were stretched one by one (per_tile: older checkpoints).
-    per_chip = bool(matching.get("per_chip", matching.get("per_tile", True)))
+    per_chip = per_chip_matching(meta)  # as the checkpoint's training chips were stretched
     ref_low, ref_high = reference_from_meta(meta, stats)
     scorer = ChipScorer(model, meta, batch_size, precision, channels_last, tta, device)
     step = max(scorer.batch_size, 1024)
