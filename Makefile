@@ -5,7 +5,7 @@ CORES ?= 2
 BIN := $(VENV)/bin
 SNAKEMAKE := PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake
 DEMO_TARGETS := results/detections/demo.geojson results/detections/demo_overview.png results/eval/demo.json \
-	results/stats/demo_protected_areas.csv
+	results/stats/demo_protected_areas.csv results/stats/demo_over_time.csv results/change/demo/footprint.geojson
 
 .PHONY: install demo test test-fast lint format clean-demo bench
 
@@ -50,4 +50,4 @@ format: install
 
 clean-demo:
 	rm -rf results/demo_world results/points results/training_images results/stats results/split.csv results/models \
-		results/regions results/heldout results/detections results/eval results/cache .snakemake/metadata
+		results/regions results/heldout results/detections results/change results/eval results/cache .snakemake/metadata

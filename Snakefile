@@ -47,6 +47,7 @@ wildcard_constraints:
     region="[A-Za-z0-9][A-Za-z0-9_-]*",  # as the schema's region names
     cls="positive|negative",
     cell="[EW][0-9]+[NS][0-9]+",  # a grid cell id (garimpo.geo.cells)
+    period="[A-Za-z0-9][A-Za-z0-9_-]*",  # a name of config periods (garimpo.change.periods)
 
 
 include: "rules/common.smk"
@@ -64,6 +65,10 @@ rule all:
         expand("results/detections/{region}.geojson", region=config["run_regions"]),
         expand("results/detections/{region}_overview.png", region=config["run_regions"]),
         expand(
-            "results/stats/{region}_protected_areas.csv",
+            "results/change/{region}/footprint.geojson", region=config["run_regions"]
+        ),
+        expand(
+            "results/stats/{region}_{kind}.csv",
             region=config["run_regions"] if config["encroachment"]["areas"] else [],
+            kind=["protected_areas", "over_time"],
         ),

@@ -3,6 +3,13 @@ import json
 import os
 import re
 
+from garimpo.change.periods import parse_periods
+
+# The detection periods in time order (validated with the config in the Snakefile); the last one is the
+# period of results/detections/{region}.geojson.
+PERIODS = parse_periods(config["periods"])
+PERIOD_NAMES = [p.name for p in PERIODS]
+
 
 def imagery_inputs(wildcards=None):
     """A local STAC catalog is a file dependency (so the demo world gets built first)."""
@@ -90,9 +97,51 @@ def region_cell_ids(wildcards):
         return json.load(fh)["cells"]
 
 
+def period_entry(wildcards):
+    """The period {name, start, end} of the {period} wildcard, refused when it is not in config periods."""
+    for p in PERIODS:
+        if p.name == wildcards.period:
+            return p.as_dict()
+    raise ValueError(
+        f"period {wildcards.period!r} is not in config periods (has {PERIOD_NAMES}); add it there"
+    )
+
+
+def composite_imagery(wildcards):
+    """The imagery config of a cell's composite: its period's dates instead of imagery.period (the training
+    images' period), so changing one never rebuilds the other."""
+    p = period_entry(wildcards)
+    return {**config["imagery"], "period": [p["start"], p["end"]]}
+
+
+def earlier_composite(wildcards):
+    """With proposer.earlier_reference, the previous period's composite of the same cell (the spectral proposer's
+    reference NDVI); nothing for the first period, or for a scan that would not read it (brute force, segformer).
+    """
+    prop = config["proposer"]
+    if not prop["earlier_reference"] or prop["method"] == "segformer":
+        return []
+    if config["detection"]["mode"] != "two_stage":
+        return []
+    period_entry(wildcards)  # refuses a period not in config periods
+    i = PERIOD_NAMES.index(wildcards.period)
+    if i == 0:
+        return []
+    return f"results/regions/{wildcards.region}/{PERIOD_NAMES[i - 1]}/composites/{wildcards.cell}.tif"
+
+
 def region_chip_scores(wildcards):
     return [
-        f"results/regions/{wildcards.region}/chip_scores/{cell}.npz"
+        f"results/regions/{wildcards.region}/{wildcards.period}/chip_scores/{cell}.npz"
+        for cell in region_cell_ids(wildcards)
+    ]
+
+
+def all_periods_chip_scores(wildcards):
+    """Every (cell, period) chip-score file of a region: the change products read what each scan saw."""
+    return [
+        f"results/regions/{wildcards.region}/{period}/chip_scores/{cell}.npz"
+        for period in PERIOD_NAMES
         for cell in region_cell_ids(wildcards)
     ]
 
@@ -121,8 +170,9 @@ def merge_params():
 
 
 def region_composites(wildcards):
+    """The composites of the latest period (what the overview map shows under its detections)."""
     return [
-        f"results/regions/{wildcards.region}/composites/{cell}.tif"
+        f"results/regions/{wildcards.region}/{PERIOD_NAMES[-1]}/composites/{cell}.tif"
         for cell in region_cell_ids(wildcards)
     ]
 

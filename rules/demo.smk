@@ -5,6 +5,8 @@ rule make_demo_world:
     output:
         catalog="results/demo_world/catalog/catalog.json",
         mines="results/demo_world/truth/mines.geojson",
+        mining_by_period="results/demo_world/truth/mining_by_period.geojson",
+        new_mining="results/demo_world/truth/new_mining.geojson",
         known_mines="results/demo_world/truth/known_mines.csv",
         protected="results/demo_world/truth/protected_areas.geojson",
         urban="results/demo_world/truth/urban.geojson",
@@ -30,7 +32,10 @@ rule make_demo_world:
 rule evaluate_demo:
     input:
         detections="results/detections/demo.geojson",
+        changes=expand("results/change/demo/{period}.geojson", period=PERIOD_NAMES),
         mines="results/demo_world/truth/mines.geojson",
+        new_mining="results/demo_world/truth/new_mining.geojson",
+        mining_by_period="results/demo_world/truth/mining_by_period.geojson",
         regions="results/demo_world/truth/regions.geojson",
     output:
         "results/eval/demo.json",
@@ -46,5 +51,6 @@ rule evaluate_demo:
         runtime=5,
     params:
         control=config["demo_world"]["control_region"],
+        periods=PERIOD_NAMES,
     script:
         "../scripts/evaluate_demo.py"

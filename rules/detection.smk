@@ -1,6 +1,7 @@
-# Detection per region, fanned out over the cells of a fixed grid: cell list (checkpoint) -> per cell a
-# composite and a scan (proposer + classifier, or brute force) -> merged detections -> overview map and
-# encroachment stats.
+# Detection per region, fanned out over the cells of a fixed grid and over the detection periods: cell list
+# (checkpoint) -> per (cell, period) a composite and a scan (proposer + classifier, or brute force) -> per period
+# merged detections -> change over the periods (the region's latest detections with their status, new mining per
+# period, the cumulative footprint) -> overview map and encroachment stats.
 
 
 checkpoint region_cells:
@@ -31,12 +32,12 @@ rule composite_cell:
         cells="results/regions/{region}/cells.json",
         catalog=imagery_inputs,
     output:
-        composite="results/regions/{region}/composites/{cell}.tif",
-        meta="results/regions/{region}/composites/{cell}.json",
+        composite="results/regions/{region}/{period}/composites/{cell}.tif",
+        meta="results/regions/{region}/{period}/composites/{cell}.json",
     log:
-        "logs/composite_cell_{region}_{cell}.log",
+        "logs/composite_cell_{region}_{period}_{cell}.log",
     benchmark:
-        "benchmarks/composite_cell_{region}_{cell}.tsv"
+        "benchmarks/composite_cell_{region}_{period}_{cell}.tsv"
     conda:
         "../envs/geo.yaml"
     threads: 2
@@ -44,7 +45,7 @@ rule composite_cell:
         mem_mb=2000,
         runtime=240,
     params:
-        imagery=config["imagery"],
+        imagery=composite_imagery,
         region=lambda w: config["regions"][w.region],
         detection={
             k: config["detection"][k] for k in ("cell_size_m", "margin_m", "block_px")
@@ -55,17 +56,18 @@ rule composite_cell:
 
 rule detect_cell:
     input:
-        composite="results/regions/{region}/composites/{cell}.tif",
-        meta="results/regions/{region}/composites/{cell}.json",
+        composite="results/regions/{region}/{period}/composites/{cell}.tif",
+        meta="results/regions/{region}/{period}/composites/{cell}.json",
         model="results/models/classifier/best_model.pth",
         stats="results/stats/positive.json",
         segformer=segformer_inputs,
+        reference=earlier_composite,
     output:
-        "results/regions/{region}/chip_scores/{cell}.npz",
+        "results/regions/{region}/{period}/chip_scores/{cell}.npz",
     log:
-        "logs/detect_cell_{region}_{cell}.log",
+        "logs/detect_cell_{region}_{period}_{cell}.log",
     benchmark:
-        "benchmarks/detect_cell_{region}_{cell}.tsv"
+        "benchmarks/detect_cell_{region}_{period}_{cell}.tsv"
     conda:
         "../envs/ml.yaml"
     threads: 2
@@ -88,11 +90,11 @@ rule merge_detections:
         region=region_file,
         model="results/models/classifier/config.json",
     output:
-        "results/detections/{region}.geojson",
+        "results/detections/{region}/{period}.geojson",
     log:
-        "logs/merge_detections_{region}.log",
+        "logs/merge_detections_{region}_{period}.log",
     benchmark:
-        "benchmarks/merge_detections_{region}.tsv"
+        "benchmarks/merge_detections_{region}_{period}.tsv"
     conda:
         "../envs/geo.yaml"
     threads: 1
@@ -102,9 +104,44 @@ rule merge_detections:
     params:
         detection=merge_params(),
         region=lambda w: config["regions"][w.region],
+        period=period_entry,
+        latest=lambda w: w.period == PERIOD_NAMES[-1],
         attribution=config["publishing"]["attribution"],
     script:
         "../scripts/merge_detections.py"
+
+
+rule track_changes:
+    input:
+        cells="results/regions/{region}/cells.json",
+        detections=expand(
+            "results/detections/{{region}}/{period}.geojson", period=PERIOD_NAMES
+        ),
+        chip_scores=all_periods_chip_scores,
+        region=region_file,
+    output:
+        latest="results/detections/{region}.geojson",
+        changes=expand(
+            "results/change/{{region}}/{period}.geojson", period=PERIOD_NAMES
+        ),
+        footprint="results/change/{region}/footprint.geojson",
+    log:
+        "logs/track_changes_{region}.log",
+    benchmark:
+        "benchmarks/track_changes_{region}.tsv"
+    conda:
+        "../envs/geo.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        periods=[p.as_dict() for p in PERIODS],
+        change=config["change"],
+        region=lambda w: config["regions"][w.region],
+        attribution=config["publishing"]["attribution"],
+    script:
+        "../scripts/track_changes.py"
 
 
 rule overview_map:
@@ -155,3 +192,35 @@ rule encroachment_stats:
         attribution=config["publishing"]["attribution"],
     script:
         "../scripts/encroachment_stats.py"
+
+
+rule stats_over_time:
+    input:
+        detections=expand(
+            "results/detections/{{region}}/{period}.geojson", period=PERIOD_NAMES
+        ),
+        changes=expand(
+            "results/change/{{region}}/{period}.geojson", period=PERIOD_NAMES
+        ),
+        areas=encroachment_areas,
+        region=region_file,
+    output:
+        csv="results/stats/{region}_over_time.csv",
+        png="results/stats/{region}_over_time.png",
+    log:
+        "logs/stats_over_time_{region}.log",
+    benchmark:
+        "benchmarks/stats_over_time_{region}.tsv"
+    conda:
+        "../envs/geo.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        periods=PERIOD_NAMES,
+        encroachment=config["encroachment"],
+        region=lambda w: config["regions"][w.region],
+        attribution=config["publishing"]["attribution"],
+    script:
+        "../scripts/stats_over_time.py"

@@ -10,6 +10,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from garimpo.detection.chip_scores import config_hash, save_chip_scores  # noqa: E402 (after the OMP setting)
 from garimpo.detection.chips import composite_chip_px  # noqa: E402
+from garimpo.detection.coverage import clear_pixel_counts, unit_px  # noqa: E402
 from garimpo.smk import setup_logging  # noqa: E402
 
 
@@ -48,6 +49,12 @@ def main(smk):
         device=device,
         threads=max(1, int(smk.threads)),
     )
+    # The previous period's composite (proposer.earlier_reference): absent for the first period, and for
+    # scans that would not read it (the input function decides): an empty named input comes as [], not a path.
+    earlier = smk.input.get("reference")
+    reference = str(earlier) if isinstance(earlier, str) and earlier else None
+    if proposer.get("earlier_reference") and scan["mode"] == "two_stage":
+        log.info("earlier reference: %s", reference or "none (first period, or a proposer without a use for it)")
     if scan["mode"] == "brute_force":
         result = brute_force_scan(smk.input.composite, model, meta, **common)
     else:
@@ -69,21 +76,28 @@ def main(smk):
             proposer_model=segformer,
             decimate=int(scan["proposer_decimate"]),
             select=scan["select"],
+            reference=reference,
             **common,
         )
+    # What the composite saw, per unit square of the lattice: the change products tell "not detected" from
+    # "not seen" with it (garimpo.detection.coverage).
+    result.unit_px = unit_px(result.chip_px, result.stride)
+    result.clear_px = clear_pixel_counts(smk.input.composite, result.unit_px, meta["bands"])
     log.info("cell %s: %s", smk.wildcards.cell, result.summary())
     provenance = {
         "cell": smk.wildcards.cell,  # the key garimpo.detection.merge reads the cell id from
+        "period": smk.wildcards.period,
         "scene_ids": composite_meta["scene_ids"],
         "dates": composite_meta["dates"],
         "model_id": meta["model_id"],
         "config_hash": config_hash({**scan, "proposer": proposer}),
         "mode": scan["mode"],
+        "reference": reference,  # the earlier composite the proposer compared with, or None
     }
     save_chip_scores(smk.output[0], result, provenance)
 
 
-if "snakemake" not in globals():  # standalone: python scripts/detect_cell.py region=NAME cell=E0001S0001
+if "snakemake" not in globals():  # standalone: python scripts/detect_cell.py region=NAME period=P cell=E0001S0001
     from garimpo.smk import standalone
 
     snakemake = standalone("detect_cell")

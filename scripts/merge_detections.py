@@ -1,5 +1,6 @@
-"""Rule merge_detections: every cell's chip scores -> the region's detections (chips over the threshold,
-clipped to their cells, dissolved across cell edges, dual threshold, geodesic areas) as RFC 7946 GeoJSON.
+"""Rule merge_detections: every cell's chip scores of one period -> the region's detections of that period
+(chips over the threshold, clipped to their cells, dissolved across cell edges, dual threshold, geodesic
+areas) as RFC 7946 GeoJSON.
 Cells are read one at a time (``garimpo.detection.merge``), so memory does not grow with the region."""
 
 import json
@@ -32,15 +33,26 @@ def main(smk):
         high,
         float(det["gap_m"]),
         require_seed=bool(det["require_seed"]),
+        # The latest period's detections are the region's result: seeing nothing there is an error. An
+        # earlier period seen nowhere (a cloudy year) is "not seen" for the change products, not a stop.
+        require_coverage=bool(smk.params.latest),
     )
+    period = smk.params.period
     write_geojson(
         smk.output[0],
         to_geojson(detections),
-        {**metadata, "generator": "garimpo detection", "attribution": smk.params.attribution},
+        {
+            **metadata,
+            "period": period["name"],
+            "period_start": period["start"],
+            "period_end": period["end"],
+            "generator": "garimpo detection",
+            "attribution": smk.params.attribution,
+        },
     )
 
 
-if "snakemake" not in globals():  # standalone: python scripts/merge_detections.py region=NAME
+if "snakemake" not in globals():  # standalone: python scripts/merge_detections.py region=NAME period=P
     from garimpo.smk import standalone
 
     snakemake = standalone("merge_detections")

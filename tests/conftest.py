@@ -1,6 +1,8 @@
 """Shared fixtures: tiny georeferenced rasters and a local STAC catalog built on the fly."""
 
+import logging
 import os
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -126,3 +128,16 @@ def tiny_catalog(tmp_path):
     catalog.normalize_hrefs(str(tmp_path / "catalog"))
     catalog.save(pystac.CatalogType.SELF_CONTAINED)
     return tmp_path / "catalog" / "catalog.json", refl
+
+
+@pytest.fixture
+def restore_logging():
+    """setup_logging replaces the root handlers and sys.excepthook: put them back after the test."""
+    root = logging.getLogger()
+    handlers, level, hook = root.handlers[:], root.level, sys.excepthook
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:], sys.excepthook = handlers, hook
+    root.setLevel(level)

@@ -51,19 +51,6 @@ def served(tmp_path):
     return root
 
 
-@pytest.fixture
-def restore_logging():
-    """setup_logging replaces the root handlers and sys.excepthook: put them back after the test."""
-    root = logging.getLogger()
-    handlers, level, hook = root.handlers[:], root.level, sys.excepthook
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            handler.close()
-    root.handlers[:], sys.excepthook = handlers, hook
-    root.setLevel(level)
-
-
 # ---- kind 1: config names that become paths ---------------------------------------------------------------
 
 ESCAPES = ["../../../escape.bin", "a/b.geojson", "/etc/passwd", "..", ".hidden", "a b.geojson", "x/../y"]

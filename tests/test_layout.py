@@ -19,6 +19,7 @@ LAYERS = [
     {"training"},
     {"classifier"},
     {"detection"},
+    {"change"},
     {"outputs"},
     {"synthetic", "smk", "config"},
 ]

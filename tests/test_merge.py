@@ -145,7 +145,7 @@ def test_some_cells_without_a_clear_pixel_are_warned_about_and_listed(region, tm
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "region synth: 2 of 6 cells had no clear pixel in their composite" in warning
     assert all(c in warning for c in empty) and "'not seen'" in warning
-    assert "imagery.period" in warning and "imagery.max_cloud_cover" in warning
+    assert "config periods" in warning and "imagery.max_cloud_cover" in warning
 
 
 def _fake_snakemake(tmp_path, region, paths):
@@ -170,9 +170,11 @@ def _fake_snakemake(tmp_path, region, paths):
                 "require_seed": False,
             },
             region={},
+            period={"name": "2024", "start": "2024-01-01", "end": "2024-12-31"},
+            latest=True,  # the mission target's period: a region seen nowhere is refused
             attribution="test",
         ),
-        wildcards=SimpleNamespace(region="synth"),
+        wildcards=SimpleNamespace(region="synth", period="2024"),
     )
 
 
@@ -183,9 +185,19 @@ def test_rule_fails_on_a_region_without_any_clear_pixel_naming_it_and_what_to_do
         runpy.run_path(str(SCRIPT), init_globals={"snakemake": smk})
     msg = str(err.value)
     assert msg.startswith("region synth: none of its 6 cells had a clear pixel in its composite")
-    for what in ("imagery.period", "imagery.max_cloud_cover", "regions.synth", "logs/composite_cell_synth_*.log"):
+    for what in ("config periods", "imagery.max_cloud_cover", "regions.synth", "logs/composite_cell_synth_*.log"):
         assert what in msg
     assert not Path(smk.output[0]).exists()  # no empty "no mining" file for the next rules to publish
+
+
+def test_an_earlier_period_seen_nowhere_is_written_empty_for_the_change_products(region, tmp_path):
+    paths = write_region(tmp_path / "chips", region, SIZE, empty_cells=region_cells(region, SIZE))
+    smk = _fake_snakemake(tmp_path, region, paths)
+    smk.params.latest = False  # a cloudy year before the last one: "not seen", not a stop
+    runpy.run_path(str(SCRIPT), init_globals={"snakemake": smk})
+    doc = json.loads(Path(smk.output[0]).read_text())
+    assert doc["features"] == [] and doc["metadata"]["cells_with_data"] == 0
+    assert doc["metadata"]["period"] == "2024" and doc["metadata"]["period_start"] == "2024-01-01"
 
 
 def test_rule_writes_detections_with_the_cells_without_data_in_metadata(region, tmp_path):

@@ -49,7 +49,11 @@ def _dry_run_job(workdir: Path, target: str, rule: str) -> dict:
     [
         ("positive_points", {}, "results/points/positive.csv"),
         ("fetch_training_images", {"cls": "negative"}, "results/training_images/negative_index.csv"),
-        ("detect_cell", {"region": "demo", "cell": "E0001S0001"}, "results/regions/demo/chip_scores/E0001S0001.npz"),
+        (
+            "detect_cell",
+            {"region": "demo", "period": "2022", "cell": "E0001S0001"},
+            "results/regions/demo/2022/chip_scores/E0001S0001.npz",
+        ),
     ],
 )
 def test_the_mock_job_is_the_job_snakemake_runs(workdir, rule, wildcards, target):
@@ -65,10 +69,15 @@ def test_the_mock_job_is_the_job_snakemake_runs(workdir, rule, wildcards, target
 
 def test_params_threads_and_resources_are_the_rules(workdir):
     smk = mock_snakemake(
-        "detect_cell", configfiles=["config/demo.yaml"], root=workdir, region="demo", cell="E0001S0001"
+        "detect_cell", configfiles=["config/demo.yaml"], root=workdir, region="demo", period="2021", cell="E0001S0001"
     )
     assert smk.params.chip_size_m == 640 and smk.params.scan["stride_px"] == 16  # config/demo.yaml
-    assert smk.input.composite == "results/regions/demo/composites/E0001S0001.tif"
+    assert smk.input.composite == "results/regions/demo/2021/composites/E0001S0001.tif"
+    composite = mock_snakemake(
+        "composite_cell", configfiles="config/demo.yaml", root=workdir, region="demo", period="2023", cell="E0001S0001"
+    )
+    # A cell's composite searches its period's dates, not imagery.period (the training images' period).
+    assert composite.params.imagery["period"] == ["2023-01-01", "2023-12-31"]
     assert smk.resources.gpu == 1 and smk.resources.mem_mb == 2000
     assert 1 <= smk.threads <= 2
     cells = mock_snakemake("region_cells", configfiles="config/demo.yaml", root=workdir, region="demo")
@@ -78,24 +87,31 @@ def test_params_threads_and_resources_are_the_rules(workdir):
 def test_an_input_read_from_a_checkpoint_lists_its_cells(workdir):
     cells = ["E0001S0001", "E0002S0001"]
     write_cell_list(workdir / "results/regions/demo/cells.json", "demo", 10000, cells)
-    smk = mock_snakemake("merge_detections", configfiles="config/demo.yaml", root=workdir, region="demo")
-    assert smk.input.chip_scores == [f"results/regions/demo/chip_scores/{c}.npz" for c in cells]
+    smk = mock_snakemake("merge_detections", configfiles="config/demo.yaml", root=workdir, region="demo", period="2024")
+    assert smk.input.chip_scores == [f"results/regions/demo/2024/chip_scores/{c}.npz" for c in cells]
     assert smk.input.cells == "results/regions/demo/cells.json"
-    assert smk.output == ["results/detections/demo.geojson"]
+    assert smk.output == ["results/detections/demo/2024.geojson"]
+    assert smk.params.latest and smk.params.period == {"name": "2024", "start": "2024-01-01", "end": "2024-12-31"}
+    track = mock_snakemake("track_changes", configfiles="config/demo.yaml", root=workdir, region="demo")
+    periods = ["2021", "2022", "2023", "2024"]
+    assert smk.input.cells == track.input.cells
+    assert track.input.chip_scores == [f"results/regions/demo/{p}/chip_scores/{c}.npz" for p in periods for c in cells]
+    assert track.output.latest == "results/detections/demo.geojson"
+    assert list(track.output.changes) == [f"results/change/demo/{p}.geojson" for p in periods]
 
 
 def test_a_checkpoint_not_yet_run_is_named(workdir):
     with pytest.raises(ValueError, match=r"checkpoint output .*results/regions/demo/cells.json.* does not exist"):
-        mock_snakemake("merge_detections", configfiles="config/demo.yaml", root=workdir, region="demo")
+        mock_snakemake("merge_detections", configfiles="config/demo.yaml", root=workdir, region="demo", period="2021")
 
 
 def test_a_bad_rule_or_wildcard_is_named(workdir):
     with pytest.raises(ValueError, match=r"no rule 'detect_tile' .*did you mean 'detect_cell'"):
         mock_snakemake("detect_tile", root=workdir, region="demo", cell="E0001S0001")
     with pytest.raises(ValueError, match=r"rule detect_cell: missing wildcard\(s\) \['cell'\].*region=\.\.\."):
-        mock_snakemake("detect_cell", root=workdir, region="demo")
+        mock_snakemake("detect_cell", root=workdir, region="demo", period="2024")
     with pytest.raises(ValueError, match=r"unknown wildcard\(s\) \['tile'\]"):
-        mock_snakemake("detect_cell", root=workdir, region="demo", cell="E0001S0001", tile="E0001S0001")
+        mock_snakemake("detect_cell", root=workdir, region="demo", period="2024", cell="E0001S0001", tile="E0001S0001")
     with pytest.raises(ValueError, match=r"wildcard cls='both' does not match its constraint"):
         mock_snakemake("fetch_training_images", root=workdir, cls="both")
 

@@ -144,6 +144,90 @@ def test_vegetation_loss_from_reference_ndvi():
         spectral_candidates(bands, {"reference_ndvi": reference[:5]})
 
 
+def _pair(shape=(96, 96)):
+    """An earlier and a later scene of forest: an old clearing (pasture-like scrub, NDVI ~0.41) in both, a new
+    clearing of the same cover only in the later one. Returns (earlier, later, old, new)."""
+    earlier = _uniform(FOREST, shape)
+    old = np.zeros(shape, bool)
+    old[10:30, 10:30] = True
+    new = np.zeros(shape, bool)
+    new[60:80, 60:80] = True
+    _paint(earlier, old, SCRUB)
+    later = {b: v.copy() for b, v in earlier.items()}
+    _paint(later, new, SCRUB)
+    return earlier, later, old, new
+
+
+def test_reference_ndvi_flags_the_new_clearing_not_the_old_one():
+    earlier, later, old, new = _pair()
+    without = spectral_candidates(later)
+    assert without[old].all() and without[new].all()  # low NDVI in forest: both look like loss
+    cand = spectral_candidates(later, {"reference_ndvi": ndvi(earlier)})
+    assert np.array_equal(cand, new)  # only the NDVI drop since the earlier image
+
+
+def test_nan_in_the_reference_falls_back_to_the_reference_free_test():
+    earlier, later, old, new = _pair()
+    ref = ndvi(earlier)
+    # No earlier NDVI at all: exactly the reference-free mask.
+    all_nan = np.full(ref.shape, np.nan, np.float32)
+    assert np.array_equal(spectral_candidates(later, {"reference_ndvi": all_nan}), spectral_candidates(later))
+    # A cloud then over the new clearing and over intact forest: the clearing is still loss, the forest not.
+    cloud = np.zeros(ref.shape, bool)
+    cloud[55:90, 40:90] = True
+    ref[cloud] = np.nan
+    cand = spectral_candidates(later, {"reference_ndvi": ref})
+    assert cand[new].all()
+    assert not cand[cloud & ~new].any()
+    assert not cand[old].any()  # seen then: no drop, so no loss
+    # With the reference-free test switched off, a clouded pixel has no loss test at all.
+    assert not spectral_candidates(later, {"reference_ndvi": ref, "loss_enabled": False})[new].any()
+
+
+@pytest.mark.parametrize("decimate", [1, 2])
+def test_candidate_mask_with_an_earlier_window(decimate):
+    from garimpo.detection.candidates import REFERENCE_BANDS, coarse_candidate_mask, reference_ndvi
+
+    earlier, later, old, new = _pair()
+    arr = np.stack([later[b] for b in BANDS])
+    ref = {b: earlier[b] for b in REFERENCE_BANDS}
+    assert reference_ndvi(ref, decimate).shape == (96 // decimate, 96 // decimate)
+    plain = coarse_candidate_mask(arr, BANDS, {"method": "spectral"}, decimate)
+    got = coarse_candidate_mask(arr, BANDS, {"method": "spectral", "earlier_reference": True}, decimate, None, ref)
+    assert got.shape == plain.shape == (96 // decimate, 96 // decimate)
+    f = decimate
+    assert plain[old[::f, ::f]].all() and plain[new[::f, ::f]].all()
+    assert got[new[::f, ::f]].all() and not got[old[::f, ::f]].any()
+    # the caller's config is left as it is
+    config = {"method": "spectral", "spectral": {"ndvi_drop": 0.3}}
+    coarse_candidate_mask(arr, BANDS, config, decimate, None, ref)
+    assert config == {"method": "spectral", "spectral": {"ndvi_drop": 0.3}}
+    with pytest.raises(ValueError, match="shape"):
+        coarse_candidate_mask(arr, BANDS, None, decimate, None, {b: v[:50] for b, v in ref.items()})
+    with pytest.raises(KeyError, match="B08"):
+        coarse_candidate_mask(arr, BANDS, None, decimate, None, {"B04": ref["B04"]})
+
+
+def test_only_the_spectral_part_of_union_reads_the_reference():
+    from garimpo.detection.candidates import REFERENCE_BANDS, coarse_candidate_mask
+    from garimpo.detection.proposers import get
+
+    earlier, later, old, new = _pair()
+    arr = np.stack([later[b] for b in BANDS])
+    ref = {b: earlier[b] for b in REFERENCE_BANDS}
+    fake = _FakeModel((96, 96))
+    fake.mask[:] = False
+    fake.mask[40:50, 0:20] = True
+    union = coarse_candidate_mask(arr, BANDS, {"method": "union"}, 1, fake, ref)
+    spectral = coarse_candidate_mask(arr, BANDS, {"method": "spectral"}, 1, None, ref)
+    seg = coarse_candidate_mask(arr, BANDS, {"method": "segformer"}, 1, fake, ref)
+    assert np.array_equal(seg, coarse_candidate_mask(arr, BANDS, {"method": "segformer"}, 1, fake))
+    assert np.array_equal(union, spectral | seg)
+    assert not union[old].any() and union[new].all()
+    assert get("spectral").reference_section == get("union").reference_section == "spectral"
+    assert get("segformer").reference_section is None
+
+
 def test_nan_pixels_never_candidates():
     bands = _uniform(SEDIMENT)
     bands["B11"][3, 4] = np.nan

@@ -1,5 +1,6 @@
 """Streaming two-stage scan (garimpo.detection.scan), the bench granule generator and the bench's JSON line."""
 
+import inspect
 import json
 import sys
 import tracemalloc
@@ -223,6 +224,150 @@ def test_two_stage_decimated_proposer_runs_and_keeps_most_chips(composite, model
     dec = two_stage_scan(path, model, META, decimate=2)
     a, b = set(_key(full.rows, full.cols)), set(_key(dec.rows, dec.cols))
     assert len(a & b) >= 0.8 * len(a)
+
+
+# --------------------------------------------------------------------------- an earlier composite as reference
+
+FOREST = dict(B02=0.02, B03=0.045, B04=0.025, B08=0.30, B11=0.14, B12=0.06)
+# Pasture / scrub on cleared land: NDVI ~0.41, neither bare soil nor water; only the vegetation-loss test sees it.
+SCRUB = dict(B02=0.03, B03=0.06, B04=0.05, B08=0.12, B11=0.15, B12=0.08)
+PAIR_PX = 240
+OLD = (slice(40, 64), slice(40, 64))  # cleared before the earlier period: in both composites
+NEW = (slice(160, 184), slice(150, 174))  # cleared between the two periods: in the later one only
+PAIR_TRANSFORM = rasterio.transform.from_origin(500000.0, 9000000.0, 10.0, 10.0)
+
+
+def _scene(seed, clearings, cloud=None):
+    rng = np.random.default_rng(seed)
+    refl = np.stack([np.full((PAIR_PX, PAIR_PX), FOREST[b], np.float32) for b in BANDS])
+    for box in clearings:
+        for k, b in enumerate(BANDS):
+            refl[k][box] = SCRUB[b]
+    refl *= rng.normal(1.0, 0.03, refl.shape).astype(np.float32)  # sensor/atmosphere noise
+    if cloud is not None:
+        refl[(slice(None), *cloud)] = np.nan
+    return refl
+
+
+def _write(path, refl, transform=PAIR_TRANSFORM, crs=bw.CRS):
+    return write_raster(path, refl, crs, transform, BANDS)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """Two periods' composites of one cell on one grid: forest, an old clearing in both, a new one in the later."""
+    d = tmp_path_factory.mktemp("pair")
+    earlier = _write(d / "2022.tif", _scene(1, [OLD]))
+    later = _write(d / "2023.tif", _scene(2, [OLD, NEW]))
+    return earlier, later
+
+
+def _whole_mask(later, earlier=None, decimate=1, proposer=None):
+    from garimpo.detection.candidates import REFERENCE_BANDS, candidate_mask
+
+    r = read_raster(later)
+    ref = None
+    if earlier is not None:
+        e = read_raster(earlier)
+        ref = {b: e.array[e.band_names.index(b)] for b in REFERENCE_BANDS}
+    return candidate_mask(r.array, r.band_names, proposer, decimate, None, ref)
+
+
+def _touching(box, margin=4):
+    """Lattice chips (48 px every 24 px over the pair) that overlap ``box`` grown by ``margin`` px."""
+    rows, cols = Lattice(PAIR_PX, PAIR_PX, 48, 24).origins()
+    r0, r1, c0, c1 = box[0].start - margin, box[0].stop + margin, box[1].start - margin, box[1].stop + margin
+    hit = (rows < r1) & (rows + 48 > r0) & (cols < c1) & (cols + 48 > c0)
+    return set(_key(rows[hit], cols[hit]))
+
+
+def test_earlier_reference_flags_the_new_clearing_not_the_old_one(pair, model):
+    earlier, later = pair
+    plain = two_stage_scan(later, model, META, block_px=96, select="any", decimate=1)
+    ref = two_stage_scan(later, model, META, block_px=96, select="any", decimate=1, reference=earlier)
+    got, base = set(_key(ref.rows, ref.cols)), set(_key(plain.rows, plain.cols))
+    old, new = _touching(OLD), _touching(NEW)
+    assert old <= base and new <= base  # without a reference both clearings are low NDVI inside forest
+    assert got and got <= new and not (got & old)  # with it, only the NDVI drop since the earlier composite
+    # block by block (halo 64) the scan selects what the whole-image mask does
+    mask = _whole_mask(later, earlier)
+    assert mask[NEW].all() and not mask[OLD].any()
+    rows, cols = Lattice(PAIR_PX, PAIR_PX, 48, 24).origins()
+    keep = chips_touching(mask, rows, cols, 48)
+    assert set(_key(rows[keep], cols[keep])) == got
+    assert ref.candidate_pixels == int(mask.sum()) < plain.candidate_pixels
+
+
+def test_without_a_reference_the_scan_is_unchanged(pair, model):
+    _, later = pair
+    plain = two_stage_scan(later, model, META, block_px=96, select="any", decimate=1)
+    # the earlier_reference flag alone (the first period: no earlier composite) changes nothing
+    flagged = two_stage_scan(
+        later, model, META, proposer={"earlier_reference": True}, block_px=96, select="any", decimate=1
+    )
+    r = read_raster(later)
+    mask = propose({n: r.array[i] for i, n in enumerate(r.band_names)}, "spectral")
+    rows, cols = Lattice(PAIR_PX, PAIR_PX, 48, 24).origins()
+    keep = chips_touching(mask, rows, cols, 48)
+    for res in (plain, flagged):
+        assert set(_key(res.rows, res.cols)) == set(_key(rows[keep], cols[keep]))
+        assert res.candidate_pixels == int(mask.sum())
+        np.testing.assert_array_equal(res.scores, plain.scores)
+
+
+def test_a_cloud_in_the_earlier_composite_falls_back_to_the_reference_free_test(pair, model, tmp_path):
+    _, later = pair
+    cloud = (slice(140, 200), slice(100, 200))  # over the new clearing and the forest around it
+    earlier = _write(tmp_path / "cloudy.tif", _scene(1, [OLD], cloud=cloud))
+    res = two_stage_scan(later, model, META, block_px=96, select="any", decimate=1, reference=earlier)
+    mask = _whole_mask(later, earlier)
+    assert mask[NEW].all()  # not hidden by the cloud then
+    in_cloud = np.zeros(mask.shape, bool)
+    in_cloud[cloud] = True
+    fringe = np.zeros(mask.shape, bool)
+    fringe[NEW[0].start - 8 : NEW[0].stop + 8, NEW[1].start - 8 : NEW[1].stop + 8] = True
+    assert not mask[in_cloud & ~fringe].any()  # nor flags every clouded forest pixel
+    assert not mask[OLD].any()
+    assert _touching(NEW) & set(_key(res.rows, res.cols))
+    assert res.candidate_pixels == int(mask.sum())
+
+
+def test_earlier_reference_decimated(pair, model):
+    earlier, later = pair
+    res = two_stage_scan(later, model, META, block_px=96, select="any", decimate=2, reference=earlier)
+    got = set(_key(res.rows, res.cols))
+    assert got and got <= _touching(NEW, margin=8) and not (got & _touching(OLD))
+    mask = _whole_mask(later, earlier, decimate=2)
+    assert mask[NEW].all() and not mask[OLD].any()
+
+
+def test_a_reference_on_another_grid_is_refused(pair, model, tmp_path):
+    earlier, later = pair
+    refl = read_raster(earlier).array
+    shifted = _write(tmp_path / "shifted.tif", refl, transform=PAIR_TRANSFORM @ rasterio.Affine.translation(1, 0))
+    cropped = _write(tmp_path / "cropped.tif", refl[:, :200].copy())
+    other_crs = _write(tmp_path / "utm22s.tif", refl, crs="EPSG:32722")
+    for bad, what in ((shifted, "transform"), (cropped, "shape"), (other_crs, "CRS")):
+        with pytest.raises(ValueError, match=what) as err:
+            two_stage_scan(later, model, META, reference=bad)
+        assert str(bad) in str(err.value) and str(later) in str(err.value)
+
+
+def test_brute_force_and_segformer_do_not_read_the_reference(pair, model):
+    earlier, later = pair
+
+    class FixedSquare:  # a SegFormer stand-in: the same suspicious square in every block
+        def predict_mask(self, rgb, suspicious_classes, **kwargs):
+            m = np.zeros(rgb.shape[1:], bool)
+            m[10:30, 10:30] = True
+            return m
+
+    kw = dict(proposer={"method": "segformer"}, proposer_model=FixedSquare(), block_px=96, decimate=1)
+    seg = two_stage_scan(later, model, META, **kw)
+    seg_ref = two_stage_scan(later, model, META, reference=earlier, **kw)
+    assert set(_key(seg.rows, seg.cols)) == set(_key(seg_ref.rows, seg_ref.cols))
+    assert seg.candidate_pixels == seg_ref.candidate_pixels
+    assert "reference" not in inspect.signature(brute_force_scan).parameters
 
 
 def test_integer_dn_raster_reads_as_reflectance(tmp_path):

@@ -265,6 +265,7 @@ def config_order_error(config: dict) -> str | None:
 
     JSON Schema checks each value against a range; it cannot say that a start comes before an end.
     Checked: imagery.period (real ISO dates, start not after end, end not before Sentinel-2A's launch);
+    periods (each one's dates, unique names, in time order without overlap: ``garimpo.change.periods``);
     study_bounds (west < east, south < north); detection.isolated_threshold >= detection.threshold when
     both are set; matching.p_low < matching.p_high; augmentation.haze_strength low <= high;
     detection.stride_px at most a chip (chips.size_m / 10 m px), so no ground is left unscanned;
@@ -295,6 +296,16 @@ def config_order_error(config: dict) -> str | None:
                 f"config imagery.period: the end {period[1]} is before {SENTINEL2_LAUNCH}, when Sentinel-2A was "
                 "launched, so no scene can match; choose a period after it, e.g. [2023-01-01, 2025-12-31]"
             )
+
+    periods = _get(config, "periods")
+    if isinstance(periods, list):
+        from garimpo.change.periods import parse_periods
+        from garimpo.errors import InputDataError
+
+        try:
+            parse_periods(periods)
+        except InputDataError as err:
+            return str(err)
 
     bounds = _get(config, "study_bounds")
     if isinstance(bounds, list) and len(bounds) == 4 and all(map(_is_number, bounds)):

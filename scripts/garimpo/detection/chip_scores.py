@@ -32,7 +32,10 @@ class ChipScores:
     of the whole lattice), ``classifier_calls`` (images through the network: 8 per chip with TTA), ``km2``
     (the composite's area), ``seconds`` (time per step), ``candidate_pixels`` (pixels the proposer marked,
     each counted once), ``blocks`` (blocks streamed). ``provenance``: what ``save_chip_scores`` stored beside
-    the scores (cell, scene ids, dates, model id, ...; empty for a scan's own result).
+    the scores (cell, scene ids, dates, model id, ...; empty for a scan's own result). ``clear_px``: uint16
+    [ceil(height/unit_px), ceil(width/unit_px)] clear pixels per ``unit_px`` square of the composite
+    (``garimpo.detection.coverage``), what the change products read to tell "not detected" from "not seen";
+    None when not measured (``unit_px`` 0).
     """
 
     rows: np.ndarray
@@ -52,6 +55,8 @@ class ChipScores:
     candidate_pixels: int = 0
     blocks: int = 0
     provenance: dict[str, Any] = field(default_factory=dict)
+    clear_px: np.ndarray | None = None
+    unit_px: int = 0
 
     @property
     def chips_classified(self) -> int:
@@ -85,22 +90,24 @@ def save_chip_scores(path: str | Path, result: ChipScores, provenance: Mapping) 
     atomically, with ``provenance`` (JSON-able) and ``result.summary()``; returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, Any] = dict(
+        rows=result.rows.astype(np.int32),
+        cols=result.cols.astype(np.int32),
+        scores=result.scores.astype(np.float32),
+        chip_px=result.chip_px,
+        stride=result.stride,
+        height=result.height,
+        width=result.width,
+        crs=str(result.crs),
+        transform=np.asarray(list(result.transform)[:6]),
+        provenance=json.dumps(dict(provenance)),
+        summary=json.dumps(result.summary()),
+        candidate_pixels=int(getattr(result, "candidate_pixels", 0)),
+    )
+    if result.clear_px is not None:  # what the composite saw, for the change products
+        arrays.update(clear_px=result.clear_px.astype(np.uint16), unit_px=int(result.unit_px))
     with atomic_path(path, suffix=".npz") as tmp:  # numpy appends .npz to a name without it
-        np.savez_compressed(
-            tmp,
-            rows=result.rows.astype(np.int32),
-            cols=result.cols.astype(np.int32),
-            scores=result.scores.astype(np.float32),
-            chip_px=result.chip_px,
-            stride=result.stride,
-            height=result.height,
-            width=result.width,
-            crs=str(result.crs),
-            transform=np.asarray(list(result.transform)[:6]),
-            provenance=json.dumps(dict(provenance)),
-            summary=json.dumps(result.summary()),
-            candidate_pixels=int(getattr(result, "candidate_pixels", 0)),
-        )
+        np.savez_compressed(tmp, **arrays)
     return path
 
 
@@ -136,6 +143,64 @@ def load_chip_scores(path: str | Path) -> ChipScores:
             candidate_pixels=candidates,
             blocks=int(summary.get("blocks", 0)),
             provenance=json.loads(str(z["provenance"])),
+            clear_px=z["clear_px"] if "clear_px" in z.files else None,
+            unit_px=int(z["unit_px"]) if "unit_px" in z.files else 0,
+        )
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What one cell's scan saw, without its scores: ``clear_px`` uint16 [UH, UW] clear pixels per unit square
+    of ``unit_px`` px (unit (i, j) covers composite pixels [i*unit_px, (i+1)*unit_px) x [j*unit_px, ...)), the
+    lattice (``chip_px``, ``stride``), the composite's ``height``/``width`` (px), ``transform`` and ``crs``,
+    ``provenance`` (cell, period, scene ids, ...), and the chips scored: ``rows``/``cols`` int [N] top-left
+    pixels and ``scores`` float32 [N] (empty when not given)."""
+
+    clear_px: np.ndarray
+    unit_px: int
+    chip_px: int
+    stride: int
+    height: int
+    width: int
+    transform: Affine
+    crs: str
+    provenance: dict[str, Any]
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    cols: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    @property
+    def unit_transform(self) -> Affine:
+        """The transform of the unit grid (one unit a pixel)."""
+        return self.transform @ Affine.scale(self.unit_px)
+
+
+def read_coverage(path: str | Path) -> Coverage:
+    """A cell's :class:`Coverage` from its chip-score file (12 bytes a chip scored, plus 2 a unit).
+
+    Raises:
+        ValueError: the file has no clear-pixel counts (written before they were measured): rescan the cell.
+        OSError, KeyError: the file is missing or not a chip-score file.
+    """
+    with np.load(path) as z:
+        if "clear_px" not in z.files:
+            raise ValueError(
+                f"chip scores {path} hold no clear-pixel counts (written by an older version); delete the file "
+                "and rerun so the cell is scanned again"
+            )
+        return Coverage(
+            z["clear_px"],
+            int(z["unit_px"]),
+            int(z["chip_px"]),
+            int(z["stride"]),
+            int(z["height"]),
+            int(z["width"]),
+            Affine(*z["transform"].tolist()),
+            str(z["crs"]),
+            json.loads(str(z["provenance"])),
+            z["rows"],
+            z["cols"],
+            z["scores"],
         )
 
 

@@ -60,30 +60,33 @@ def _id_list(names: Sequence[str], limit: int = 10) -> str:
     return ", ".join(names[:limit]) + (f" ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
-def check_coverage(region: str, cells: Sequence[str], empty: Sequence[str]) -> None:
+def check_coverage(region: str, cells: Sequence[str], empty: Sequence[str], required: bool = True) -> None:
     """Refuse a region none of whose cells had a clear pixel; warn about the cells without one.
 
     ``cells``: every cell id of the region; ``empty``: those whose composite had no clear pixel. Some empty
     cells are a WARNING (a cloudy corner must not stop a region), and the output's metadata lists them.
+    Without ``required`` (an earlier period, which the change products read as "not seen" where it saw
+    nothing) a region with no clear pixel at all is a WARNING too.
 
     Raises:
-        NoImageryError: every cell is empty (its "no mining" would only mean "not seen"); the message names
-            the region, its cell count and what to change.
+        NoImageryError: every cell is empty and ``required`` (its "no mining" would only mean "not seen");
+            the message names the region, its cell count and what to change.
     """
-    if cells and len(empty) == len(cells):
+    if cells and len(empty) == len(cells) and required:
         raise NoImageryError(
             f"region {region}: none of its {len(cells)} cells had a clear pixel in its composite (all cloud, or "
             "no imagery in the period), so nothing was scanned and an empty result would read as 'no mining'. "
-            "Widen imagery.period or raise imagery.max_cloud_cover (the composites are rebuilt when these "
-            f"change), and check that regions.{region} (its polygon file, field/value) lies where imagery.source "
-            f"has scenes; logs/composite_cell_{region}_*.log say what each cell's search found"
+            "Widen the period (config periods), drop it if it is the last one and too cloudy, or raise "
+            "imagery.max_cloud_cover (the composites are rebuilt when these change), and check that "
+            f"regions.{region} (its polygon file, field/value) lies where imagery.source has scenes; "
+            f"logs/composite_cell_{region}_*.log say what each cell's search found"
         )
     if empty:
         log.warning(
             "region %s: %d of %d cells had no clear pixel in their composite (all cloud, or no imagery in the "
             "period): %s. Nothing could be detected there: read their 'no mining' as 'not seen' "
-            "(metadata cells_without_data lists them). To cover them, widen imagery.period or raise "
-            "imagery.max_cloud_cover",
+            "(metadata cells_without_data lists them; the change products read them as not seen). To cover "
+            "them, widen the period (config periods) or raise imagery.max_cloud_cover",
             region,
             len(empty),
             len(cells),
@@ -102,6 +105,7 @@ def merge_region(
     gap_m: float = 0.0,
     require_seed: bool = False,
     load: Callable[[str | Path], ChipScores] = load_chip_scores,
+    require_coverage: bool = True,
 ) -> tuple[list[dict], dict]:
     """The region's detections and the output's metadata from every cell's chip-score file.
 
@@ -117,10 +121,12 @@ def merge_region(
     of ``merge_pieces`` plus ``label``, ``threshold``, ``isolated_threshold``. Metadata: region, cells (cell
     count), cell_size_m, scene_ids, dates, thresholds, require_seed, chips_classified, cells_without_data
     (ids of the cells whose composite had no clear pixel), cells_with_data (how many had one), model_id.
+    ``require_coverage``: refuse a region no cell of which had a clear pixel (False for an earlier period:
+    its empty result is then read as "not seen" by the change products).
 
     Raises:
         ValueError: two files hold the same cell, or cells were scanned with another model (rescan them).
-        NoImageryError: no cell had a clear pixel (see :func:`check_coverage`).
+        NoImageryError: no cell had a clear pixel and ``require_coverage`` (see :func:`check_coverage`).
     """
     provs: dict[str, tuple[str | Path, dict]] = {}
     for path in chip_paths:
@@ -139,7 +145,7 @@ def merge_region(
             f"{model_id}: rescan them (snakemake -R detect_cell)"
         )
     empty = sorted(c for c, (_, p) in provs.items() if not p["scene_ids"])
-    check_coverage(region, sorted(provs), empty)
+    check_coverage(region, sorted(provs), empty, require_coverage)
 
     records, pieces = [], []
     for cell in sorted(provs):  # the order merge_cells dissolves in: the same unions, bit for bit

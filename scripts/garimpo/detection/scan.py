@@ -11,7 +11,9 @@ block size, not on the composite's:
   ``garimpo.detection.proposers``) runs on each block (optionally on a 2x/4x decimated copy, ``decimate``:
   ``garimpo.detection.candidates``), and only lattice chips that contain at least one candidate pixel
   (``select="any"``) or hold one in their central stride x stride square (``select="centre"``: these squares
-  tile the composite, ~2-4x fewer chips) are classified.
+  tile the composite, ~2-4x fewer chips) are classified. With ``reference`` (an earlier composite of the same
+  cell on the same pixel grid, config ``proposer.earlier_reference``), its B04/B08 over each block's window
+  give the spectral proposer an earlier NDVI, so vegetation loss is an NDVI drop since then.
 
 Peak memory: ~0.9 GB for torch + the model, plus ~0.5 GB per 2048 px block (GDAL cache capped).
 
@@ -26,6 +28,7 @@ scale/offset (e.g. uint16 reflectance x 10000, scale 1e-4, nodata 0): both are r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator, Mapping
@@ -36,7 +39,7 @@ import rasterio
 
 from garimpo.contract import per_chip_matching
 from garimpo.detection.batching import Batch, ChipScorer, prefetch, rebatch
-from garimpo.detection.candidates import coarse_candidate_mask, proposer_method
+from garimpo.detection.candidates import REFERENCE_BANDS, coarse_candidate_mask, proposer_method
 from garimpo.detection.chip_scores import ChipScores
 from garimpo.detection.chips import gather_chips, match_chips, model_chip_px, reference_from_meta
 from garimpo.detection.lattice import (
@@ -83,6 +86,7 @@ def _scan(
     select: str = "any",
     chip_px: int | None = None,
     proposer_model: MaskPredictor | None = None,
+    reference: str | Path | None = None,
 ) -> ChipScores:
     import torch
 
@@ -98,6 +102,9 @@ def _scan(
     scorer = ChipScorer(model, meta, batch_size, precision, channels_last, tta, device)
     step = max(scorer.batch_size, 1024)
     prop_bands = list(get(proposer_method(proposer)).bands) if mode == "two_stage" else []
+    # The earlier composite is read only for a proposer that uses it (not brute force, not segformer).
+    if mode != "two_stage" or not get(proposer_method(proposer)).reference_section:
+        reference = None
     names = model_bands + [b for b in prop_bands if b not in model_bands]
     model_idx = list(range(len(model_bands)))
     gdal_env = dict(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_NUM_THREADS=str(int(threads or 1)))
@@ -109,16 +116,21 @@ def _scan(
         stride = int(stride or max(1, chip // 2))
         lat = Lattice(src.height, src.width, chip, stride)
 
-    def block_batches(block: Block, src) -> Iterator[Batch]:
+    def block_batches(block: Block, src, ref_src) -> Iterator[Batch]:
         t0 = time.perf_counter()
         arr = read_bands(src, indexes, block.read)
+        earlier = None
+        if ref_src is not None:  # the same window (halo included) of the same grid: pixel for pixel
+            ref = read_bands(ref_src, band_indexes(ref_src, REFERENCE_BANDS), block.read)
+            earlier = dict(zip(REFERENCE_BANDS, ref))
         t1 = time.perf_counter()
         secs["read"] += t1 - t0
         ii, jj = np.meshgrid(np.arange(block.i0, block.i1), np.arange(block.j0, block.j1), indexing="ij")
         rows, cols = (ii * stride).ravel(), (jj * stride).ravel()
         n_cand = 0
         if mode == "two_stage":
-            mask = coarse_candidate_mask(arr, names, proposer, decimate, proposer_model)
+            mask = coarse_candidate_mask(arr, names, proposer, decimate, proposer_model, earlier)
+            del earlier
             t2 = time.perf_counter()
             secs["propose"] += t2 - t1
             rr, cc = int(block.read.row_off), int(block.read.col_off)
@@ -150,9 +162,12 @@ def _scan(
         # The dataset is opened in the thread that reads it. Each window is read once: a small GDAL
         # block cache (the default is 5 % of RAM) keeps the peak memory independent of the composite's
         # size; GDAL_NUM_THREADS lets the rule's threads decompress GeoTIFF tiles in parallel.
-        with rasterio.Env(**gdal_env), rasterio.open(path) as src:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(rasterio.Env(**gdal_env))
+            src = stack.enter_context(rasterio.open(path))
+            ref_src = stack.enter_context(rasterio.open(reference)) if reference is not None else None
             blocks = iter_blocks(lat, block_px, halo)
-            gen = (b for block in blocks for b in block_batches(block, src))
+            gen = (b for block in blocks for b in block_batches(block, src, ref_src))
             yield from rebatch(gen, scorer.batch_size)
 
     out_r, out_c, out_s = [], [], []
@@ -257,6 +272,32 @@ def brute_force_scan(
     )
 
 
+def check_reference_grid(path: str | Path, reference: str | Path) -> None:
+    """Refuse an earlier composite ``reference`` that the composite at ``path`` cannot be compared with pixel
+    for pixel.
+
+    Raises:
+        ValueError: its shape, transform or CRS differs from the composite's; the message names both files.
+        garimpo.errors.InputDataError: it lacks B04 or B08 (by band description).
+        rasterio.errors.RasterioError: either file cannot be opened.
+    """
+    with rasterio.open(path) as src, rasterio.open(reference) as ref:
+        diff = []
+        if (ref.height, ref.width) != (src.height, src.width):
+            diff.append(f"shape {ref.height} x {ref.width} px != {src.height} x {src.width} px")
+        if not ref.transform.almost_equals(src.transform):
+            diff.append(f"transform {tuple(ref.transform)[:6]} != {tuple(src.transform)[:6]}")
+        if ref.crs != src.crs:
+            diff.append(f"CRS {ref.crs} != {src.crs}")
+        if diff:
+            raise ValueError(
+                f"reference composite {reference} is not on the pixel grid of composite {path}: "
+                + "; ".join(diff)
+                + " (every period's composite of a cell must share one grid)"
+            )
+        band_indexes(ref, REFERENCE_BANDS)
+
+
 def two_stage_scan(
     path: str | Path,
     model,
@@ -278,6 +319,7 @@ def two_stage_scan(
     exact_match: bool = False,
     select: str = default("detection.select"),
     proposer_model: MaskPredictor | None = None,
+    reference: str | Path | None = None,
 ) -> ChipScores:
     """A proposer per block, then classify only the lattice chips holding a candidate pixel.
 
@@ -287,14 +329,22 @@ def two_stage_scan(
     ``decimate``: run the proposer on f x f block means (2 = 20 m, 4 = 40 m at 10 m pixels).
     ``select``: "any" classifies every chip holding a candidate pixel; "centre" only the chip whose
     central stride x stride square holds it (~4x fewer chips at half-chip stride; each candidate
-    pixel is still seen, in the chip where it is most central). Other arguments: as ``brute_force_scan``.
+    pixel is still seen, in the chip where it is most central).
+    ``reference``: path of an earlier composite of the same cell on the same pixel grid (e.g. the previous
+    period's), or None. For each block its B04 and B08 are read over the same window (halo included),
+    decimated as the block's bands are, and their NDVI is the spectral proposer's ``reference_ndvi``
+    (spectral, and union's spectral part): vegetation loss becomes an NDVI drop of more than
+    ``proposer.spectral.ndvi_drop`` since then; where the earlier NDVI is NaN the reference-free test holds.
+    Ignored by a proposer without a use for it (segformer). Other arguments: as ``brute_force_scan``.
     Defaults of decimate and select are the schema's ``detection.*``.
 
     Raises:
         ValueError: ``select`` is not one of ``SELECT``, the method is not registered, it needs a model and
-            ``proposer_model`` is None, or ``precision`` is unknown.
-        garimpo.errors.InputDataError: the composite lacks a band of the model or of the proposer.
-        rasterio.errors.RasterioError: the composite cannot be read.
+            ``proposer_model`` is None, ``precision`` is unknown, or ``reference`` is on another grid (shape,
+            transform or CRS) than the composite.
+        garimpo.errors.InputDataError: the composite lacks a band of the model or of the proposer, or the
+            reference lacks B04 or B08.
+        rasterio.errors.RasterioError: the composite or the reference cannot be read.
     """
     if select not in SELECT:
         raise ValueError(f"select must be one of {SELECT}, got {select!r}")
@@ -304,6 +354,10 @@ def two_stage_scan(
             f"proposer.method {proposer_def.name!r} needs its model passed to the scan (proposer_model=, e.g. "
             "garimpo.detection.segformer.SegformerProposer.from_pretrained(proposer.segformer.local_dir))"
         )
+    if reference is not None:
+        check_reference_grid(path, reference)  # before any block is read
+        if not proposer_def.reference_section:
+            log.info("proposer %r has no use for the earlier composite %s: ignored", proposer_def.name, reference)
     if halo < 32:
         log.warning("halo %d px is smaller than the proposer's context (~32 px): block edges may differ", halo)
     return _scan(
@@ -327,4 +381,5 @@ def two_stage_scan(
         select=select,
         chip_px=chip_px,
         proposer_model=proposer_model,
+        reference=reference,
     )

@@ -79,8 +79,9 @@ def no_scene_message(source: Source, request: ImageryRequest, grid: Grid, found:
     skipped = f" ({found} found, none usable: each one skipped is named in a warning above)" if found else ""
     return (
         f"no {source.collection} scene with cloud < {request.max_cloud}% over {grid.bbox_lonlat()} "
-        f"in {request.period[0]}..{request.period[1]}{skipped}; widen imagery.period or raise "
-        f"imagery.max_cloud_cover, and check that imagery.source.collection ({source.collection}) is the "
+        f"in {request.period[0]}..{request.period[1]}{skipped}; widen imagery.period (training images) or the "
+        "period in config periods (cell composites), or raise imagery.max_cloud_cover, and check that "
+        f"imagery.source.collection ({source.collection}) is the "
         "catalog's"
     )
 

@@ -17,6 +17,8 @@ import shapely
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
+from garimpo.geo.geojson import geodesic_area_ha
+
 
 @dataclass(frozen=True)
 class ObjectMatch:
@@ -111,3 +113,111 @@ def evaluate_detections(
         "n_in_control": in_control,
         "newest_scene_year": newest,
     }
+
+
+ALERT_KINDS = ("new_site", "expansion")  # change-feature kinds that are alerts; "unknown" is not
+
+
+def evaluate_alerts(
+    change_path: str | Path,
+    new_truth_path: str | Path,
+    period: str,
+    region: BaseGeometry,
+    control: BaseGeometry | None = None,
+    earlier_mining_path: str | Path | None = None,
+) -> dict:
+    """Object-level precision/recall of one period's new-mining alerts against the ground that became mining then.
+
+    ``change_path``: GeoJSON FeatureCollection of one period's change features (lon/lat Polygon/MultiPolygon;
+    properties ``period``, ``kind`` in {"new_site", "expansion", "unknown"}, ``area_ha``); only new_site and
+    expansion features are alerts, unknown ones (no earlier clear look) are counted apart. ``new_truth_path``:
+    GeoJSON of new ground (the demo world's ``new_mining.geojson``: properties ``period``, ``kind``); the truth is
+    its features of ``period`` intersecting ``region``. ``region`` and ``control``: lon/lat geometries.
+
+    Matching is :func:`match_objects`: an alert is true if it touches new ground of the period; a truth piece is
+    found if an alert touches it. Returns a dict: n_alerts, n_true_alerts, n_false_alerts, n_truth,
+    n_truth_found, n_unknown, precision and recall in [0, 1] rounded to 4 places (None where undefined: no
+    alerts / no truth), ``alerts_by_kind`` and ``truth_by_kind`` ({kind: {"n", "n_true" / "n_found"}}),
+    n_alerts_in_control (alerts touching ``control``; 0 without it), and geodesic areas in hectares (2 places):
+    alert_area_ha (sum over alerts), truth_area_ha (sum over truth pieces) and overlap_area_ha (alerts' union
+    inside the truth's union). With ``earlier_mining_path`` (the demo world's ``mining_by_period.geojson``:
+    mine footprints with a ``period`` property, periods named by year) it also counts
+    ``n_new_sites_on_earlier_mining``: new_site alerts touching a mine that already existed in an earlier period
+    (a persisting mine reported as new).
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+        json.JSONDecodeError: a file is not JSON.
+        ValueError: a change feature has another ``period`` or a ``kind`` outside the three above.
+    """
+    period = str(period)
+    changes, _ = _features(change_path)
+    truth_feats, _ = _features(new_truth_path)
+    alerts: list[tuple[str, BaseGeometry]] = []
+    n_unknown = 0
+    for i, f in enumerate(changes):
+        props = f.get("properties") or {}
+        kind = props.get("kind")
+        if str(props.get("period", period)) != period:
+            raise ValueError(f"{change_path}: feature {i} is of period {props.get('period')!r}, not {period!r}")
+        if kind == "unknown":
+            n_unknown += 1
+        elif kind in ALERT_KINDS:
+            alerts.append((kind, shape(f["geometry"])))
+        else:
+            raise ValueError(f"{change_path}: feature {i} has kind {kind!r}; expected new_site, expansion or unknown")
+    truth: list[tuple[str, BaseGeometry]] = []
+    for f in truth_feats:
+        props = f.get("properties") or {}
+        g = shape(f["geometry"])
+        if str(props.get("period")) == period and g.intersects(region):
+            truth.append((str(props.get("kind")), g))
+    match = match_objects([g for _, g in alerts], [g for _, g in truth])
+    n_alerts, n_truth = len(alerts), len(truth)
+    n_true, n_found = int(match.true_detection.sum()), int(match.found.sum())
+    alert_union = shapely.union_all([g for _, g in alerts]) if alerts else None
+    truth_union = shapely.union_all([g for _, g in truth]) if truth else None
+    overlap = alert_union.intersection(truth_union) if alert_union is not None and truth_union is not None else None
+    earlier = {}
+    if earlier_mining_path:
+        earlier["n_new_sites_on_earlier_mining"] = _on_earlier(alerts, earlier_mining_path, period)
+    return {
+        "period": period,
+        "n_alerts": n_alerts,
+        "n_true_alerts": n_true,
+        "n_false_alerts": n_alerts - n_true,
+        "n_truth": n_truth,
+        "n_truth_found": n_found,
+        "n_unknown": n_unknown,
+        "precision": round(n_true / n_alerts, 4) if n_alerts else None,
+        "recall": round(n_found / n_truth, 4) if n_truth else None,
+        "alerts_by_kind": {
+            k: {
+                "n": sum(kind == k for kind, _ in alerts),
+                "n_true": int(sum(t for (kind, _), t in zip(alerts, match.true_detection) if kind == k)),
+            }
+            for k in ALERT_KINDS
+        },
+        "truth_by_kind": {
+            k: {
+                "n": sum(kind == k for kind, _ in truth),
+                "n_found": int(sum(t for (kind, _), t in zip(truth, match.found) if kind == k)),
+            }
+            for k in ALERT_KINDS
+        },
+        "n_alerts_in_control": sum(1 for _, g in alerts if control is not None and g.intersects(control)),
+        "alert_area_ha": round(sum(geodesic_area_ha(g) for _, g in alerts), 2),
+        "truth_area_ha": round(sum(geodesic_area_ha(g) for _, g in truth), 2),
+        "overlap_area_ha": round(geodesic_area_ha(overlap), 2) if overlap is not None and not overlap.is_empty else 0.0,
+        **earlier,
+    }
+
+
+def _on_earlier(alerts: Sequence[tuple[str, BaseGeometry]], path: str | Path, period: str) -> int:
+    """New-site alerts touching ground that was mining in a period before ``period`` (periods named by year)."""
+    feats, _ = _features(path)
+    before = [shape(f["geometry"]) for f in feats if str(f["properties"].get("period"))[:4] < period[:4]]
+    if not before:
+        return 0
+    found = match_objects([g for kind, g in alerts if kind == "new_site"], before)
+    return int(found.true_detection.sum())

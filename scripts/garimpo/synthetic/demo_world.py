@@ -2,10 +2,14 @@
 
 The machine that runs the demo cannot reach an imagery service, so this module builds a small
 world (forest, rivers with sandbars, garimpo mine chains, farms, a town, roads, clouds), renders
-three dated scenes as single-band COGs with Planetary Computer asset keys, and publishes them as a
-self-contained static STAC catalog. The workflow reads it through the same STAC code path as real
-imagery. Ground truth (mines, protected areas, regions, hard negatives) is written as RFC 7946
-GeoJSON / CSV.
+two dated scenes per yearly period (``SCENES``, 2021-2024) as single-band COGs with Planetary Computer
+asset keys, and publishes them as a self-contained static STAC catalog. The workflow reads it through
+the same STAC code path as real imagery. Ground truth (mines per period, new mining per period,
+protected areas, regions, hard negatives) is written as RFC 7946 GeoJSON / CSV.
+
+Mining changes over time in the demo (east) half only: some mines exist from the first period, some
+appear later, some grow along their stream; both cloudy 2023 scenes hide the same few old mines
+completely, so the 2023 composite never sees them. Training-area (west) mines are the same in every scene.
 
 Geometry is built in UTM metres (EPSG:32721) on a 10 m grid; 20 m bands are 2x2 block means of
 a 10 m field, as the real sensor integrates over a larger footprint. Everything is derived from
@@ -32,7 +36,7 @@ import rasterio.shutil
 import shapely
 import shapely.affinity
 from affine import Affine
-from pyproj import Geod, Transformer
+from pyproj import Transformer
 from pystac.extensions.eo import Band, EOExtension
 from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, RasterBand, RasterExtension
@@ -45,7 +49,7 @@ from shapely.ops import unary_union
 from shapely.prepared import prep
 
 from garimpo.atomic import atomic_path
-from garimpo.geo.geojson import feature, feature_collection, write_geojson
+from garimpo.geo.geojson import feature, feature_collection, geodesic_area_ha, write_geojson
 from garimpo.geo.raster import Grid
 from garimpo.imagery.sensor import SENTINEL2_L2A
 
@@ -130,6 +134,11 @@ class Scene:
         return int(self.datetime[:4])
 
     @property
+    def cloudy(self) -> bool:
+        """A cloudy acquisition (target >= 20 %): nothing is kept clear in it on purpose."""
+        return self.cloud_target >= 20.0
+
+    @property
     def has_offset(self) -> bool:
         """Whether DNs carry the +1000 offset (processing baseline >= 04.00, ``BASELINE_OFFSET_DN``)."""
         return float(self.baseline) >= 4.0
@@ -141,11 +150,24 @@ class Scene:
         return f"{unit}_MSIL2A_{d:%Y%m%dT%H%M%S}_R067_T{tile}_{self.generated}"
 
 
+# Two dry-season scenes per yearly period (a yearly composite is the median of its period's scenes, as
+# with real imagery). Dates follow relative orbit 67's 10-day repeat per unit, S2A and S2B 5 days apart
+# (15 days within 2021), alternating A/B; 2021 predates baseline 04.00 (no DN offset), 2023 is the cloudy
+# year (both scenes hide the same old mines). Scenes of a period share the surface; look, noise, clouds differ.
 SCENES = (
+    Scene("2021-07-26T14:00:51.024000Z", "Sentinel-2A", "03.01", 4.0, "20210726T185407", 50.0, 53.0),
     Scene("2021-08-10T14:00:49.024000Z", "Sentinel-2B", "03.01", 5.0, "20210811T021533", 52.0, 55.0),
-    Scene("2023-07-15T14:00:51.024000Z", "Sentinel-2A", "05.09", 8.0, "20230715T201244", 48.0, 52.0),
-    Scene("2024-08-02T14:00:49.024000Z", "Sentinel-2B", "05.10", 35.0, "20240802T190017", 55.0, 57.0),
+    Scene("2022-07-31T14:00:51.024000Z", "Sentinel-2A", "04.00", 6.0, "20220731T195214", 47.0, 53.0),
+    Scene("2022-08-05T14:00:49.024000Z", "Sentinel-2B", "04.00", 5.0, "20220805T171532", 49.0, 54.0),
+    Scene("2023-07-16T14:00:51.024000Z", "Sentinel-2A", "05.09", 52.0, "20230716T204102", 47.0, 52.0),
+    Scene("2023-07-21T14:00:49.024000Z", "Sentinel-2B", "05.09", 55.0, "20230721T183516", 49.0, 53.0),
+    Scene("2024-08-09T14:00:51.024000Z", "Sentinel-2A", "05.10", 8.0, "20240809T190832", 56.0, 57.0),
+    Scene("2024-08-14T14:00:49.024000Z", "Sentinel-2B", "05.10", 6.0, "20240814T172118", 58.0, 58.0),
 )
+PERIODS = tuple(dict.fromkeys(str(sc.year) for sc in SCENES))  # yearly periods, in order
+SCENES_BY_PERIOD = {p: tuple(sc for sc in SCENES if str(sc.year) == p) for p in PERIODS}
+CHANGE_YEARS = (2022, 2024)  # demo-area mines appear or grow only in these (clear) years
+CLOUDY_YEAR = next(sc.year for sc in SCENES if sc.cloudy)  # hides a few old demo mines completely
 
 
 # --------------------------------------------------------------------------- grid & helpers
@@ -669,8 +691,27 @@ def sandbar_mask(grid: Grid, river: Line, bar: dict) -> tuple[tuple[slice, slice
 
 
 @dataclass
+class Extension:
+    """Ground a mine adds in ``year`` by continuing its chain along the stream. Masks (window ``win``) hold
+    only the new ground; ``footprint`` is the whole mine after the growth, ``piece`` the new ground
+    (``footprint`` minus the footprint before), both UTM."""
+
+    year: int
+    direction: str  # up | down (stream)
+    win: tuple[slice, slice]
+    ponds: np.ndarray
+    sediment: np.ndarray
+    fringe: np.ndarray
+    turbidity: np.ndarray
+    plume: tuple | None  # replaces the mine's plume from ``year`` on (a downstream growth moves it)
+    footprint: Polygon
+    piece: Polygon
+
+
+@dataclass
 class Mine:
-    """A planted garimpo mine: its pixels (in window ``win`` of the grid), plume and footprint polygon."""
+    """A planted garimpo mine: its pixels (in window ``win`` of the grid), plume and footprint polygon as
+    first seen, and the extensions it grows later."""
 
     mine_id: str
     area: str  # train | demo
@@ -683,14 +724,46 @@ class Mine:
     fringe: np.ndarray  # bool, window (excludes the two above)
     turbidity: np.ndarray  # float, window: per-pond colour factor
     plume: tuple  # (rows, cols, water fraction) of the stream pixels downstream
-    footprint: Polygon  # UTM: ponds + sediment
+    footprint: Polygon  # UTM: ponds + sediment when first seen
+    span: tuple[float, float] = (0.0, 0.0)  # mined stretch of the stream (arc length, m), grows with it
+    reach_end: float = 0.0  # arc length (m) where the plume ends
+    extensions: list[Extension] = field(default_factory=list)
+
+    def exists(self, year: int) -> bool:
+        """Whether the mine is there in ``year``'s scene."""
+        return self.first_seen <= year
+
+    def footprint_at(self, year: int) -> Polygon:
+        """Footprint (UTM) in ``year``: the first one plus every extension grown by then (never shrinks)."""
+        fp = self.footprint
+        for e in self.extensions:
+            if e.year <= year:
+                fp = e.footprint
+        return fp
+
+    @property
+    def latest_footprint(self) -> Polygon:
+        """Footprint (UTM) after every extension."""
+        return self.extensions[-1].footprint if self.extensions else self.footprint
+
+    def plume_at(self, year: int) -> tuple:
+        """Plume pixels in ``year`` (a downstream extension moves the plume down)."""
+        pl = self.plume
+        for e in self.extensions:
+            if e.year <= year and e.plume is not None:
+                pl = e.plume
+        return pl
 
 
-def build_mine(grid: Grid, stream: Line, s_centre: float, rng: np.random.Generator) -> dict:
-    """One garimpo: a chain of 3-10 turbid ponds along a stream segment, bare sediment around them,
-    a deforested fringe. Rasterised on a local window."""
+def build_mine(
+    grid: Grid, stream: Line, s_centre: float, rng: np.random.Generator, seg_len: float | None = None
+) -> dict:
+    """One garimpo: a chain of 3-10 turbid ponds along a stream segment (``seg_len`` m, random 110-560 m
+    when None) centred at arc length ``s_centre``, bare sediment around them, a deforested fringe.
+    Rasterised on a local window."""
     arc = stream.arc
-    seg_len = rng.uniform(110, 560)
+    if seg_len is None:
+        seg_len = rng.uniform(110, 560)
     sel = np.abs(arc - s_centre) <= seg_len / 2
     seg = stream.path[sel]
     nrm = normals(stream.path)[sel]
@@ -741,6 +814,102 @@ def build_mine(grid: Grid, stream: Line, s_centre: float, rng: np.random.Generat
         turbidity=turb,
         seg_len=seg_len,
         s_end=s_centre + seg_len / 2,
+    )
+
+
+def stream_plume(
+    grid: Grid, stream: Line, line_idx: int, s_start: float, length: float, lines: tuple
+) -> tuple[tuple, float]:
+    """Stream pixels ``length`` m downstream of arc length ``s_start`` (turbid water from the mine).
+
+    ``lines`` = (line_id, vertex, cover) from :func:`line_alpha` (cover: water fraction per pixel);
+    ``line_idx`` is the stream's index there. Returns ((rows, cols, water fraction), arc where it ends).
+    """
+    line_id, vert, cover = lines
+    arc = stream.arc
+    v0 = int(np.searchsorted(arc, s_start))
+    v1 = int(np.searchsorted(arc, s_start + length))
+    pwin = pixel_window(grid, LineString(stream.path[v0 : v1 + 1]).bounds, pad_m=20)
+    sub = (line_id[pwin] == line_idx) & (vert[pwin] >= v0) & (vert[pwin] <= v1)
+    pr, pc = np.nonzero(sub)
+    pr, pc = pr + pwin[0].start, pc + pwin[1].start
+    return (pr, pc, cover[pr, pc]), float(arc[min(v1, len(arc) - 1)])
+
+
+def _embed(a: np.ndarray, win: tuple[slice, slice], into: tuple[slice, slice], fill=False) -> np.ndarray:
+    """Window array ``a`` (at ``win``) placed in the larger window ``into``, ``fill`` elsewhere."""
+    out = np.full((into[0].stop - into[0].start, into[1].stop - into[1].start), fill, a.dtype)
+    r0, c0 = win[0].start - into[0].start, win[1].start - into[1].start
+    out[r0 : r0 + a.shape[0], c0 : c0 + a.shape[1]] = a
+    return out
+
+
+def grow_mine(
+    grid: Grid,
+    mine: Mine,
+    stream: Line,
+    year: int,
+    direction: str,
+    length: float,
+    ctx: dict,
+    rng: np.random.Generator,
+) -> Extension | None:
+    """Try to continue ``mine``'s chain of ponds and sediment ``length`` m up- or downstream (``direction``
+    "up" | "down") from ``year`` on. The new ground must join the old footprint (one 4-connected patch),
+    keep 100 m from other land uses, 300 m from other mines (and clear of their stretch and plume along
+    the stream), the control area and the train/demo boundary: ``ctx`` holds ``dist_occ`` (px),
+    ``lines`` (see :func:`stream_plume`), ``line_idx``, ``others`` (the other mines), ``inner``,
+    ``ctrl`` and ``boundary``. Returns None where it does not fit.
+    """
+    arc = stream.arc
+    s0, s1 = mine.span
+    overlap = 40.0  # the new segment starts inside the old one so the chains join
+    plume_len = rng.uniform(200, 600) if direction == "down" else 0.0
+    if direction == "up":
+        a, b = s0 - length, s0 + overlap
+        if a < 150.0:
+            return None
+        lo, hi = a, b
+    else:
+        a, b = s1 - overlap, s1 + length
+        if b + plume_len + 300.0 > arc[-1]:
+            return None  # the plume must end before the mouth
+        lo, hi = a, b + plume_len
+    for o in ctx["others"]:
+        if o.stream == mine.stream and lo - 200.0 < o.reach_end and o.span[0] < hi + 200.0:
+            return None
+    e = build_mine(grid, stream, (a + b) / 2, rng, seg_len=b - a)
+    pw, ew = mine.win, e["win"]
+    win = (
+        slice(min(pw[0].start, ew[0].start), max(pw[0].stop, ew[0].stop)),
+        slice(min(pw[1].start, ew[1].start), max(pw[1].stop, ew[1].stop)),
+    )
+    old = _embed(mine.ponds | mine.sediment, pw, win)
+    for x in mine.extensions:
+        old |= _embed(x.ponds | x.sediment, x.win, win)
+    solid = _solid(old | _embed(e["ponds"] | e["sediment"], ew, win))
+    new = solid & ~old
+    if ndimage.label(solid)[1] != 1 or new.sum() * RES * RES < 1.2e4:
+        return None  # a separate patch, or too little new ground for a 160 m detector
+    ponds = _embed(e["ponds"], ew, win) & new
+    sediment = new & ~ponds
+    fringe = _embed(e["fringe"], ew, win) & ~solid
+    if np.any(ctx["dist_occ"][win][ponds | sediment | fringe] < 100.0 / RES):
+        return None
+    fp = footprint_polygon(grid, win, solid)
+    if not ctx["inner"].contains(fp) or fp.intersects(ctx["ctrl"]) or fp.intersects(ctx["boundary"]):
+        return None
+    before = mine.latest_footprint
+    piece = fp.difference(before)
+    if any(piece.distance(o.latest_footprint) < 300.0 for o in ctx["others"]):
+        return None
+    plume = None
+    if direction == "down":
+        plume, reach_end = stream_plume(grid, stream, ctx["line_idx"], b, plume_len, ctx["lines"])
+        mine.reach_end = reach_end
+    mine.span = (min(s0, a), max(s1, b))
+    return Extension(
+        year, direction, win, ponds, sediment, fringe, _embed(e["turbidity"], ew, win, 1.0), plume, fp, piece
     )
 
 
@@ -878,18 +1047,99 @@ def place_mines(
     )
 
 
+def plan_history(
+    grid: Grid,
+    mines: list[Mine],
+    streams: list[Line],
+    n_rivers: int,
+    ctx: dict,
+    scale: float,
+    rng: np.random.Generator,
+    grow_rng: np.random.Generator,
+) -> dict[int, list[str]]:
+    """Mining over time, demo-area mines only (training mines stay as built, in every scene).
+
+    At scale 1 (10 demo mines): 2 appear in 2022 and 2 in 2024 (``first_seen``), the rest exist from
+    2021; 2 mines grow in 2022 and 3 in 2024 (:func:`grow_mine`, 300-600 m along their stream, at most
+    once per mine, only after they appeared), and ``CLOUDY_YEAR``'s scenes hide 2 mines that exist
+    by then, preferring ones that do not grow later. Counts scale with the area (``scale`` squared; at
+    least one of each). Sets ``first_seen`` and ``extensions`` in place; returns {CLOUDY_YEAR: hidden mine ids}.
+    Logs a warning when fewer growths fit than wanted.
+    """
+    s2 = scale * scale
+    demo = [m for m in mines if m.area == "demo"]
+    n_new = {CHANGE_YEARS[0]: max(1, round(2 * s2)), CHANGE_YEARS[1]: max(1, round(2 * s2))}
+    n_grow = {CHANGE_YEARS[0]: max(1, round(1.5 * s2)), CHANGE_YEARS[1]: max(1, round(3 * s2))}
+    order = [demo[i] for i in rng.permutation(len(demo))]
+    k = 0
+    for year in CHANGE_YEARS:
+        for m in order[k : k + min(n_new[year], max(0, len(demo) - 1 - k))]:  # keep >= 1 old mine
+            m.first_seen = year
+        k += n_new[year]
+    for year in CHANGE_YEARS:
+        cands = [m for m in demo if m.first_seen < year and not m.extensions]
+        got = 0
+        for i in rng.permutation(len(cands)):
+            if got == n_grow[year]:
+                break
+            m = cands[int(i)]
+            c = {**ctx, "others": [o for o in mines if o is not m], "line_idx": n_rivers + m.stream}
+            dirs = ("up", "down") if rng.random() < 0.6 else ("down", "up")  # garimpos mostly advance upstream
+            ext = None
+            for d in dirs:
+                for length in (rng.uniform(350, 600), 300.0):
+                    ext = grow_mine(grid, m, streams[m.stream], year, d, length, c, grow_rng)
+                    if ext is not None:
+                        break
+                if ext is not None:
+                    break
+            if ext is not None:
+                m.extensions.append(ext)
+                got += 1
+        if got < n_grow[year]:
+            log.warning("demo world: room for %d mine growths in %d only (wanted %d)", got, year, n_grow[year])
+    cands = [m for m in demo if m.first_seen < CLOUDY_YEAR]
+    later = {m.mine_id: any(e.year > CLOUDY_YEAR for e in m.extensions) for m in cands}
+    ranked = sorted(zip(rng.random(len(cands)), cands), key=lambda t: (later[t[1].mine_id], t[0]))
+    return {CLOUDY_YEAR: sorted(m.mine_id for _, m in ranked[: max(1, round(2 * s2))])}
+
+
+def grow_training_mines(
+    grid: Grid, mines: list[Mine], streams: list[Line], n_rivers: int, ctx: dict, rng: np.random.Generator
+) -> int:
+    """Give about half of the training mines an extension from the first year on (:func:`grow_mine`), so the
+    classifier also learns long mines, larger than a chip, as the demo area's grown mines are (and as real
+    garimpos along a stream are). Trained on short mines only, the demo model scored chips of the grown demo
+    mines 0.2-0.7. Returns how many grew."""
+    got = 0
+    train = [m for m in mines if m.area == "train"]
+    for i in rng.permutation(len(train))[: len(train) // 2]:
+        m = train[int(i)]
+        c = {**ctx, "others": [o for o in mines if o is not m], "line_idx": n_rivers + m.stream}
+        for d in ("up", "down"):
+            ext = grow_mine(grid, m, streams[m.stream], SCENES[0].year, d, rng.uniform(300, 600), c, rng)
+            if ext is not None:
+                m.extensions.append(ext)
+                got += 1
+                break
+    return got
+
+
 def cloud_layers(
     shape: tuple[int, int],
     fraction: float,
     keep_clear: np.ndarray | None,
     shift_px: tuple[int, int],
     rng: np.random.Generator,
+    force: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cloud opacity and shadow strength (0-1) for one scene.
 
     Soft blobs with fractal texture; the threshold is the quantile that makes ``fraction`` of the
     pixels opaque >= 0.3 (what SCL flags as cloud), with a hazy rim below that. ``keep_clear``
-    pixels get neither cloud nor shadow. Shadows are the opacity shifted by ``shift_px`` (rows, cols).
+    pixels get neither cloud nor shadow. ``force`` pixels and everything within 330 m of them get
+    opacity 0.8 (SCL 9), fading out over a ragged 0-350 m rim. Shadows are the opacity shifted by
+    ``shift_px`` (rows, cols).
     """
     h, w = shape
     f = 4
@@ -916,6 +1166,11 @@ def cloud_layers(
     op = np.where(
         field >= t, 0.3 + 0.7 * np.clip((field - t) / span, 0, 1), 0.3 * np.clip(field / max(t, 1e-6), 0, 1) ** 8
     ).astype(np.float32)  # thin rim of haze
+    if force is not None and force.any():
+        # a thick cell over the hidden ground: every 20 m SCL pixel within ~300 m of it reads cloud
+        d = ndimage.distance_transform_edt(~force).astype(np.float32) * RES
+        edge = 330.0 + 200.0 * np.clip(0.5 + 0.5 * smooth_noise(shape, 20.0, rng), 0, 1)
+        np.maximum(op, 0.8 * np.clip(1 - (d - edge) / 150.0, 0, 1), out=op)
     shadow = _shift(op, *shift_px)
     return op, shadow
 
@@ -1040,6 +1295,18 @@ class World:
     forest_tex: np.ndarray  # (H, W) canopy texture, reused per scene
     elevation: np.ndarray  # (H, W) m, for per-scene hillshade
     hard_negatives: list[dict] = field(default_factory=list)
+    hidden: dict[int, list[str]] = field(default_factory=dict)  # year -> mine ids all its scenes hide under cloud
+
+    def new_ground(self) -> list[tuple[int, Mine, str, Polygon]]:
+        """(year, mine, kind, UTM polygon) of the ground that became mining in each period after the first:
+        kind "new_site" (a mine's whole first footprint) or "expansion" (an extension's new ground)."""
+        out: list[tuple[int, Mine, str, Polygon]] = []
+        for m in self.mines:
+            if m.first_seen > SCENES[0].year:
+                out.append((m.first_seen, m, "new_site", m.footprint))
+            # an extension of the first year is part of the mine from the start (training mines), not new ground
+            out += [(e.year, m, "expansion", e.piece) for e in m.extensions if e.year > SCENES[0].year]
+        return sorted(out, key=lambda t: (t[0], t[1].mine_id, t[2]))
 
 
 def forest_layer(shape: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -1177,31 +1444,21 @@ def build_world(seed: int = 7, scale: float = 1.0) -> World:
     picked = place_mines(
         grid, streams, dist_occ, control, ti, n_train, n_demo, m_rng, accept=1.0 if scale >= 1 else 0.75
     )
-    del dist_occ, occupied
+    del occupied
     mines: list[Mine] = []
+    lines = (line_id, vert, alpha * vis)
     for area in ("train", "demo"):
         ms = sorted([m for m in picked if m["area"] == area], key=lambda m: (-m["centre"][1], m["centre"][0]))
-        # a few new mines appear only in the 2024 scene; all others are in every scene, so a
-        # composite of the clear (2021, 2023) scenes shows them at full contrast
-        n_new = max(1, round((3 if area == "train" else 2) * scale**2))
-        eligible = [i for i, m in enumerate(ms) if not m["in_ti"]]  # the territory's mines are old ones
-        new = set(m_rng.permutation(eligible)[:n_new].tolist())
-        years = {i: (SCENES[-1].year if i in new else SCENES[0].year) for i in range(len(ms))}
         for i, md in enumerate(ms):
             st = streams[md["stream"]]
-            sid = len(rivers) + md["stream"]
-            arc = st.arc
-            v0 = int(np.searchsorted(arc, md["s_end"]))
-            v1 = int(np.searchsorted(arc, md["s_end"] + m_rng.uniform(200, 600)))
-            pwin = pixel_window(grid, LineString(st.path[v0 : v1 + 1]).bounds, pad_m=20)
-            sub = (line_id[pwin] == sid) & (vert[pwin] >= v0) & (vert[pwin] <= v1)
-            pr, pc = np.nonzero(sub)
-            pr, pc = pr + pwin[0].start, pc + pwin[1].start
+            plume, reach_end = stream_plume(
+                grid, st, len(rivers) + md["stream"], md["s_end"], m_rng.uniform(200, 600), lines
+            )
             mines.append(
                 Mine(
                     f"{'T' if area == 'train' else 'D'}{i + 1:02d}",
                     area,
-                    years[i],
+                    SCENES[0].year,
                     md["stream"],
                     md["centre"],
                     md["win"],
@@ -1209,10 +1466,25 @@ def build_world(seed: int = 7, scale: float = 1.0) -> World:
                     md["sediment"],
                     md["fringe"],
                     md["turbidity"],
-                    (pr, pc, alpha[pr, pc] * vis[pr, pc]),
+                    plume,
                     md["footprint"],
+                    span=(md["s"] - md["seg_len"] / 2, md["s_end"]),
+                    reach_end=reach_end,
                 )
             )
+    ctx = dict(
+        dist_occ=dist_occ,
+        lines=lines,
+        inner=box(*grid.bounds).buffer(-350),
+        ctrl=control.buffer(700),
+        boundary=LineString([(xmid, grid.bounds[1]), (xmid, grid.transform.f)]),
+    )
+    hidden = plan_history(
+        grid, mines, streams, len(rivers), ctx, scale, sub_rng(seed, "history"), sub_rng(seed, "growth")
+    )
+    n_long = grow_training_mines(grid, mines, streams, len(rivers), ctx, sub_rng(seed, "training-growth"))
+    log.info("training mines grown from the start: %d", n_long)
+    del dist_occ, ctx
     log.info("mines: %d (%.1fs)", len(mines), time.time() - t0)
 
     world = World(
@@ -1233,6 +1505,7 @@ def build_world(seed: int = 7, scale: float = 1.0) -> World:
         lc,
         tex,
         terrain((h, w), sub_rng(seed, "terrain")),
+        hidden=hidden,
     )
     world.hard_negatives = pick_hard_negatives(world, road_px, sub_rng(seed, "negatives"))
     return world
@@ -1244,7 +1517,7 @@ def pick_hard_negatives(world: World, road_px: np.ndarray, rng: np.random.Genera
     xmid = g.transform.c + size_m(g)[0] / 2
     west = box(g.transform.c + 300, g.bounds[1] + 300, xmid - 200, g.transform.f - 300)
     # >= 500 m from every mine: a 640 m training image centred on the point holds no mine pixel
-    near_mine = unary_union([m.footprint.buffer(500) for m in world.mines])
+    near_mine = unary_union([m.latest_footprint.buffer(500) for m in world.mines])
     out: list[dict] = []
 
     def add(kind, pt, limit):
@@ -1294,12 +1567,22 @@ def pick_hard_negatives(world: World, road_px: np.ndarray, rng: np.random.Genera
     return out
 
 
-def render_scene(world: World, scene: Scene, index: int) -> dict:
-    """Surface of ``scene``'s year (mines that exist by then), illumination, clouds and noise.
-    Returns reflectance arrays at native resolution and the SCL."""
+def render_scene(world: World, scene: Scene, index: int, avoid: np.ndarray | None = None) -> dict:
+    """Surface of ``scene``'s year (mines and extensions that exist by then), illumination, clouds and noise.
+
+    The surface (mines, their texture, pasture phenology) depends on the year only, so the scenes of a
+    period show the same ground; illumination, calibration, haze, clouds and noise are the scene's own.
+    Clouds: a clear scene keeps the control area clear, and the ground that becomes mining in its year or
+    at the next change after it (so the change has a clear look on both sides), and ``avoid`` (10 m
+    pixels another scene of its period has under cloud or shadow, so the period's composite has a clear
+    look everywhere); a cloudy scene keeps nothing clear and hides ``world.hidden[year]`` completely.
+    Returns reflectance arrays at native resolution (10/20 m, per ``BAND_RES``), the 20 m SCL, the 10 m
+    land cover ``lc`` and ``clouded`` (10 m pixels with any cloud or shadow).
+    """
     g = world.grid
     h, w = (g.height, g.width)
     rng = sub_rng(world.seed, f"scene-{index}")
+    surface_rng = sub_rng(world.seed, f"surface-{scene.year}")
     refl = world.base.copy()
     lc = world.lc.copy()
     forest = lc == LC["forest"]
@@ -1307,19 +1590,22 @@ def render_scene(world: World, scene: Scene, index: int) -> dict:
     refl *= np.where(forest, shade, 1.0)[None]
     # pasture phenology: drier later in the dry season
     past = lc == LC["pasture"]
-    dry = {2021: 1.0, 2023: 0.97, 2024: 1.04}.get(scene.year, 1.0)
+    dry = {2021: 1.0, 2022: 1.02, 2023: 0.97, 2024: 1.04}.get(scene.year, 1.0)
     refl[:, past] *= np.array([dry, dry, dry**2, 1 / dry, dry, dry], np.float32)[:, None]
     for m in world.mines:
-        if m.first_seen > scene.year:
+        if not m.exists(scene.year):
             continue
-        r0, c0 = m.win[0].start, m.win[1].start
-        for mask, name in ((m.fringe, "fringe"), (m.sediment, "sediment"), (m.ponds, "pond")):
-            r, c = np.nonzero(mask)
-            tex = 1 + 0.06 * rng.standard_normal(len(r)).astype(np.float32)
-            if name == "pond":
-                tex *= m.turbidity[r, c]
-            paint(refl, lc, r + r0, c + c0, 1.0, SPEC[name], LC[name], tex=tex)
-        pr, pc, pa = m.plume
+        parts = [m] + [e for e in m.extensions if e.year <= scene.year]
+        # all fringes first: an extension's new ground overpaints the old fringe, never the reverse
+        for name in ("fringe", "sediment", "ponds"):
+            for part in parts:
+                r, c = np.nonzero(getattr(part, name))
+                tex = 1 + 0.06 * surface_rng.standard_normal(len(r)).astype(np.float32)
+                if name == "ponds":
+                    tex *= part.turbidity[r, c]
+                key = "pond" if name == "ponds" else name
+                paint(refl, lc, r + part.win[0].start, c + part.win[1].start, 1.0, SPEC[key], LC[key], tex=tex)
+        pr, pc, pa = m.plume_at(scene.year)
         outside = ~np.isin(lc[pr, pc], (LC["pond"], LC["sediment"], LC["fringe"]))  # not on the mine itself
         pr, pc, pa = pr[outside], pc[outside], pa[outside]
         # the stream pixel mixes water with canopy: swap its water part for turbid water
@@ -1330,17 +1616,28 @@ def render_scene(world: World, scene: Scene, index: int) -> dict:
     aer = smooth_noise((h, w), 150.0, rng) * 0.003
     refl = refl * gain[:, None, None] + haze[:, None, None]
     refl += aer[None] * np.array([1.0, 0.7, 0.5, 0.2, 0.05, 0.02], np.float32)[:, None, None]
-    # clouds: clear scenes keep the control area clear; the cloudy one keeps new mines visible
+    # clouds: new ground is clear where it appears and, in clear scenes, at the last clear look before it
     keep = np.zeros((h, w), bool)
-    if scene.cloud_target < 20:
+    if not scene.cloudy:
         keep |= rasterize(g, world.control.buffer(300))
-    new = [m.footprint.buffer(250) for m in world.mines if m.first_seen == scene.year > SCENES[0].year]
+        if avoid is not None:
+            keep |= avoid
+    clear_before = {
+        y: max((sc.year for sc in SCENES if sc.year < y and not sc.cloudy), default=None) for y in CHANGE_YEARS
+    }
+    new = [
+        piece.buffer(250)
+        for y, _, _, piece in world.new_ground()
+        if y == scene.year or (not scene.cloudy and clear_before.get(y) == scene.year)
+    ]
     if new:
         keep |= rasterize(g, new)
+    hide = [m.footprint_at(scene.year) for m in world.mines if m.mine_id in world.hidden.get(scene.year, ())]
+    force = rasterize(g, hide) if hide else None
     az = math.radians(scene.sun_azimuth)
     dist_px = rng.uniform(45, 80)  # cloud height / tan(sun elevation), in pixels
     shift = (int(round(dist_px * math.cos(az))), int(round(-dist_px * math.sin(az))))  # away from the sun
-    op, sh = cloud_layers((h, w), scene.cloud_target / 100.0, keep, shift, rng)
+    op, sh = cloud_layers((h, w), scene.cloud_target / 100.0, keep, shift, rng, force=force)
     refl *= (1 - 0.6 * np.clip(sh * (1 - op), 0, 1))[None]
     cloud_tex = 1 + 0.08 * smooth_noise((h, w), 6.0, rng)
     refl = refl * (1 - op)[None] + (op * cloud_tex)[None] * SPEC["cloud"][:, None, None]
@@ -1352,6 +1649,7 @@ def render_scene(world: World, scene: Scene, index: int) -> dict:
         out[name] = band + noise[b] * rng.standard_normal(band.shape).astype(np.float32)
     out["SCL"] = scl_from_layers(lc, op, sh)
     out["lc"] = lc
+    out["clouded"] = (op > 0.02) | (sh > 0.02)
     return out
 
 
@@ -1463,29 +1761,60 @@ def write_stac(world: World, scenes_dir_items: list[dict], cat_dir: Path) -> pys
 
 
 def write_truth(world: World, truth_dir: Path) -> dict:
-    """Ground truth in EPSG:4326 (RFC 7946) plus the CSV inputs a user would bring."""
+    """Ground truth in EPSG:4326 (RFC 7946) plus the CSV inputs a user would bring.
+
+    Mining truth (areas in geodesic hectares, periods as strings of ``PERIODS``):
+    ``mines.geojson`` one feature per mine, footprint of the latest period, with ``grown`` (years it grew);
+    ``mining_by_period.geojson`` one feature per (mine, period it exists in), footprint then;
+    ``new_mining.geojson`` the ground that became mining in each period after the first: a new mine's
+    footprint (kind "new_site") or an extension's new ground (kind "expansion").
+    Returns {name: path}.
+    """
     truth_dir.mkdir(parents=True, exist_ok=True)
     g = world.grid
     tr = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True)
-    geod = Geod(ellps="WGS84")
     paths = {}
+
+    def ll_ha(geom):
+        ll = _lonlat_geom(geom, tr)
+        return ll, round(geodesic_area_ha(ll), 2)
 
     feats = []
     for m in world.mines:
-        ll = _lonlat_geom(m.footprint, tr)
-        area_ha = abs(geod.geometry_area_perimeter(ll)[0]) / 1e4
-        feats.append(
-            (ll, {"mine_id": m.mine_id, "area": m.area, "first_seen": m.first_seen, "area_ha": round(area_ha, 2)})
-        )
+        ll, ha = ll_ha(m.latest_footprint)
+        props = {"mine_id": m.mine_id, "area": m.area, "first_seen": m.first_seen, "area_ha": ha}
+        # years it grew in; an extension of the first year is part of the mine from the start
+        feats.append((ll, {**props, "grown": [e.year for e in m.extensions if e.year > SCENES[0].year]}))
     paths["mines"] = _write_fc(truth_dir / "mines.geojson", feats)
+    feats = []
+    for period in PERIODS:
+        for m in world.mines:
+            if m.exists(int(period)):
+                ll, ha = ll_ha(m.footprint_at(int(period)))
+                props = {"mine_id": m.mine_id, "area": m.area, "period": period, "first_seen": m.first_seen}
+                feats.append((ll, {**props, "area_ha": ha}))
+    paths["mining_by_period"] = _write_fc(truth_dir / "mining_by_period.geojson", feats)
+    feats = []
+    for year, m, kind, piece in world.new_ground():
+        ll, ha = ll_ha(piece)
+        feats.append((ll, {"mine_id": m.mine_id, "area": m.area, "period": str(year), "kind": kind, "area_ha": ha}))
+    paths["new_mining"] = _write_fc(truth_dir / "new_mining.geojson", feats)
 
     known = []
+    pick = sub_rng(world.seed, "known-points")
     for m in world.mines:
-        if m.area == "train" and m.first_seen <= 2023:
-            # a user's "known mine" point must sit on the mine: centroid, or a point inside if the
-            # footprint is curved around its centroid
-            c = m.footprint.centroid
-            p = c if m.footprint.contains(c) else m.footprint.representative_point()
+        if m.area == "train":
+            # A user's "known mine" point lies somewhere on the mine, not at its centroid: a point drawn
+            # uniformly inside the footprint, so training images are not all centred on their mine (the
+            # scan's chips never are).
+            fp = m.footprint_at(SCENES[-1].year)
+            minx, miny, maxx, maxy = fp.bounds
+            p = fp.representative_point()
+            for _ in range(200):
+                q = Point(pick.uniform(minx, maxx), pick.uniform(miny, maxy))
+                if fp.contains(q):
+                    p = q
+                    break
             lon, lat = tr.transform(p.x, p.y)
             known.append((m.mine_id, round(lon, 6), round(lat, 6)))
     paths["known_mines_csv"] = truth_dir / "known_mines.csv"
@@ -1531,11 +1860,52 @@ def write_truth(world: World, truth_dir: Path) -> dict:
     return {k: str(v) for k, v in paths.items()}
 
 
+def mines_under_cloud(world: World, year: int, scl: np.ndarray) -> dict[str, list[str]]:
+    """Mines (existing in ``year``) whose footprint's 20 m SCL pixels all read cloud (8, 9, 10):
+    "hidden"; some but not all: "partly"."""
+    out: dict[str, list[str]] = {"hidden": [], "partly": []}
+    for m in world.mines:
+        if not m.exists(year):
+            continue
+        fp = m.footprint_at(year)
+        win = pixel_window(world.grid, fp.bounds)
+        r, c = np.nonzero(rasterize(world.grid, fp, win))
+        cloud = np.isin(scl[(r + win[0].start) // 2, (c + win[1].start) // 2], (8, 9, 10))
+        if cloud.all():
+            out["hidden"].append(m.mine_id)
+        elif cloud.any():
+            out["partly"].append(m.mine_id)
+    return out
+
+
+def _period_summary(world: World) -> dict[str, dict]:
+    """Per period: mines present, new sites, expansions and new hectares (UTM area), per area."""
+    out = {}
+    new = world.new_ground()
+    for period in PERIODS:
+        y = int(period)
+        out[period] = {
+            "mines": {a: sum(m.area == a and m.exists(y) for m in world.mines) for a in ("train", "demo")},
+            "new_sites": {
+                a: sum(t[0] == y and t[1].area == a and t[2] == "new_site" for t in new) for a in ("train", "demo")
+            },
+            "expansions": {
+                a: sum(t[0] == y and t[1].area == a and t[2] == "expansion" for t in new) for a in ("train", "demo")
+            },
+            "new_ha": round(sum(t[3].area for t in new if t[0] == y) / 1e4, 1),
+        }
+    return out
+
+
 def generate_demo_world(out_dir: str | Path, seed: int = 7, scale: float = 1.0) -> dict:
     """Build the demo world and write ``out_dir/catalog`` (STAC + COGs) and ``out_dir/truth``.
 
     ``scale`` shrinks the extent (1.0 = 24 x 12 km at 10 m; tests use 0.5) and the mine counts with
-    the area; object sizes (mines, fields, town) stay real. Returns a summary dict.
+    the area; object sizes (mines, fields, town) stay real. Returns a summary dict: ``items`` (per item id:
+    period, date, platform, baseline, eo:cloud_cover), ``items_by_period`` (item ids per period), truth
+    paths, mine counts, ``by_period`` (mines present, new sites and expansions per area, new hectares),
+    ``hidden_by_clouds`` (mines the cloudy period's scenes hide on purpose) and ``mines_under_cloud`` (per
+    period, per item id, mines whose footprint SCL reads all / partly cloud).
     """
     t0 = time.time()
     out_dir = Path(out_dir)
@@ -1547,8 +1917,13 @@ def generate_demo_world(out_dir: str | Path, seed: int = 7, scale: float = 1.0) 
     )
     tile = mgrs_tile(lon0, lat0)
     items: list[dict[str, Any]] = []
+    under_cloud: dict[str, dict] = {p: {} for p in PERIODS}
+    clouded: dict[str, np.ndarray] = {}  # period -> 10 m pixels its clear scenes so far have under cloud/shadow
     for i, sc in enumerate(SCENES):
-        arrays = render_scene(world, sc, i)
+        period = str(sc.year)
+        arrays = render_scene(world, sc, i, avoid=None if sc.cloudy else clouded.get(period))
+        if not sc.cloudy:
+            clouded[period] = arrays["clouded"] | clouded.get(period, False)
         item_id = sc.item_id(tile)
         paths = {}
         for key in BANDS:
@@ -1569,6 +1944,7 @@ def generate_demo_world(out_dir: str | Path, seed: int = 7, scale: float = 1.0) 
             )
         )
         log.info("scene %s: cloud cover %.1f %% (%.1fs)", item_id, items[-1]["cloud_cover"], time.time() - t0)
+        under_cloud[period][item_id] = mines_under_cloud(world, sc.year, arrays["SCL"])
         del arrays
     write_stac(world, items, cat_dir)
     truth = write_truth(world, out_dir / "truth")
@@ -1578,12 +1954,15 @@ def generate_demo_world(out_dir: str | Path, seed: int = 7, scale: float = 1.0) 
         "collection": COLLECTION_ID,
         "items": {
             d["id"]: {
+                "period": str(d["scene"].year),
                 "datetime": d["scene"].datetime,
+                "platform": d["scene"].platform,
                 "processing_baseline": d["scene"].baseline,
                 "eo:cloud_cover": d["cloud_cover"],
             }
             for d in items
         },
+        "items_by_period": {p: [d["id"] for d in items if str(d["scene"].year) == p] for p in PERIODS},
         "truth": truth,
         "crs": CRS,
         "bounds": list(g.bounds),
@@ -1593,9 +1972,10 @@ def generate_demo_world(out_dir: str | Path, seed: int = 7, scale: float = 1.0) 
             "train": sum(m.area == "train" for m in world.mines),
             "demo": sum(m.area == "demo" for m in world.mines),
         },
-        "n_new_mines_2024": {
-            a: sum(m.first_seen == 2024 and m.area == a for m in world.mines) for a in ("train", "demo")
-        },
+        "periods": list(PERIODS),
+        "by_period": _period_summary(world),
+        "hidden_by_clouds": {str(y): ids for y, ids in world.hidden.items()},
+        "mines_under_cloud": under_cloud,
         "n_streams": len(world.streams),
         "n_fields": sum(f.kind != "farm_pond" for f in world.fields),
         "n_farm_ponds": sum(f.kind == "farm_pond" for f in world.fields),

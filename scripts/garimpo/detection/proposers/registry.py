@@ -53,6 +53,9 @@ class Proposer:
     come from the schema (``defaults``), never from code. ``rescale``: that section for pixels ``factor``
     times coarser (radii and areas given in pixels shrink), when the proposer runs decimated; None keeps it.
     ``needs_model``: a ``MaskPredictor`` must be passed to run it.
+    ``reference_section``: the parameter section into which the scan puts ``reference_ndvi``, float32 (H, W),
+    the NDVI of an earlier composite over the same pixels (config ``proposer.earlier_reference``), or None
+    when the proposer has no use for one (the scan then does not read it).
     """
 
     name: str
@@ -62,6 +65,7 @@ class Proposer:
     rescale: Rescale | None = None
     needs_model: bool = False
     description: str = field(default="", compare=False)
+    reference_section: str | None = None
 
     def defaults(self) -> dict[str, Any]:
         """The schema's defaults of its parameter section (``{}`` without one).

@@ -49,6 +49,16 @@ def _forest_fraction(ndvi_img: np.ndarray, forest_ndvi_min: float, radius_px: in
 
 
 def _vegetation_loss(nd: np.ndarray, water: np.ndarray, p: Mapping[str, Any]) -> np.ndarray:
+    """Bool (H, W) vegetation loss of the NDVI ``nd`` (``water``: bool (H, W), the water branch's mask).
+
+    Without ``p["reference_ndvi"]``: NDVI below ``ndvi_max_loss`` inside forest surroundings, outside water
+    (only when ``loss_enabled``). With it (float32 (H, W), an earlier NDVI): an NDVI drop of more than
+    ``ndvi_drop`` since then; where the reference is NaN (no clear pixel then, e.g. cloud) those pixels
+    fall back to the reference-free test, so an earlier cloud neither hides new loss nor flags everything.
+
+    Raises:
+        ValueError: ``reference_ndvi`` has another shape than ``nd``.
+    """
     reference = p.get("reference_ndvi")
     if reference is not None:
         reference = np.asarray(reference, dtype=np.float32)
@@ -57,7 +67,17 @@ def _vegetation_loss(nd: np.ndarray, water: np.ndarray, p: Mapping[str, Any]) ->
         # With a before image, new water (fresh ponds) counts as loss too: a river was
         # already low-NDVI before, so it shows no drop.
         with np.errstate(invalid="ignore"):
-            return (reference - nd) > p["ndvi_drop"]
+            loss = (reference - nd) > p["ndvi_drop"]
+        unseen = ~np.isfinite(reference) & np.isfinite(nd)
+        if unseen.any():
+            # NaN - x compares False: without this, a cloud in the earlier image would hide new loss.
+            loss |= unseen & _loss_in_forest(nd, water, p)
+        return loss
+    return _loss_in_forest(nd, water, p)
+
+
+def _loss_in_forest(nd: np.ndarray, water: np.ndarray, p: Mapping[str, Any]) -> np.ndarray:
+    """The reference-free vegetation-loss test: low NDVI inside forest, outside water (if ``loss_enabled``)."""
     if not p["loss_enabled"]:
         return np.zeros(nd.shape, dtype=bool)
     # Without a reference, rivers inside forest would look like "loss": exclude water here
@@ -72,8 +92,9 @@ def spectral_candidates(bands: Mapping[str, np.ndarray], params: Mapping[str, An
 
     ``bands``: ``SPECTRAL_BANDS`` as float32 (H, W) reflectance (0-1). ``params`` overrides
     ``DEFAULT_SPECTRAL`` (config ``proposer.spectral``); an optional ``reference_ndvi`` array (same
-    shape, an earlier NDVI) switches the vegetation-loss test to an NDVI drop. NaN pixels
-    (in any band used) are never candidates.
+    shape, an earlier NDVI, e.g. the previous period's composite: the scan's ``reference``) switches the
+    vegetation-loss test to an NDVI drop of more than ``ndvi_drop``; pixels where it is NaN keep the
+    reference-free test. NaN pixels (in any band used) are never candidates.
 
     Raises:
         KeyError: a band of ``SPECTRAL_BANDS`` is missing.
@@ -114,5 +135,6 @@ SPECTRAL = register(
         section="spectral",
         rescale=scale_spectral,
         description="weight-free band-index thresholds",
+        reference_section="spectral",  # _vegetation_loss reads reference_ndvi
     )
 )

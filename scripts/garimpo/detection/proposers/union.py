@@ -28,5 +28,7 @@ UNION = register(
         _candidates,
         needs_model=any(p.needs_model for p in PARTS),
         description="spectral | segformer",
+        # the spectral part's; the SegFormer part has no use for an earlier image
+        reference_section=next((p.reference_section for p in PARTS if p.reference_section), None),
     )
 )
