@@ -10,6 +10,16 @@ from garimpo.outputs.over_time import area_over_time, plot_over_time
 from garimpo.smk import rule_region, setup_logging, write_csv
 
 
+def observed_shares(paths, periods) -> dict[str, float]:
+    """period -> the share of the region its change file says was seen clearly (``observed_fraction``)."""
+    out = {}
+    for path, period in zip(paths, periods):
+        meta = json.loads(Path(path).read_text()).get("metadata") or {}
+        if "observed_fraction" in meta:
+            out[str(period)] = float(meta["observed_fraction"])
+    return out
+
+
 def read_period_files(paths, periods, what: str) -> dict[str, list[dict]]:
     """period -> features of its file, the files given in period order; a file's ``metadata.period``, when it
     has one, must be the period it stands for (so a list in the wrong order fails rather than mislabels)."""
@@ -63,12 +73,20 @@ def main(smk):
         periods[-1],
         whole["cumulative_ha"].iloc[-1],
     )
+    # How much of the region each period saw: a cloudy year's lower mined_ha means "not seen", not "less mining".
+    observed = observed_shares(smk.input.changes, periods)
+    table.insert(
+        3,
+        "observed_fraction",
+        [observed.get(str(p)) if i < len(periods) else None for i, p in enumerate(table["period"])],
+    )
     write_csv(smk.output.csv, table)
     plot_over_time(
         table,
         smk.output.png,
         title=f"Mined area over time: {name}",
         attribution=smk.params.attribution,
+        observed=observed,
     )
 
 

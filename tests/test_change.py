@@ -379,3 +379,29 @@ def test_new_ground_needs_a_confident_chip_now():
     confident = np.array([[False, False], [True, False]])
     status, compared = unit_states(det, obs, None, confident)
     assert status[1].tolist() == [NEW, UNKNOWN] and compared[1].tolist() == [0, 0]
+
+
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ([{"name": "footprint", "start": "2024-01-01", "end": "2024-12-31"}], "taken"),
+        ([{"name": "2023", "start": "2024-01-01", "end": "2024-06-30"}], "means 2023-01-01..2023-12-31"),
+        (["0000"], "does not name its dates"),
+    ],
+)
+def test_reserved_misleading_and_impossible_names(spec, words):
+    with pytest.raises(InputDataError, match=words):
+        parse_periods(spec)
+
+
+def test_unquoted_yaml_dates_are_read_as_text(tmp_path):
+    import yaml
+
+    from garimpo.config import coerce_config
+
+    config = yaml.safe_load("periods:\n  - {name: dry, start: 2024-06-01, end: 2024-10-31}\n")
+    schema = tmp_path / "schema.yaml"
+    schema.write_text("type: object\n")
+    coerce_config(config, schema)
+    assert config["periods"] == [{"name": "dry", "start": "2024-06-01", "end": "2024-10-31"}]
+    assert parse_periods(config["periods"])[0].end == date(2024, 10, 31)

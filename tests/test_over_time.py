@@ -236,7 +236,14 @@ def rule_files(tmp_path, periods=("2021", "2022"), metadata_periods=None):
         )
         for p, s in zip(periods, stated)
     ]
-    changes = [write(tmp_path / "results/change/r" / f"{p}.geojson", collection(chg[p], p)) for p in periods]
+    seen = {"2021": 0.4, "2022": 0.99}  # what the change products say each period saw of the region
+    changes = [
+        write(
+            tmp_path / "results/change/r" / f"{p}.geojson",
+            {**collection(chg[p], p), "metadata": {"period": p, "observed_fraction": seen[p]}},
+        )
+        for p in periods
+    ]
     areas = write(
         tmp_path / "areas.geojson",
         collection(
@@ -272,6 +279,8 @@ def test_rule_script_writes_the_table_and_plot(tmp_path, monkeypatch, restore_lo
     assert a.loc[2022, "new_ha"] == pytest.approx(ha(3, 1, 5, 3), abs=ROUNDING)
     assert a.loc[2022, "cumulative_ha"] == pytest.approx(ha(1, 1, 5, 3), abs=ROUNDING)
     assert table[table["name"] == "Area B"]["new_sites"].tolist() == [0, 1]
+    # the region's rows say how much of it each period saw (a cloudy year's dip is "not seen")
+    assert table["observed_fraction"].tolist() == ["0.4", "0.99", "", "", "", ""]
     assert Path(smk.output.png).stat().st_size > 1000
 
 

@@ -119,10 +119,23 @@ def coerce_strings(value: Any, schema: dict) -> Any:
 
 
 def coerce_config(config: dict, schema_path: str | os.PathLike) -> None:
-    """Convert ``config`` in place against the JSON schema in ``schema_path`` (YAML)."""
+    """Convert ``config`` in place against the JSON schema in ``schema_path`` (YAML); dates YAML read unquoted
+    (``start: 2024-06-01`` is a date object, not text) become their ISO text, as the schema expects."""
     with open(schema_path) as fh:
         schema = yaml.safe_load(fh)
-    config.update(coerce_strings(config, schema))
+    config.update(_dates_as_text(coerce_strings(config, schema)))
+
+
+def _dates_as_text(value: Any) -> Any:
+    import datetime
+
+    if isinstance(value, dict):
+        return {k: _dates_as_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_dates_as_text(v) for v in value]
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return value
 
 
 def config_error(config: dict, schema_path: str | os.PathLike) -> str | None:

@@ -20,6 +20,8 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # also the Snakefile's wildcard
 _YEAR = re.compile(r"(\d{4})")
 _QUARTER = re.compile(r"(\d{4})Q([1-4])")
 _MONTH = re.compile(r"(\d{4})-(\d{2})")
+# Names of files the change products write beside the periods' (results/change/{region}/NAME.geojson).
+RESERVED = ("footprint",)
 # Sentinel-2A was launched on 2015-06-23 (ESA): a period ending before it holds no scene.
 SENTINEL2_LAUNCH = date(2015, 6, 23)
 
@@ -43,7 +45,15 @@ class Period:
 
 
 def _named(name: str) -> tuple[date, date] | None:
-    """The dates a period's name implies (``2024`` a year, ``2025Q1`` a quarter, ``2025-03`` a month), or None."""
+    """The dates a period's name implies (``2024`` a year, ``2025Q1`` a quarter, ``2025-03`` a month), or None
+    (also for a year Python's dates cannot hold, such as 0000)."""
+    try:
+        return _named_dates(name)
+    except ValueError:
+        return None
+
+
+def _named_dates(name: str) -> tuple[date, date] | None:
     if m := _YEAR.fullmatch(name):
         year = int(m[1])
         return date(year, 1, 1), date(year, 12, 31)
@@ -69,7 +79,8 @@ def parse_periods(spec: Sequence[Any], key: str = "periods") -> list[Period]:
 
     ``spec``: a list whose entries are a name that implies its dates (``"2024"``: the year;
     ``"2025Q1"``: January to March; ``"2025-03"``: the month) or a mapping ``{name, start, end}``
-    (ISO dates, both included), e.g. ``{name: 2024dry, start: 2024-06-01, end: 2024-10-31}``.
+    (ISO dates, both included), e.g. ``{name: 2024dry, start: "2024-06-01", end: "2024-10-31"}``. A name that
+    implies dates (``2024``) may not be given other ones, and ``footprint`` is taken by the cumulative footprint.
 
     Raises:
         InputDataError: an entry is neither; a name is not a path part (letters, digits, ``_``, ``-``) or is
@@ -97,6 +108,17 @@ def parse_periods(spec: Sequence[Any], key: str = "periods") -> list[Period]:
             raise InputDataError(
                 f"config {where}: the name {name!r} becomes part of file paths; use letters, digits, '_' and '-' "
                 "only, starting with a letter or digit"
+            )
+        if name in RESERVED:
+            raise InputDataError(
+                f"config {where}: the name {name!r} is taken (results/change/REGION/{name}.geojson is the cumulative "
+                "footprint); choose another name"
+            )
+        implied = _named(name)
+        if implied is not None and implied != (start, end):
+            raise InputDataError(
+                f"config {where}: the name {name} means {implied[0]}..{implied[1]}, not {start}..{end}; "
+                "give the period a name that does not read as other dates (e.g. " + f"{name}x), or write just {name!r}"
             )
         if start > end:
             raise InputDataError(f"config {where}: {name} starts {start} after it ends {end}; swap them")

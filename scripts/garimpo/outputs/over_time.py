@@ -186,8 +186,12 @@ def plot_over_time(
     top_n: int = 5,
     title: str = "Mined area over time",
     attribution: str = ATTRIBUTION,
+    observed: Mapping[str, float] | None = None,
 ) -> Path:
     """PNG line plot of mined hectares per period: the region, and the ``top_n`` areas with the most mined_ha.
+
+    ``observed``: period -> share of the region seen clearly (the change products' ``observed_fraction``, 0-1);
+    a period seen below 90 % is shaded and labelled with it, so a cloudy year's dip does not read as less mining.
 
     ``table`` is :func:`area_over_time`'s (or its CSV read back): the region is the (name, id) of its first
     row; the areas ranked are those with positive mined_ha in the last period. x: the periods in the
@@ -238,6 +242,11 @@ def plot_over_time(
             marker="o",
             label=label,
         )
+    for i, p in enumerate(periods):
+        share = (observed or {}).get(p)
+        if share is not None and share < 0.9:
+            ax.axvspan(i - 0.4, i + 0.4, color="#999999", alpha=0.15, linewidth=0)
+            ax.annotate(f"{share:.0%} seen", (i, 0), xytext=(0, 4), textcoords="offset points", ha="center", fontsize=8)
     ax.set_xticks(x, periods)
     ax.set_xlabel("period")
     ax.set_ylabel("mined area (ha)")
