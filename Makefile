@@ -5,9 +5,13 @@ CORES ?= 2
 BIN := $(VENV)/bin
 SNAKEMAKE := PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake
 DEMO_TARGETS := results/detections/demo.geojson results/detections/demo_overview.png results/eval/demo.json \
-	results/stats/demo_protected_areas.csv results/stats/demo_over_time.csv results/change/demo/footprint.geojson
+	results/stats/demo_protected_areas.csv results/stats/demo_over_time.csv results/change/demo/footprint.geojson \
+	results/publish/demo/MANIFEST.sha256
+# Publishing one region of a config: `make publish REGION=tapajos` (CONFIG=config/config.yaml by default).
+REGION ?= demo
+CONFIG ?= $(if $(filter demo,$(REGION)),config/demo.yaml,config/config.yaml)
 
-.PHONY: install demo test test-fast lint format clean-demo bench
+.PHONY: install demo publish report test test-fast lint format clean-demo bench
 
 install: $(VENV)/.installed
 
@@ -20,7 +24,20 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 demo: install
 	$(SNAKEMAKE) $(DEMO_TARGETS) --cores $(CORES) --configfile config/demo.yaml
+	$(MAKE) --no-print-directory report publish REGION=demo
 	@cat results/eval/demo.json
+
+# A region's release bundle, results/publish/$(REGION)/: the workflow's part, then the Snakemake report (which
+# Snakemake builds only after a run) copied in, then the manifest rewritten to cover it.
+publish: install
+	$(SNAKEMAKE) results/publish/$(REGION)/MANIFEST.sha256 --cores $(CORES) --configfile $(CONFIG)
+	$(SNAKEMAKE) results/publish/$(REGION)/MANIFEST.sha256 --report results/publish/$(REGION)/report.zip \
+		--configfile $(CONFIG)
+	$(BIN)/python scripts/publish_manifest.py results/publish/$(REGION)
+
+# The Snakemake report of a region's results (maps, tables, curves, captions): results/report.zip.
+report: install
+	$(SNAKEMAKE) results/publish/$(REGION)/MANIFEST.sha256 --report results/report.zip --configfile $(CONFIG)
 
 test: install
 	HF_HUB_OFFLINE=1 PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
@@ -50,4 +67,5 @@ format: install
 
 clean-demo:
 	rm -rf results/demo_world results/points results/training_images results/stats results/split.csv results/models \
-		results/regions results/heldout results/detections results/change results/eval results/cache .snakemake/metadata
+		results/regions results/heldout results/detections results/change results/eval results/cache results/publish \
+		results/report.zip .snakemake/metadata

@@ -22,6 +22,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 # A key renamed since (tiles.size_m -> chips.size_m, ...): named with its new name, before the schema
 # would only call it unexpected.
 if renamed_key_error(config):
@@ -58,6 +61,7 @@ include: "rules/training_data.smk"
 include: "rules/classifier.smk"
 include: "rules/detection.smk"
 include: "rules/evaluation.smk"
+include: "rules/publish.smk"
 
 
 rule all:
@@ -67,6 +71,7 @@ rule all:
         expand(
             "results/change/{region}/footprint.geojson", region=config["run_regions"]
         ),
+        expand("results/publish/{region}/MANIFEST.sha256", region=config["run_regions"]),
         expand(
             "results/stats/{region}_{kind}.csv",
             region=config["run_regions"] if config["encroachment"]["areas"] else [],

@@ -13,7 +13,12 @@ rule train_classifier:
         final="results/models/classifier/final_model.pth",
         history="results/models/classifier/training_history.json",
         config="results/models/classifier/config.json",
-        curves="results/models/classifier/training_curves.png",
+        curves=report(
+            "results/models/classifier/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Classifier",
+            labels={"result": "training curves"},
+        ),
     log:
         "logs/train_classifier.log",
     benchmark:

@@ -185,3 +185,66 @@ def encroachment_areas(wildcards):
             f"protected areas to get results/stats/{wildcards.region}_protected_areas.csv"
         )
     return vector_file(areas)
+
+
+# Publishing (rules/publish.smk).
+
+
+def all_periods_composites(wildcards):
+    """Every (period, cell) composite of a region: the evidence is cut from them."""
+    return [
+        f"results/regions/{wildcards.region}/{period}/composites/{cell}.tif"
+        for period in PERIOD_NAMES
+        for cell in region_cell_ids(wildcards)
+    ]
+
+
+def all_periods_composite_metas(wildcards):
+    """Every (period, cell) composite's JSON: the STAC items each was made of."""
+    return [p[: -len(".tif")] + ".json" for p in all_periods_composites(wildcards)]
+
+
+def optional_areas(wildcards):
+    """The protected areas / territories the detections are placed in, when encroachment.areas is set."""
+    return vector_file(config["encroachment"]["areas"])
+
+
+def pinned_inputs(wildcards):
+    """The input files of a region's run, by config key: their sha256 goes into the bundle's inputs.csv."""
+    files = {
+        f"regions.{wildcards.region}": region_file(wildcards),
+        "encroachment.areas": optional_areas(wildcards),
+        "negatives.protected_areas": vector_file(
+            config["negatives"]["protected_areas"]
+        ),
+        "negatives.urban_mask": vector_file(config["negatives"]["urban_mask"]),
+    }
+    for i, spec in enumerate(config["positives"]["points"]):
+        files[f"positives.points[{i}]"] = spec["path"]
+    for i, spec in enumerate(config["negatives"]["hard_negative_points"]):
+        files[f"negatives.hard_negative_points[{i}]"] = spec["path"]
+    return {k: v for k, v in files.items() if v}
+
+
+def region_figures(wildcards):
+    """The region's map and statistics: the bundle waits for them so that its report shows them."""
+    r = wildcards.region
+    figures = [f"results/detections/{r}_overview.png"]
+    if config["encroachment"]["areas"]:
+        figures += [
+            f"results/stats/{r}_protected_areas.csv",
+            f"results/stats/{r}_over_time.csv",
+        ]
+    return figures
+
+
+def region_evaluation(wildcards):
+    """The demo world is the one region with a truth: its object-level figures go into the model card."""
+    demo = wildcards.region == "demo" and config["imagery"]["source"]["kind"] == "local"
+    return ["results/eval/demo.json"] if demo else []
+
+
+def chip_set_reports(wildcards):
+    return expand(
+        "results/eval/{name}/metrics.json", name=config["evaluation"]["chip_sets"]
+    )

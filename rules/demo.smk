@@ -38,7 +38,16 @@ rule evaluate_demo:
         mining_by_period="results/demo_world/truth/mining_by_period.geojson",
         regions="results/demo_world/truth/regions.geojson",
     output:
-        "results/eval/demo.json",
+        report(
+            "results/eval/demo.json",
+            caption="../report/demo_eval.rst",
+            category="Evaluation",
+            subcategory="demo",
+            labels={
+                "chip set": "demo world (object level)",
+                "result": "scores (JSON)",
+            },
+        ),
     log:
         "logs/evaluate_demo.log",
     benchmark:

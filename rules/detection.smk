@@ -120,7 +120,13 @@ rule track_changes:
         chip_scores=all_periods_chip_scores,
         region=region_file,
     output:
-        latest="results/detections/{region}.geojson",
+        latest=report(
+            "results/detections/{region}.geojson",
+            caption="../report/detections_geojson.rst",
+            category="Detections",
+            subcategory="{region}",
+            labels={"region": "{region}", "result": "detections (GeoJSON)"},
+        ),
         changes=expand(
             "results/change/{{region}}/{period}.geojson", period=PERIOD_NAMES
         ),
@@ -150,7 +156,13 @@ rule overview_map:
         composites=region_composites,
         region=region_file,
     output:
-        "results/detections/{region}_overview.png",
+        report(
+            "results/detections/{region}_overview.png",
+            caption="../report/overview_map.rst",
+            category="Detections",
+            subcategory="{region}",
+            labels={"region": "{region}", "result": "overview map"},
+        ),
     log:
         "logs/overview_map_{region}.log",
     benchmark:
@@ -174,8 +186,20 @@ rule encroachment_stats:
         areas=encroachment_areas,
         region=region_file,
     output:
-        csv="results/stats/{region}_protected_areas.csv",
-        png="results/stats/{region}_protected_areas.png",
+        csv=report(
+            "results/stats/{region}_protected_areas.csv",
+            caption="../report/protected_areas_table.rst",
+            category="Protected areas",
+            subcategory="{region}",
+            labels={"region": "{region}", "result": "table per area (CSV)"},
+        ),
+        png=report(
+            "results/stats/{region}_protected_areas.png",
+            caption="../report/protected_areas_map.rst",
+            category="Protected areas",
+            subcategory="{region}",
+            labels={"region": "{region}", "result": "map"},
+        ),
     log:
         "logs/encroachment_stats_{region}.log",
     benchmark:
@@ -205,8 +229,20 @@ rule stats_over_time:
         areas=encroachment_areas,
         region=region_file,
     output:
-        csv="results/stats/{region}_over_time.csv",
-        png="results/stats/{region}_over_time.png",
+        csv=report(
+            "results/stats/{region}_over_time.csv",
+            caption="../report/over_time_table.rst",
+            category="Change over time",
+            subcategory="{region}",
+            labels={"region": "{region}", "result": "table per area and period (CSV)"},
+        ),
+        png=report(
+            "results/stats/{region}_over_time.png",
+            caption="../report/over_time_plot.rst",
+            category="Change over time",
+            subcategory="{region}",
+            labels={"region": "{region}", "result": "mined area per period (plot)"},
+        ),
     log:
         "logs/stats_over_time_{region}.log",
     benchmark:

@@ -8,9 +8,27 @@ rule evaluate_chip_set:
         chips=chip_set_inputs,
     output:
         metrics="results/eval/{name}/metrics.json",
-        pr_curve="results/eval/{name}/pr_curve.png",
-        gallery="results/eval/{name}/gallery.png",
-        scores="results/eval/{name}/scores.csv",
+        pr_curve=report(
+            "results/eval/{name}/pr_curve.png",
+            caption="../report/pr_curve.rst",
+            category="Evaluation",
+            subcategory="{name}",
+            labels={"chip set": "{name}", "result": "precision-recall curve"},
+        ),
+        gallery=report(
+            "results/eval/{name}/gallery.png",
+            caption="../report/gallery.rst",
+            category="Evaluation",
+            subcategory="{name}",
+            labels={"chip set": "{name}", "result": "worst errors (gallery)"},
+        ),
+        scores=report(
+            "results/eval/{name}/scores.csv",
+            caption="../report/scores.rst",
+            category="Evaluation",
+            subcategory="{name}",
+            labels={"chip set": "{name}", "result": "score per chip (CSV)"},
+        ),
     log:
         "logs/evaluate_chip_set_{name}.log",
     benchmark:

@@ -3,10 +3,9 @@
 import json
 from pathlib import Path
 
-from garimpo.detection.polygons import from_geojson
 from garimpo.errors import InputDataError
-from garimpo.geo.vector import read_polygon_features, source, source_encoding
 from garimpo.outputs.over_time import area_over_time, plot_over_time
+from garimpo.outputs.products import read_areas, read_period_files
 from garimpo.smk import rule_region, setup_logging, write_csv
 
 
@@ -20,28 +19,6 @@ def observed_shares(paths, periods) -> dict[str, float]:
     return out
 
 
-def read_period_files(paths, periods, what: str) -> dict[str, list[dict]]:
-    """period -> features of its file, the files given in period order; a file's ``metadata.period``, when it
-    has one, must be the period it stands for (so a list in the wrong order fails rather than mislabels)."""
-    paths, periods = list(paths), [str(p) for p in periods]
-    if len(paths) != len(periods):
-        raise InputDataError(
-            f"stats_over_time: {len(paths)} {what} file(s) for {len(periods)} period(s) {periods}; the rule needs "
-            f"one {what} file per period, in period order"
-        )
-    out = {}
-    for path, period in zip(paths, periods):
-        doc = json.loads(Path(path).read_text())
-        stated = (doc.get("metadata") or {}).get("period") if isinstance(doc, dict) else None
-        if stated is not None and str(stated) != period:
-            raise InputDataError(
-                f"{path}: its metadata says period {stated!r} but it is given as period {period!r}; the {what} "
-                f"files must follow the order of the periods {periods}"
-            )
-        out[period] = from_geojson(doc)
-    return out
-
-
 def main(smk):
     log = setup_logging(smk)
     periods = list(smk.params.periods)
@@ -50,16 +27,7 @@ def main(smk):
     detections = read_period_files(smk.input.detections, periods, "detection")
     changes = read_period_files(smk.input.changes, periods, "change")
     cfg = smk.params.encroachment
-    _, layer = source(cfg["areas"])
-    areas = read_polygon_features(
-        smk.input.areas, layer, key="encroachment.areas", encoding=source_encoding(cfg["areas"])
-    )
-    fields = set().union(*(a["properties"] for a in areas))
-    for key in ("name_field", "id_field"):
-        if cfg.get(key) is not None and cfg[key] not in fields:
-            raise InputDataError(
-                f"{smk.input.areas}: no field {cfg[key]!r} for config encroachment.{key}; the file has {sorted(fields)}"
-            )
+    areas = read_areas(smk.input.areas, cfg)
     region = rule_region(smk)
     name = smk.wildcards.region
     table = area_over_time(detections, changes, areas, cfg["name_field"], cfg.get("id_field"), region, name)

@@ -12,6 +12,8 @@ from affine import Affine
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from browser import browser  # noqa: E402, F401  (the headless Chromium fixture, for the web map's tests)
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 # A real place: Tapajós, UTM zone 21S.
 EPSG = "EPSG:32721"

@@ -21,6 +21,7 @@ LAYERS = [
     {"detection"},
     {"change"},
     {"outputs"},
+    {"publish"},
     {"synthetic", "smk", "config"},
 ]
 LEVEL = {unit: level for level, units in enumerate(LAYERS) for unit in units}

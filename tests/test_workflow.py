@@ -20,6 +20,7 @@ TARGETS = [
     "results/stats/demo_protected_areas.csv",
     "results/stats/demo_over_time.csv",
     "results/change/demo/footprint.geojson",
+    "results/publish/demo/MANIFEST.sha256",
 ]
 PERIODS = ["2021", "2022", "2023", "2024"]  # config/demo.yaml
 pytestmark = pytest.mark.workflow
@@ -30,7 +31,7 @@ def snakemake(workdir, *args, check=True):
     if "--configfile" not in args:
         args = (*args, "--configfile", "config/demo.yaml")
     cmd = [sys.executable, "-m", "snakemake", *args, "--cores", "2"]
-    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=1500)
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=3000)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
@@ -48,7 +49,7 @@ def planned_rules(proc) -> set[str]:
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("demo")
-    for name in ("Snakefile", "rules", "scripts", "config", "envs"):
+    for name in ("Snakefile", "rules", "scripts", "config", "envs", "report"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
     snakemake(work, *TARGETS)
@@ -162,6 +163,109 @@ def test_new_mining_alerts_over_time(demo_run):
     assert set(over_time["period"].astype(str)) == set(PERIODS)
 
 
+def test_publishing_bundle_report_and_web_map(demo_run, browser):
+    """Issue 20: the bundle's GIS layers read back with the workflow's features, the CSV has a row per detection,
+    every detection has its evidence, the Snakemake report holds the results, the manifest checks, and the web map
+    loads in headless Chromium and draws the features."""
+    from browser import OpenMap, not_blank
+    from test_report import check_report_zip
+
+    from garimpo.publish.gis import read_gpkg_layers
+
+    bundle = demo_run / "results/publish/demo"
+    latest = json.loads((demo_run / "results/detections/demo.geojson").read_text())["features"]
+    layers = read_gpkg_layers(bundle / "demo.gpkg")
+    expected = {"detections_latest": latest}
+    for period in PERIODS:
+        for product in ("detections", "change"):
+            folder = "detections" if product == "detections" else "change"
+            path = demo_run / f"results/{folder}/demo/{period}.geojson"
+            expected[f"{product}_{period}"] = json.loads(path.read_text())["features"]
+    expected["footprint"] = json.loads((demo_run / "results/change/demo/footprint.geojson").read_text())["features"]
+    assert set(expected) <= set(layers) and {"protected_areas", "region"} <= set(layers)
+    for name, feats in expected.items():
+        got = layers[name]
+        assert len(got) == len(feats), name
+        for a, b in zip(got, feats):
+            assert a["properties"].get("id") == b["properties"].get("id"), name
+            assert shape(a["geometry"]).symmetric_difference(shape(b["geometry"])).area < 1e-9, name
+    assert {"evidence", "status", "first_detected"} <= set(layers["detections_latest"][0]["properties"])
+    assert isinstance(layers["detections_latest"][0]["properties"]["cells"], str)  # flat: no lists
+
+    table = pd.read_csv(bundle / "demo_detections.csv", keep_default_na=False)
+    columns = ["id", "lon", "lat", "area_ha", "score", "status", "first_detected", "last_detected"]
+    assert list(table.columns[:10]) == [*columns, "protected_area", "protected_area_id"]
+    assert "evidence" in table.columns
+    assert list(table["id"]) == [f["properties"]["id"] for f in latest]
+    for row, feat in zip(table.itertuples(), latest):
+        assert (
+            shape(feat["geometry"]).buffer(1e-3).contains(shape({"type": "Point", "coordinates": [row.lon, row.lat]}))
+        )
+        assert (bundle / row.evidence).is_file()
+
+    index = json.loads((bundle / "evidence.json").read_text())
+    assert set(index) == {f["properties"]["id"] for f in latest}
+    for det in latest:
+        entry = index[det["properties"]["id"]]
+        assert entry["after"] == det["properties"]["first_detected"]
+        assert entry["before"] is None or PERIODS.index(entry["before"]) < PERIODS.index(entry["after"])
+
+    snakemake(demo_run, "results/publish/demo/MANIFEST.sha256", "--report", "results/publish/demo/report.zip")
+    check_report_zip(
+        bundle / "report.zip",
+        [
+            "demo_overview.png",
+            "demo_protected_areas.png",
+            "demo_protected_areas.csv",
+            "demo_over_time.png",
+            "demo_over_time.csv",
+            "training_curves.png",
+            "demo_map.html",
+            "demo_detections.csv",
+            "demo.json",
+        ],
+    )
+    tool = [sys.executable, str(demo_run / "scripts/publish_manifest.py"), str(bundle)]
+    assert subprocess.run([*tool, "--check"], capture_output=True, text=True).stdout.strip().endswith("1 problem(s)")
+    subprocess.run(tool, check=True, capture_output=True)
+    check = subprocess.run(
+        ["sha256sum", "--quiet", "-c", "MANIFEST.sha256"], cwd=bundle, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    for name in ("MODEL_CARD.md", "ATTRIBUTION.md", "config.yaml", "inputs.csv", "stac_items.csv", "software.json"):
+        assert (bundle / name).stat().st_size > 0, name
+    stac = pd.read_csv(bundle / "stac_items.csv")
+    cells = json.loads((demo_run / "results/regions/demo/cells.json").read_text())["cells"]
+    assert set(zip(stac.period.astype(str), stac.cell)) == {(p, c) for p in PERIODS for c in cells}
+
+    page = OpenMap(browser, bundle / "demo_map.html")
+    try:
+        state = page.state()
+        assert state["errors"] == [] and page.problems == []
+        assert state["layers"]["Detections 2024 (latest)"] == len(latest)
+        for period in PERIODS[:-1]:
+            assert state["layers"][f"Detections {period}"] == len(expected[f"detections_{period}"])
+        # The popup of the largest latest detection with a before view: its id and the evidence thumbnail, inlined.
+        shown = [f for f in latest if index[f["properties"]["id"]]["before"]] or latest
+        biggest = max(shown, key=lambda f: f["properties"]["area_ha"])["properties"]["id"]
+        page.page.evaluate(
+            """(id) => { const layer = Object.entries(garimpoMap.overlays).find(([k]) => k.includes('latest'))[1];
+            layer.getLayers().find(l => l.feature.properties.id === id).openPopup(); }""",
+            biggest,
+        )
+        popup = page.page.wait_for_selector(".leaflet-popup-content", timeout=5_000)
+        page.page.wait_for_timeout(1_000)  # the popup fades in and the map pans to show it whole
+        assert biggest in popup.inner_text()
+        assert page.page.get_attribute(".leaflet-popup-content img", "src").startswith("data:image/png;base64,")
+        shot = demo_run / "webmap.png"
+        page.page.screenshot(path=str(shot))
+        not_blank(shot)
+        if os.environ.get("GARIMPO_WEBMAP_SCREENSHOT"):
+            shutil.copyfile(shot, os.environ["GARIMPO_WEBMAP_SCREENSHOT"])
+    finally:
+        page.close()
+
+
 def test_no_rule_above_2gb(demo_run):
     for tsv in (demo_run / "benchmarks").glob("*.tsv"):
         rss = pd.read_csv(tsv, sep="\t")["max_rss"].max()
@@ -250,6 +354,10 @@ def test_rerun_nothing_then_threshold_reruns_only_detection(demo_run):
         "encroachment_stats",
         "stats_over_time",
         "evaluate_demo",
+        "evidence_thumbnails",
+        "gis_layers",
+        "web_map",
+        "release_bundle",
     }
 
 

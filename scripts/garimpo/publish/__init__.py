@@ -1,0 +1,1 @@
+"""Publishing: GIS formats, evidence thumbnails, web map, release bundle."""
