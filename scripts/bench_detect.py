@@ -35,6 +35,7 @@ import numpy as np
 
 from garimpo.classifier.metrics import decision_threshold
 from garimpo.synthetic.detect_bench import CHIP, TRAIN_SIZE
+from garimpo.synthetic.measure import run_measured
 
 log = logging.getLogger("bench_detect")
 
@@ -102,18 +103,14 @@ def spawn(mode: str, args, out: Path) -> tuple[dict, float, float]:
         cmd += ["--stride", str(args.stride)]
     if args.tta:
         cmd += ["--tta"]
-    t0 = time.perf_counter()
     # as the detect_cell rule runs it (scripts/detect_cell.py), in both modes
-    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
-    _, status, ru = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{mode} scan failed (exit {proc.returncode})")
+    code, wall, rss = run_measured(cmd)
+    if code != 0:
+        raise SystemExit(f"{mode} scan failed (exit {code})")
     summary = json.loads(out.read_text())
-    summary.update(wall_s=wall, peak_rss_mb=ru.ru_maxrss / 1024.0, args=" ".join(cmd[3:]))
+    summary.update(wall_s=wall, peak_rss_mb=rss, args=" ".join(cmd[3:]))
     out.write_text(json.dumps(summary))
-    return summary, wall, ru.ru_maxrss / 1024.0
+    return summary, wall, rss
 
 
 # --------------------------------------------------------------------------- proposers

@@ -21,6 +21,7 @@ def main(smk):
         grid,
         block_px=int(det["block_px"]),
         allow_empty=True,
+        threads=max(1, int(smk.threads)),
     )
     prov = provenance(used)
     log.info("composite of %d scenes: %s", len(used), prov["scene_ids"])

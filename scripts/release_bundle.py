@@ -14,9 +14,9 @@ from garimpo.publish.bundle import (
     model_card,
     software_versions,
     stac_items_table,
-    write_manifest,
     write_text,
 )
+from garimpo.publish.manifest import write_manifest
 from garimpo.smk import REPO_ROOT, setup_logging, write_csv, write_json
 
 README = """# Published results: {region}
@@ -45,6 +45,12 @@ Mining detections of region `{region}` by garimpo, periods {periods}; the latest
 Property names and decisions (new / persisting / unknown, thresholds) are explained in the workflow's README.
 """
 
+# Put first in the bundle's README and model card when the run read the demo world's catalog.
+SYNTHETIC = (
+    "> **Synthetic demo.** Everything in this bundle was made from garimpo's offline demo world: synthetic imagery\n"
+    "> and synthetic truth, no Sentinel-2 data and no real place. It shows what a bundle holds, not real mining.\n\n"
+)
+
 
 def main(smk):
     log = setup_logging(smk)
@@ -59,7 +65,8 @@ def main(smk):
         name: json.loads(Path(path).read_text()) for name, path in zip(smk.params.chip_sets, smk.input.chip_set_reports)
     }
     region_eval = json.loads(Path(smk.input.region_eval[0]).read_text()) if smk.input.region_eval else None
-    write_text(smk.output.model_card, model_card(summary, evaluations, region_eval))
+    banner = SYNTHETIC if smk.params.synthetic else ""
+    write_text(smk.output.model_card, banner + model_card(summary, evaluations, region_eval))
 
     with atomic_path(smk.output.config) as tmp, open(tmp, "w") as fh:
         yaml.safe_dump(dict(smk.params.config), fh, sort_keys=False, allow_unicode=True)
@@ -77,10 +84,17 @@ def main(smk):
     write_json(smk.output.software, software_versions(REPO_ROOT))
     write_text(
         smk.output.attribution,
-        attribution_text(periods[0]["start"][:4], periods[-1]["end"][:4], pinned, cfg["publishing"]["attribution"]),
+        attribution_text(
+            periods[0]["start"][:4],
+            periods[-1]["end"][:4],
+            pinned,
+            cfg["publishing"]["attribution"],
+            copernicus=not smk.params.synthetic,
+        ),
     )
     names = [p["name"] for p in periods]
-    write_text(smk.output.readme, README.format(region=region, periods=", ".join(names), latest=names[-1]))
+    readme = README.format(region=region, periods=", ".join(names), latest=names[-1])
+    write_text(smk.output.readme, readme.replace("\n\n", "\n\n" + banner, 1))
     write_manifest(out)
     log.info(
         "%s: bundle of %d files; %d inputs pinned, %d STAC item rows",

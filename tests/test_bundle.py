@@ -14,14 +14,18 @@ import yaml
 from garimpo.errors import InputDataError
 from garimpo.imagery.provenance import provenance
 from garimpo.publish.bundle import (
-    MANIFEST,
     attribution_text,
     inputs_table,
     model_card,
     software_versions,
     stac_items_table,
-    verify_manifest,
     wilson_interval,
+)
+from garimpo.publish.manifest import (
+    MANIFEST,
+    add_to_manifest,
+    set_aside_if_changed,
+    verify_manifest,
     write_manifest,
 )
 
@@ -176,13 +180,48 @@ def test_software_versions_name_the_commit_and_the_libraries():
         assert len(info["workflow"]["commit"]) == 40 and isinstance(info["workflow"]["dirty"], bool)
 
 
-def test_the_manifest_tool_rewrites_and_checks(tmp_path):
-    (tmp_path / "a.txt").write_text("a")
-    tool = [str(Path(__import__("sys").executable)), str(ROOT / "scripts/publish_manifest.py"), str(tmp_path)]
-    assert subprocess.run(tool, capture_output=True).returncode == 0
+def test_the_manifest_tool_adds_the_report_only_to_an_unchanged_bundle(tmp_path):
+    """The user test's finding: rewriting the manifest blessed a bundle whose files had been deleted or edited.
+    Now the report joins only a bundle whose other files are as written, and a changed bundle is set aside
+    (nothing deleted) so that the workflow writes it anew."""
+    bundle = tmp_path / "demo"
+    (bundle / "evidence").mkdir(parents=True)
+    (bundle / "evidence" / ".snakemake_timestamp").write_text("")  # Snakemake's, not the bundle's
+    (bundle / "evidence" / "d-1.png").write_bytes(b"png")
+    (bundle / "demo.csv").write_text("id\nd-1\n")
+    write_manifest(bundle)
+    assert "evidence/.snakemake_timestamp" not in (bundle / MANIFEST).read_text()
+    tool = [str(Path(__import__("sys").executable)), str(ROOT / "scripts/publish_manifest.py"), str(bundle)]
     assert subprocess.run([*tool, "--check"], capture_output=True).returncode == 0
-    (tmp_path / "report.zip").write_bytes(b"zip")
+    (bundle / "report.zip").write_bytes(b"zip")
     out = subprocess.run([*tool, "--check"], capture_output=True, text=True)
     assert out.returncode == 1 and "not listed: report.zip" in out.stdout
-    assert subprocess.run(tool, capture_output=True).returncode == 0
-    assert pd.Series((tmp_path / MANIFEST).read_text().splitlines()).str.endswith("report.zip").any()
+    assert subprocess.run([*tool, "--add", "report.zip"], capture_output=True).returncode == 0
+    assert subprocess.run([*tool, "--check"], capture_output=True).returncode == 0
+    # an edited table: the report is not added over it, and the message says what to do
+    (bundle / "report.zip").write_bytes(b"zip, newer")
+    (bundle / "demo.csv").write_text("id\nd-1\nd-99999\n")
+    out = subprocess.run([*tool, "--add", "report.zip"], capture_output=True, text=True)
+    assert out.returncode == 1 and "changed: demo.csv" in out.stderr and "make publish" in out.stderr
+    with pytest.raises(ValueError, match="changed: demo.csv"):
+        add_to_manifest(bundle, ["report.zip"])
+    # --prepare moves the changed bundle aside, whole; an unchanged one (report aside) stays
+    out = subprocess.run([*tool, "--prepare"], capture_output=True, text=True)
+    assert out.returncode == 0 and "changed: demo.csv" in out.stdout and not bundle.exists()
+    (aside,) = tmp_path.glob("demo.changed-*")
+    assert (aside / "demo.csv").read_text().endswith("d-99999\n") and (aside / "evidence" / "d-1.png").exists()
+    (aside / "demo.csv").write_text("id\nd-1\n")
+    (aside / "report.zip").write_bytes(b"a report built again")
+    assert set_aside_if_changed(aside, ignore=["report.zip"]) == ([], None) and aside.exists()
+    (aside / "evidence" / "d-1.png").unlink()
+    problems, moved = set_aside_if_changed(aside, ignore=["report.zip"])
+    assert problems == ["missing: evidence/d-1.png"] and moved is not None and moved.exists()
+
+
+def test_demo_bundle_attribution_claims_no_copernicus_data(tmp_path):
+    """The user test's finding: the demo's ATTRIBUTION.md claimed Copernicus data (params.synthetic was not
+    passed on). The rule script writes the banner and the attribution from the rule's params."""
+    text = (ROOT / "scripts/release_bundle.py").read_text()
+    assert "copernicus=not smk.params.synthetic" in text and "SYNTHETIC if smk.params.synthetic" in text
+    demo = attribution_text("2021", "2024", pd.DataFrame(columns=["path", "attribution", "licence"]), copernicus=False)
+    assert "Copernicus Sentinel data [" not in demo and "synthetic demo world" in demo

@@ -184,7 +184,8 @@ def test_asset_read_retries_then_fails_without_leaking(scenes, tmp_path, caplog)
             fetch_composite(src, req, grid())
     msg = str(exc.value)
     assert f"after {FAST.attempts} attempts" in msg and f"{srv.url}/assets/" in msg and "B04.tif" in msg
-    assert len(calls) == FAST.attempts
+    # B04 tried exactly that often (the SCL read runs beside it on another thread and fails on its own)
+    assert sum("B04" in c for c in calls) == FAST.attempts
     _assert_no_secret(caplog, msg, repr(exc.value), exc.value.__cause__, exc.value.__context__)
 
 

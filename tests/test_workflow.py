@@ -227,13 +227,18 @@ def test_publishing_bundle_report_and_web_map(demo_run, browser):
     )
     tool = [sys.executable, str(demo_run / "scripts/publish_manifest.py"), str(bundle)]
     assert subprocess.run([*tool, "--check"], capture_output=True, text=True).stdout.strip().endswith("1 problem(s)")
-    subprocess.run(tool, check=True, capture_output=True)
+    subprocess.run([*tool, "--add", "report.zip"], check=True, capture_output=True)
     check = subprocess.run(
         ["sha256sum", "--quiet", "-c", "MANIFEST.sha256"], cwd=bundle, capture_output=True, text=True
     )
     assert check.returncode == 0, check.stdout + check.stderr
     for name in ("MODEL_CARD.md", "ATTRIBUTION.md", "config.yaml", "inputs.csv", "stac_items.csv", "software.json"):
         assert (bundle / name).stat().st_size > 0, name
+    # the demo's imagery is synthetic: no Copernicus claim, and the bundle says so first
+    attribution = (bundle / "ATTRIBUTION.md").read_text()
+    assert "Copernicus Sentinel data [" not in attribution and "synthetic demo world" in attribution
+    for name in ("README.md", "MODEL_CARD.md"):
+        assert "**Synthetic demo.**" in (bundle / name).read_text()[:400], name
     stac = pd.read_csv(bundle / "stac_items.csv")
     cells = json.loads((demo_run / "results/regions/demo/cells.json").read_text())["cells"]
     assert set(zip(stac.period.astype(str), stac.cell)) == {(p, c) for p in PERIODS for c in cells}

@@ -91,6 +91,77 @@ def bounds_grid(crs: str, bounds: Sequence[float], resolution: float = 10.0) -> 
     return Grid(crs, Affine(resolution, 0, left, 0, -resolution, top), width, height)
 
 
+@dataclass(frozen=True)
+class CoarseGrid:
+    """A grid of ``factor`` x ``factor`` times bigger pixels around a fine grid (:func:`coarse_grid`): the grid a
+    band or mask that is native at the bigger pixel is read and processed on before it meets the fine one.
+
+    ``grid``: the coarse grid; ``fine``: the fine grid it covers; ``row``, ``col``: where the fine grid's
+    top-left corner lies in it, in fine pixels (0 <= row, col).
+    """
+
+    grid: Grid
+    fine: Grid
+    factor: int
+    row: int
+    col: int
+
+    def to_fine(self, coarse: np.ndarray) -> np.ndarray:
+        """``coarse`` (..., h, w) on the fine grid (..., H, W), each fine pixel the value of the coarse pixel
+        that holds it: nearest resampling, exact because the pixel edges are aligned."""
+        rows = (np.arange(self.fine.height) + self.row) // self.factor
+        cols = (np.arange(self.fine.width) + self.col) // self.factor
+        return coarse[..., rows[:, None], cols[None, :]]
+
+    def upsample(self, coarse: np.ndarray) -> np.ndarray:
+        """``coarse`` (bands, h, w) float32 (NaN: no data) bilinearly resampled onto the fine grid (bands, H, W)
+        by GDAL's warper (rasterio.warp.reproject), NaN only where no coarse neighbour has data."""
+        from rasterio.warp import Resampling, reproject
+
+        out = np.full((coarse.shape[0], self.fine.height, self.fine.width), np.nan, dtype=np.float32)
+        if len(coarse):
+            reproject(
+                np.ascontiguousarray(coarse, dtype=np.float32),
+                out,
+                src_transform=self.grid.transform,
+                src_crs=self.grid.crs,
+                src_nodata=np.nan,
+                dst_transform=self.fine.transform,
+                dst_crs=self.fine.crs,
+                dst_nodata=np.nan,
+                resampling=Resampling.bilinear,
+            )
+        return out
+
+
+def coarse_grid(fine: Grid, factor: int, pad: int = 1) -> CoarseGrid | None:
+    """The grid of pixels ``factor`` times the size of ``fine``'s (``factor`` >= 2) that covers ``fine``, its
+    pixel edges on multiples of its own pixel size in ``fine``'s CRS (as Sentinel-2's 20 m pixels are, MGRS
+    tiles having their corners on multiples of 60 m), grown by ``pad`` coarse pixels on every side so that a
+    bilinear resampling back onto ``fine`` has neighbours all round. None when ``fine`` is north-up with
+    edges off multiples of its own pixel (then no coarse pixel edge falls on fine pixel edges).
+    """
+    res = fine.resolution
+    t = fine.transform
+    if t.b or t.d or t.e != -res:
+        return None
+    if abs(t.c / res - round(t.c / res)) > 1e-6 or abs(t.f / res - round(t.f / res)) > 1e-6:
+        return None
+    size = res * factor
+    left, bottom, right, top = fine.bounds
+    c_left = (math.floor(round(left / res) / factor) - pad) * size
+    c_top = (math.ceil(round(top / res) / factor) + pad) * size
+    c_right = (math.ceil(round(right / res) / factor) + pad) * size
+    c_bottom = (math.floor(round(bottom / res) / factor) - pad) * size
+    grid = Grid(
+        fine.crs,
+        Affine(size, 0, c_left, 0, -size, c_top),
+        int(round((c_right - c_left) / size)),
+        int(round((c_top - c_bottom) / size)),
+    )
+    return CoarseGrid(grid, fine, factor, int(round((c_top - top) / res)), int(round((left - c_left) / res)))
+
+
 # Band order of 8-bit true-colour images (PNG/JPEG chips): red, green, blue.
 RGB_BANDS = ("B04", "B03", "B02")
 GEOTIFF_SUFFIXES = (".tif", ".tiff")

@@ -14,6 +14,7 @@ import logging
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -25,29 +26,34 @@ from rasterio.windows import Window
 
 from garimpo.atomic import atomic_path
 from garimpo.errors import NoImageryError
-from garimpo.geo.raster import Grid
+from garimpo.geo.raster import CoarseGrid, Grid, coarse_grid
 from garimpo.imagery.assets import ItemPlan, acquired, select_items
 from garimpo.imagery.provenance import radiometry_record
 from garimpo.imagery.radiometry import implausible
-from garimpo.imagery.read import read_item
+from garimpo.imagery.read import ItemPixels, read_item_pixels
 from garimpo.imagery.sensor import SENTINEL2_L2A, SensorProfile
 from garimpo.imagery.stac import ImageryRequest, Source, search_items, with_fresh_search
 
 log = logging.getLogger(__name__)
 
+GDAL_CACHE_BYTES = 256 * 2**20  # GDAL's block cache while a composite is written (see write_composite)
+
 
 def composite(stack: np.ndarray, clear: np.ndarray, method: str = "median") -> np.ndarray:
     """Combine scenes (scenes, bands, H, W) of reflectance into one image (bands, H, W) float32 using only
-    the pixels ``clear`` (scenes, H, W) bool says are clear.
+    the pixels ``clear`` (scenes, H, W) bool says are clear (and that are finite).
 
-    ``median``: per-pixel median of the clear observations (robust to missed cloud).
+    ``median``: per-pixel median of the clear observations (robust to missed cloud; :func:`clear_median`).
     ``least_cloudy``: first clear observation in the given order (caller sorts by cloud cover).
     Pixels never clear stay NaN. Raises ``ValueError`` for another ``method``.
     """
-    masked = np.where(clear[:, None], stack, np.nan)
     if method == "median":
-        return _nanmedian_scenes(masked)
+        out = np.empty(stack.shape[1:], dtype=np.float32)
+        for b in range(stack.shape[1]):
+            out[b] = clear_median([scene[b] for scene in stack], clear)
+        return out
     if method == "least_cloudy":
+        masked = np.where(clear[:, None], stack, np.nan)
         out = np.full(stack.shape[1:], np.nan, dtype=np.float32)
         for scene in masked:
             fill = np.isnan(out) & np.isfinite(scene)
@@ -56,13 +62,56 @@ def composite(stack: np.ndarray, clear: np.ndarray, method: str = "median") -> n
     raise ValueError(f"composite method {method!r} unknown; use 'median' or 'least_cloudy'")
 
 
-def _nanmedian_scenes(masked: np.ndarray) -> np.ndarray:
-    """``np.nanmedian(masked, axis=0)`` as float32, NaN where no scene has a value.
+# A sorting network over this many scenes at most; np.choose takes at most 32 arrays.
+_NETWORK_MAX = 16
+_STRIP_PIXELS = 1 << 16  # pixels per strip of clear_median: 256 KiB per float32 array
 
-    Sorting the few scenes once (NaN sort last) and averaging the middle finite pair is ~50x faster than
-    ``np.nanmedian``, which falls back to a per-pixel loop when some pixels are all NaN (every cloudy or
-    out-of-swath one).
+
+def clear_median(values: Sequence[np.ndarray], clear: np.ndarray) -> np.ndarray:
+    """Per-pixel median (H, W) float32 of one band of n scenes, ``values`` (n arrays (H, W)), over the scenes
+    ``clear`` (n, H, W) bool calls clear and that are finite there: the middle value of an odd count, the mean
+    of the middle two of an even one (as ``np.nanmedian``), NaN where no scene is clear.
+
+    With few scenes (a composite has ``imagery.max_scenes``, 8 by default) the scenes are sorted pixel by pixel
+    with an odd-even transposition network of element-wise minima and maxima (non-clear values set to +inf
+    sort last) and the middle picked with ``np.choose``: measured 2x faster on a 2048 px block of six scenes
+    than sorting along the scene axis, and ~50x faster than ``np.nanmedian`` (a per-pixel loop when some
+    pixels are all NaN, as every cloudy one is). More than 16 scenes: a sort along the scene axis.
     """
+    n = len(values)
+    if n and values[0].ndim == 2 and values[0].size > _STRIP_PIXELS:
+        # Strip by strip, so that the network's arrays stay in the CPU cache: on the whole 2048 px block it was
+        # bound by memory bandwidth and gained nothing from a second thread.
+        height, width = values[0].shape
+        rows = max(1, _STRIP_PIXELS // width)
+        out = np.empty((height, width), dtype=np.float32)
+        for r in range(0, height, rows):
+            out[r : r + rows] = clear_median([v[r : r + rows] for v in values], clear[:, r : r + rows])
+        return out
+    ok = [clear[k] & np.isfinite(values[k]) for k in range(n)]
+    if n > _NETWORK_MAX:
+        return _nanmedian_scenes(np.where(np.stack(ok), np.stack(values), np.nan))
+    inf = np.float32(np.inf)
+    v = [np.where(ok[k], values[k], inf).astype(np.float32, copy=False) for k in range(n)]
+    for sweep in range(n):
+        for i in range(sweep % 2, n - 1, 2):
+            low = np.minimum(v[i], v[i + 1])
+            np.maximum(v[i], v[i + 1], out=v[i + 1])
+            v[i] = low
+    count = np.zeros(clear.shape[1:], dtype=np.uint8)
+    for k in range(n):
+        count += ok[k]
+    low = np.choose(np.maximum(count, 1) - 1 >> 1, v)
+    high = np.choose(count >> 1, v) if n > 1 else low
+    with np.errstate(invalid="ignore"):
+        out = ((low.astype(np.float64) + high) / 2).astype(np.float32)
+    out[count == 0] = np.nan
+    return out
+
+
+def _nanmedian_scenes(masked: np.ndarray) -> np.ndarray:
+    """``np.nanmedian(masked, axis=0)`` as float32, NaN where no scene has a value, by one sort along the scene
+    axis (NaN sort last) and the middle finite pair."""
     ordered = np.sort(masked, axis=0)
     count = np.isfinite(masked).sum(axis=0)
     low = np.take_along_axis(ordered, np.maximum(count - 1, 0)[None] // 2, axis=0)[0]
@@ -92,16 +141,21 @@ def fetch_composite(
     grid: Grid,
     items: Iterable[pystac.Item] | None = None,
     check: bool = True,
+    threads: int = 1,
 ) -> tuple[np.ndarray, list[pystac.Item]]:
     """Search (unless ``items`` given), read and composite imagery onto ``grid``.
 
     Items lacking a needed asset are skipped and an acquisition listed twice is read once
     (:func:`garimpo.imagery.assets.select_items` with ``source.sensor``) before the first
-    ``request.max_scenes`` are taken. With ``check`` a WARNING names the items when the composite's band
-    medians are outside the sensor's plausible reflectance range.
+    ``request.max_scenes`` are taken. Bands native at the mask band's pixel (Sentinel-2's 20 m B11, B12 and
+    SCL on a 10 m grid: :func:`band_layout`) are masked and composited at that pixel and then resampled
+    bilinearly onto ``grid``; the others are composited on ``grid`` with the mask of the coarse pixel that
+    holds each pixel. A pixel is NaN in every band when it is NaN in one. ``threads``: assets read, and bands
+    composited, concurrently. With ``check`` a WARNING names the items when the composite's band medians are
+    outside the sensor's plausible reflectance range.
     Returns the composite (bands, H, W) float32 reflectance (NaN: never clear) and the items that
     contributed clear pixels. Raises :class:`NoImageryError` when no item is usable or clear, and what
-    :func:`garimpo.imagery.stac.search_items` and :func:`garimpo.imagery.read.read_item` raise.
+    :func:`garimpo.imagery.stac.search_items` and :func:`garimpo.imagery.read.read_item_pixels` raise.
     """
     if items is None:
         items = search_items(source, grid.bbox_lonlat(), request.period, request.max_cloud)
@@ -109,20 +163,91 @@ def fetch_composite(
     plans = select_items(items, request.bands, source.sensor)[: request.max_scenes]
     if not plans:
         raise NoImageryError(no_scene_message(source, request, grid, len(items)))
-    stacks, clears, used = [], [], []
-    for plan in plans:
-        refl, clear = read_item(plan.item, source, request.bands, grid, request.cloud_buffer_m, plan)
-        if clear.any():
-            stacks.append(refl)
-            clears.append(clear)
-            used.append(plan)
-    if not used:
-        raise NoImageryError(f"all {len(plans)} scenes over {grid.bbox_lonlat()} are cloudy or empty there")
-    image = composite(np.stack(stacks), np.stack(clears), request.composite)
+    fine_bands, coarse_bands, coarse = band_layout(request.bands, grid, source.sensor)
+    pixels, used = [], []
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        for plan in plans:
+            px = read_item_pixels(
+                plan.item, source, fine_bands, coarse_bands, grid, coarse, request.cloud_buffer_m, plan, pool
+            )
+            if px.fine_clear.any():
+                pixels.append(px)
+                used.append(plan)
+        if not used:
+            raise NoImageryError(f"all {len(plans)} scenes over {grid.bbox_lonlat()} are cloudy or empty there")
+        image = composite_pixels(pixels, request, fine_bands, coarse_bands, coarse, pool)
     if check:
         where = f"composite over {grid.bbox_lonlat()}"
         warn_if_implausible(band_medians(image, request.bands), used, where, source.sensor)
     return image, [p.item for p in used]
+
+
+def band_layout(
+    bands: Sequence[str], grid: Grid, sensor: SensorProfile
+) -> tuple[list[str], list[str], CoarseGrid | None]:
+    """Which of ``bands`` are composited on ``grid`` (fine) and which at the native pixel of the sensor's mask
+    band (coarse: those whose own pixel is at least the mask's), and the coarse grid; all fine and no coarse
+    grid when the mask's pixel is not a whole multiple (>= 2) of ``grid``'s or unknown, or ``grid``'s pixel
+    edges are not on multiples of its pixel (:func:`garimpo.geo.raster.coarse_grid`)."""
+    factor = sensor.mask_resolution_m / grid.resolution
+    coarse = None
+    if sensor.mask_resolution_m > 0 and factor >= 2 and abs(factor - round(factor)) < 1e-6:
+        coarse = coarse_grid(grid, int(round(factor)))
+    if coarse is None:
+        return list(bands), [], None
+    native = {b: sensor.bands[b].resolution_m for b in bands if b in sensor.bands}
+    coarse_bands = [b for b in bands if native.get(b, 0) >= sensor.mask_resolution_m]
+    return [b for b in bands if b not in coarse_bands], coarse_bands, coarse
+
+
+def composite_pixels(
+    pixels: Sequence[ItemPixels],
+    request: ImageryRequest,
+    fine_bands: Sequence[str],
+    coarse_bands: Sequence[str],
+    coarse: CoarseGrid | None,
+    pool: Executor | None = None,
+) -> np.ndarray:
+    """The composite (bands of ``request.bands``, H, W) float32 of the items' ``pixels``: each band over the
+    scenes that are clear there (:func:`composite`), band by band (``pool``: concurrently) so that only one
+    band of every scene is copied at a time; the coarse bands composited on the coarse grid and resampled
+    bilinearly onto the fine one; NaN in every band where one band is NaN."""
+    fine_clear = np.stack([p.fine_clear for p in pixels])
+    coarse_clear = np.stack([p.coarse_clear for p in pixels]) if coarse_bands else fine_clear
+    h, w = fine_clear.shape[1:]
+
+    def one(job: tuple[str, int]) -> np.ndarray:
+        kind, i = job
+        values = [p.fine[i] if kind == "fine" else p.coarse[i] for p in pixels]
+        clear = fine_clear if kind == "fine" else coarse_clear
+        if request.composite == "median":
+            return clear_median(values, clear)
+        return composite(np.stack(values)[:, None], clear, request.composite)[0]
+
+    jobs = [("fine", i) for i in range(len(fine_bands))] + [("coarse", i) for i in range(len(coarse_bands))]
+    done = list(pool.map(one, jobs)) if pool is not None else [one(job) for job in jobs]
+    out = np.empty((len(request.bands), h, w), dtype=np.float32)
+    index = {b: i for i, b in enumerate(request.bands)}
+    for b, band in zip(fine_bands, done, strict=False):
+        out[index[b]] = band
+    if coarse_bands:
+        assert coarse is not None
+        up = coarse.upsample(np.stack(done[len(fine_bands) :]))
+        for b, band in zip(coarse_bands, up, strict=True):
+            out[index[b]] = band
+        hole = np.any(np.isnan(out), axis=0, keepdims=True)
+        np.copyto(out, np.float32(np.nan), where=hole)
+    return out
+
+
+def halo_px(request: ImageryRequest, grid: Grid, sensor: SensorProfile) -> int:
+    """How far (pixels of ``grid``) a block must be read beyond its edges for block-wise compositing to equal
+    whole-grid compositing: the cloud buffer (the clear mask's dilation radius) where the mask is made, and on
+    a coarse grid two coarse pixels more (alignment and the bilinear resampling's neighbours)."""
+    _, coarse_bands, coarse = band_layout(request.bands, grid, sensor)
+    if coarse is None:
+        return int(round(request.cloud_buffer_m / grid.resolution))
+    return (int(round(request.cloud_buffer_m / coarse.grid.resolution)) + 2) * coarse.factor
 
 
 def band_medians(image: np.ndarray, bands: Sequence[str]) -> dict[str, float]:
@@ -184,6 +309,7 @@ def write_composite(
     block_px: int = 2048,
     items: Sequence | None = None,
     allow_empty: bool = False,
+    threads: int = 1,
 ) -> list:
     """Composite ``request`` onto ``grid`` into a tiled GeoTIFF at ``path`` (float32, NaN = no clear pixel).
 
@@ -194,8 +320,9 @@ def write_composite(
     median of the blocks' band medians.
     With ``allow_empty`` a grid without any clear scene is written all NaN (one cloudy cell
     must not stop a region-wide run) instead of raising ``NoImageryError``.
-    Each block is read with a halo as wide as the cloud buffer (:func:`with_halo`), so the file equals the
-    whole grid composited at once. Without ``items`` the grid's search is run here, and items that came
+    Each block is read with a halo as wide as the cloud buffer and the coarse grid need (:func:`halo_px`,
+    :func:`with_halo`), so the file equals the whole grid composited at once. ``threads``: as in
+    :func:`fetch_composite`. Without ``items`` the grid's search is run here, and items that came
     from the search cache are searched again once when they cannot be read
     (:func:`garimpo.imagery.stac.with_fresh_search`).
     ZSTD (level 1) rather than deflate: the detect stage reads every pixel, and ZSTD decodes ~1.5x
@@ -208,7 +335,7 @@ def write_composite(
             source,
             grid.bbox_lonlat(),
             request,
-            lambda found: write_composite(path, source, request, grid, block_px, found, allow_empty),
+            lambda found: write_composite(path, source, request, grid, block_px, found, allow_empty, threads),
         )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -236,19 +363,21 @@ def write_composite(
         "blockxsize": 512,
         "blockysize": 512,
         "BIGTIFF": "IF_SAFER",
+        "num_threads": max(1, threads),  # GTiff: tiles compressed on this many threads
     }
     used: dict[str, object] = {}
     block_medians: list[dict[str, float]] = []
-    with atomic_path(path, suffix=".tif") as tmp:
+    # GDAL's block cache defaults to 5 % of the machine's memory (1.2 GB here) and fills with the written
+    # tiles; the blocks are composited in memory already, so a small cache bounds the job's memory.
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), atomic_path(path, suffix=".tif") as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
             for i, name in enumerate(request.bands, start=1):
                 dst.set_band_description(i, name)
-            # The cloud buffer reaches this far across a block's edge (the clear mask's dilation radius).
-            halo = int(round(request.cloud_buffer_m / grid.resolution))
+            halo = halo_px(request, grid, source.sensor)
             for window, _ in grid_blocks(grid, block_px):
                 sub, (rows, cols) = with_halo(grid, window, halo)
                 try:
-                    image, block_items = fetch_composite(source, request, sub, items, check=False)
+                    image, block_items = fetch_composite(source, request, sub, items, check=False, threads=threads)
                 except NoImageryError:
                     continue  # cloudy or outside every scene: the block stays NaN
                 image = image[:, rows, cols]
@@ -274,7 +403,8 @@ def write_composite(
             # Overviews make quicklooks and maps of a whole composite cheap to read.
             factors = [f for f in (4, 16, 64) if min(grid.width, grid.height) // f >= 64]
             if factors:
-                dst.build_overviews(factors, rasterio.enums.Resampling.average)
+                with rasterio.Env(GDAL_NUM_THREADS=max(1, threads)):
+                    dst.build_overviews(factors, rasterio.enums.Resampling.average)
     log.info("composite %s: %d x %d px from %d scenes", path, grid.width, grid.height, len(used))
     return ordered
 

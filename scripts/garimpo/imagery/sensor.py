@@ -39,7 +39,9 @@ class SensorProfile:
     (``imagery.bands``). ``wavelength_tolerance_um``: a declared centre wavelength names the nearest band
     when within this many micrometres. ``asset_keys``: provider (a :data:`garimpo.imagery.stac.SOURCE_KINDS`
     name) -> band or mask band name -> asset key; the last resort for an asset that declares no band.
-    ``mask_band``: the per-pixel classification band; ``not_clear``: its classes that are not clear ground;
+    ``mask_band``: the per-pixel classification band, ``mask_resolution_m`` its native pixel size (metres; 0:
+    unknown, the mask is then read on the target grid like the bands);
+    ``not_clear``: its classes that are not clear ground;
     ``cloudy``: those among them whose edges the classification under-flags (grown by the cloud buffer).
     ``dn_scale``: reflectance per DN; ``offset_dn``: DN added to the pixels from processing baseline
     ``offset_baseline`` (major, minor) on, or from ``offset_date`` when no baseline is known (UTC);
@@ -60,6 +62,7 @@ class SensorProfile:
     offset_date: datetime
     plausible_range: tuple[float, float]
     wavelength_tolerance_um: float = 0.03
+    mask_resolution_m: float = 0.0
 
     @cached_property
     def _by_number(self) -> dict[tuple[int, str], str]:
@@ -174,6 +177,7 @@ SENTINEL2_L2A = SensorProfile(
     # 1 saturated/defective, 3 cloud shadow, 8/9 cloud medium/high probability, 10 thin cirrus are not clear;
     # of those, shadow, cloud and cirrus have edges SCL under-flags (haze halos, soft shadows).
     mask_band="SCL",
+    mask_resolution_m=20.0,  # SCL is produced at 20 m (and 60 m); providers serve the 20 m one
     not_clear=(0, 1, 3, 8, 9, 10),
     cloudy=(3, 8, 9, 10),
     # MTD_MSIL2A.xml: BOA_QUANTIFICATION_VALUE 10000, and from processing baseline 04.00 (in production

@@ -7,7 +7,6 @@ check which scenes, inputs, model and software made each detection, and that no 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -21,8 +20,7 @@ from scipy.stats import binomtest
 
 from garimpo.atomic import atomic_path
 from garimpo.errors import InputDataError
-
-MANIFEST = "MANIFEST.sha256"
+from garimpo.publish.manifest import sha256_of
 
 # Distributions whose versions decide the numbers of a run (reading, warping, geometry, the model, the
 # workflow engine); each is reported as installed, or "not installed" in the environment that wrote the bundle.
@@ -51,15 +49,6 @@ COPERNICUS = (
     "(Commission Delegated Regulation (EU) No 1159/2013)."
 )
 LEAFLET = "Web map drawn with Leaflet 1.9.3 (BSD-2-Clause, (c) Volodymyr Agafonkin and contributors), bundled."
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """The sha256 of a file, 64 lower-case hex digits (read in 1 MiB chunks). Raises ``OSError``."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def stac_items_table(metas: Iterable[tuple[str, str, str | os.PathLike]]) -> pd.DataFrame:
@@ -345,41 +334,3 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write UTF-8 text atomically."""
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
-
-
-def write_manifest(folder: str | os.PathLike) -> Path:
-    """Write ``folder/MANIFEST.sha256``: one ``<sha256>  <relative path>`` line per file under ``folder`` (sorted,
-    the manifest itself left out), the format ``sha256sum -c MANIFEST.sha256`` checks. Returns its path."""
-    root = Path(folder)
-    lines = [
-        f"{sha256_of(p)}  {p.relative_to(root).as_posix()}"
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
-    ]
-    out = root / MANIFEST
-    write_text(out, "\n".join(lines) + "\n")
-    return out
-
-
-def verify_manifest(folder: str | os.PathLike) -> list[str]:
-    """The problems of a bundle against its manifest: files changed, missing, or not listed. Empty when it is
-    intact. Raises ``FileNotFoundError`` when there is no manifest."""
-    root = Path(folder)
-    listed = {}
-    for line in (root / MANIFEST).read_text().splitlines():
-        digest, _, name = line.partition("  ")
-        listed[name] = digest
-    problems = []
-    for name, digest in listed.items():
-        p = root / name
-        if not p.is_file():
-            problems.append(f"missing: {name}")
-        elif sha256_of(p) != digest:
-            problems.append(f"changed: {name}")
-    present = {
-        p.relative_to(root).as_posix()
-        for p in root.rglob("*")
-        if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
-    }
-    problems += [f"not listed: {name}" for name in sorted(present - set(listed))]
-    return problems

@@ -59,6 +59,7 @@ FONT_PX = 13
 # for files ~12 % larger (thousands of detections on a basin run).
 PNG_LEVEL = 3
 NO_BEFORE = "no earlier clear view"
+NO_EARLIER = "no earlier period"
 NO_AFTER = "no clear view"
 # A detection id becomes a file name: letters, digits, ".", "_" and "-" only, so no id can reach outside out_dir.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -457,7 +458,9 @@ def write_evidence(
             before_view = views[before] if before is not None else None
             after_view = read(after, cells, geom)
             labels = (f"{before} — before" if before is not None else "before", f"{after} — first detected")
-            image = thumbnail(before_view, after_view, geom, labels)
+            # a site seen from the first period has no earlier period at all: not a cloud problem
+            missing = (NO_EARLIER if first == periods[0] else NO_BEFORE, NO_AFTER)
+            image = thumbnail(before_view, after_view, geom, labels, missing)
             target = out_dir / f"{ident}.png"
             with atomic_path(target, suffix=".png") as tmp:
                 Image.fromarray(image, "RGB").save(tmp, format="PNG", compress_level=PNG_LEVEL)

@@ -713,6 +713,14 @@ _JS = r"""(function () {
     return div;
   };
   title.addTo(map);
+  // A popup that opens under the title box is moved down out of it (controls stay above popups in Leaflet).
+  map.on("popupopen", function (e) {
+    var box = title.getContainer().getBoundingClientRect();
+    var pop = e.popup.getElement().getBoundingClientRect();
+    if (pop.top < box.bottom && pop.left < box.right && pop.right > box.left) {
+      map.panBy([0, -(box.bottom - pop.top + 10)], {animate: false});
+    }
+  });
   var legend = L.control({position: "bottomleft"});
   legend.onAdd = function () {
     var div = L.DomUtil.create("div", "garimpo-box garimpo-legend");
