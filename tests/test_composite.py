@@ -4,6 +4,7 @@ without a warp where the target grid is the file's own, concurrently; on real Se
 
 import dataclasses
 import json
+import warnings
 from datetime import UTC, datetime
 
 import numpy as np
@@ -20,6 +21,8 @@ from garimpo.imagery.sensor import SENTINEL2_L2A
 from garimpo.imagery.stac import ImageryRequest, Source
 
 RKH = "data/s2-real/29RKH_20200219_L2A"
+# Sentinel-2 with its SCL's native 20 m declared: the two-grid path (not yet the default profile's, see sensor.py)
+S2_20M = dataclasses.replace(SENTINEL2_L2A, mask_resolution_m=20.0)
 UTM21S = "EPSG:32721"
 
 
@@ -73,12 +76,14 @@ def test_coarse_grid_is_aligned_and_nearest_is_exact():
 
 def test_band_layout_splits_by_native_pixel():
     g10 = Grid(UTM21S, Affine(10, 0, 600000, 0, -10, 9320000), 8, 8)
-    fine, coarse, cg = band_layout(("B02", "B11", "B04", "B12", "B8A"), g10, SENTINEL2_L2A)
+    fine, coarse, cg = band_layout(("B02", "B11", "B04", "B12", "B8A"), g10, S2_20M)
     assert fine == ["B02", "B04"] and coarse == ["B11", "B12", "B8A"] and cg.factor == 2
     g20 = Grid(UTM21S, Affine(20, 0, 600000, 0, -20, 9320000), 8, 8)
-    assert band_layout(("B02", "B11"), g20, SENTINEL2_L2A) == (["B02", "B11"], [], None)
+    assert band_layout(("B02", "B11"), g20, S2_20M) == (["B02", "B11"], [], None)
+    assert band_layout(("B02", "B11"), g10, SENTINEL2_L2A) == (["B02", "B11"], [], None)  # the default, for now
     req = ImageryRequest(("B02", "B11"), ("2023-01-01", "2023-12-31"), 50.0, cloud_buffer_m=100)
-    assert halo_px(req, g10, SENTINEL2_L2A) == (5 + 2) * 2 and halo_px(req, g20, SENTINEL2_L2A) == 5
+    assert halo_px(req, g10, S2_20M) == (5 + 2) * 2 and halo_px(req, g20, S2_20M) == 5
+    assert halo_px(req, g10, SENTINEL2_L2A) == 10
 
 
 # ---- small files whose every pixel is known -----------------------------------------------------------
@@ -134,13 +139,13 @@ def test_two_grid_composite_matches_a_hand_computed_one(scenes, tmp_path):
     """Fine bands: the median of the scenes clear in the 20 m pixel holding each 10 m pixel (cloud grown by
     the buffer at 20 m); B11: the 20 m median, resampled bilinearly (weights 3/4, 1/4 at the 10 m centres)."""
     items = [s[0] for s in scenes]
-    src = Source("local", str(tmp_path / "unused.json"))
+    src = Source("local", str(tmp_path / "unused.json"), sensor=S2_20M)
     req = ImageryRequest(BANDS3, ("2023-01-01", "2023-12-31"), 50.0, cloud_buffer_m=40)  # 2 px at 20 m
     grid = Grid(UTM21S, Affine(10, 0, ORIGIN[0] + 200, 0, -10, ORIGIN[1] - 200), 48, 40)
     image, used = fetch_composite(src, req, grid, items, threads=2)
     assert [u.id for u in used] == ["S0", "S1", "S2"]
     cg = coarse_grid(grid, 2)
-    clear20 = [SENTINEL2_L2A.clear_mask(scl, 2) for _, _, scl in scenes]
+    clear20 = [S2_20M.clear_mask(scl, 2) for _, _, scl in scenes]
     r0, c0 = 20, 20  # the grid's corner in the 10 m files
     for r in range(0, 40, 3):
         for c in range(0, 48, 5):
@@ -173,7 +178,7 @@ def test_block_wise_equals_whole_grid_with_two_grids(scenes, tmp_path, threads):
     """Blocks of 16 px (with halos for the 20 m mask's buffer and the resampling) give the whole-grid
     composite exactly, on a grid whose edges are not on multiples of 20 m."""
     items = [s[0] for s in scenes]
-    src = Source("local", str(tmp_path / "unused.json"))
+    src = Source("local", str(tmp_path / "unused.json"), sensor=S2_20M)
     req = ImageryRequest(BANDS3, ("2023-01-01", "2023-12-31"), 50.0, cloud_buffer_m=60)
     grid = Grid(UTM21S, Affine(10, 0, ORIGIN[0] + 130, 0, -10, ORIGIN[1] - 70), 61, 53)
     whole, _ = fetch_composite(src, req, grid, items, threads=threads)
@@ -214,3 +219,20 @@ def test_real_bytes_two_grids(shared_dir, tmp_path):
     write_composite(tmp_path / "c.tif", src, req, grid, block_px=128, items=[item], threads=2)
     with rasterio.open(tmp_path / "c.tif") as f:
         np.testing.assert_allclose(f.read(), image, rtol=0, atol=1e-7)
+
+
+def test_default_composite_is_the_warped_nanmedian_bit_for_bit(scenes, tmp_path, monkeypatch):
+    """With the default profile (mask and bands on the 10 m grid) the faster path changes no value: windowed reads
+    instead of the warp, threads, the sorting-network median and the reflectance give what the warp and
+    np.nanmedian give."""
+    items = [s[0] for s in scenes]
+    src = Source("local", str(tmp_path / "unused.json"))
+    req = ImageryRequest(BANDS3, ("2023-01-01", "2023-12-31"), 50.0, cloud_buffer_m=40)
+    grid = Grid(UTM21S, Affine(10, 0, ORIGIN[0] + 130, 0, -10, ORIGIN[1] - 70), 61, 53)
+    fast, _ = fetch_composite(src, req, grid, items, threads=2)
+    monkeypatch.setattr(R, "aligned_window", lambda *a, **k: None)
+    stack, clear = zip(*(R.read_item(it, src, BANDS3, grid, req.cloud_buffer_m) for it in items), strict=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
+        want = np.nanmedian(np.where(np.stack(clear)[:, None], np.stack(stack), np.nan), axis=0).astype(np.float32)
+    np.testing.assert_array_equal(fast, want)
