@@ -147,12 +147,13 @@ def fetch_composite(
 
     Items lacking a needed asset are skipped and an acquisition listed twice is read once
     (:func:`garimpo.imagery.assets.select_items` with ``source.sensor``) before the first
-    ``request.max_scenes`` are taken. Bands native at the mask band's pixel (Sentinel-2's 20 m B11, B12 and
-    SCL on a 10 m grid: :func:`band_layout`) are masked and composited at that pixel and then resampled
-    bilinearly onto ``grid``; the others are composited on ``grid`` with the mask of the coarse pixel that
-    holds each pixel. A pixel is NaN in every band when it is NaN in one. ``threads``: assets read, and bands
-    composited, concurrently. With ``check`` a WARNING names the items when the composite's band medians are
-    outside the sensor's plausible reflectance range.
+    ``request.max_scenes`` are taken. Every band and the mask are read onto ``grid``. Only where the sensor
+    profile declares its mask's native pixel (``mask_resolution_m``; off for Sentinel-2 for now, see
+    :data:`garimpo.imagery.sensor.SENTINEL2_L2A`) are the bands native at that pixel masked and composited
+    there, then resampled bilinearly onto ``grid`` (:func:`band_layout`); the others are then composited on
+    ``grid`` with the mask of the coarse pixel holding each pixel, and a pixel NaN in one band is NaN in all.
+    ``threads``: assets read, and bands composited, concurrently. With ``check`` a WARNING names the items
+    when the composite's band medians are outside the sensor's plausible reflectance range.
     Returns the composite (bands, H, W) float32 reflectance (NaN: never clear) and the items that
     contributed clear pixels. Raises :class:`NoImageryError` when no item is usable or clear, and what
     :func:`garimpo.imagery.stac.search_items` and :func:`garimpo.imagery.read.read_item_pixels` raise.

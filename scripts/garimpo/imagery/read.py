@@ -230,7 +230,7 @@ def read_item_pixels(
     ``coarse_bands`` must be empty), read concurrently on ``pool`` (GDAL decodes without the GIL).
 
     Bands are resampled bilinearly, the mask nearest (on a grid of the file's own, a windowed read:
-    :func:`aligned_window`). The clear mask is made where the mask band is native: ``source.sensor.clear_mask``
+    :func:`aligned_window`). The clear mask is made on ``coarse`` (``fine`` without one): ``source.sensor.clear_mask``
     with the cloudy classes grown by ``cloud_buffer_m`` metres, and finite in every band there; on ``fine``
     each pixel takes the mask of the coarse pixel holding it (nearest: exact, as their edges are aligned) and
     must be finite in the fine bands too. Growing a 20 m mask at 20 m instead of its 10 m copy at 10 m is a
