@@ -21,7 +21,7 @@ from garimpo.smk import REPO_ROOT, setup_logging, write_csv, write_json
 
 README = """# Published results: {region}
 
-Mining detections of region `{region}` by garimpo, periods {periods}; the latest period is {latest}.
+{banner}Mining detections of region `{region}` by garimpo, periods {periods}; the latest period is {latest}.
 
 - `{region}.geojson`: the latest period's detections (RFC 7946, lon/lat), with status, first_detected and
   last_detected
@@ -93,8 +93,9 @@ def main(smk):
         ),
     )
     names = [p["name"] for p in periods]
-    readme = README.format(region=region, periods=", ".join(names), latest=names[-1])
-    write_text(smk.output.readme, readme.replace("\n\n", "\n\n" + banner, 1))
+    write_text(
+        smk.output.readme, README.format(region=region, banner=banner, periods=", ".join(names), latest=names[-1])
+    )
     write_manifest(out)
     log.info(
         "%s: bundle of %d files; %d inputs pinned, %d STAC item rows",

@@ -245,7 +245,7 @@ def halo_px(request: ImageryRequest, grid: Grid, sensor: SensorProfile) -> int:
     """How far (pixels of ``grid``) a block must be read beyond its edges for block-wise compositing to equal
     whole-grid compositing: the cloud buffer (the clear mask's dilation radius) where the mask is made, and on
     a coarse grid two coarse pixels more (alignment and the bilinear resampling's neighbours)."""
-    _, coarse_bands, coarse = band_layout(request.bands, grid, sensor)
+    coarse = band_layout(request.bands, grid, sensor)[2]
     if coarse is None:
         return int(round(request.cloud_buffer_m / grid.resolution))
     return (int(round(request.cloud_buffer_m / coarse.grid.resolution)) + 2) * coarse.factor
